@@ -1,0 +1,140 @@
+"""One-file checkpoints: configuration, weights and metadata, loaded without unpickling code.
+
+The file is a ``torch.save`` of plain containers and tensors. Loading goes through
+``torch.load(weights_only=True)``, whose unpickler admits tensors and plain values only, so a
+file carrying any other object is refused before anything in it runs. Writes go to a
+temporary file that is fsynced and renamed, so a crash never leaves half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import SONANetConfig
+from .sona_net import SONANet
+
+__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
+
+FORMAT = "sona-net"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with the reason in one line."""
+
+
+def save_checkpoint(path: str | Path, net: SONANet, **meta: Any) -> Path:
+    """Write ``net`` (config and weights) and JSON-serialisable ``meta`` to ``path`` atomically."""
+    try:
+        meta = json.loads(json.dumps(meta))
+    except TypeError as exc:
+        raise TypeError(f"checkpoint metadata must be JSON-serialisable: {exc}") from exc
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": net.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "meta": meta,
+    }
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw payload of a SONA-Net checkpoint, validated but not yet turned into a network."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message advises weights_only=False; never pass that on. Name the object.
+        found = re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", str(exc))
+        if found is None:
+            raise CheckpointError(
+                f"{path}: not a readable checkpoint (corrupt pickle data)"
+            ) from exc
+        raise CheckpointError(
+            f"{path}: refused, it holds an object other than tensors and plain values "
+            f"({found.group(1)}); loading it could run arbitrary code"
+        ) from exc
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a SONA-Net checkpoint (no '{FORMAT}' format marker)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {payload.get('format_version')!r} is not "
+            f"supported (this version reads {FORMAT_VERSION})"
+        )
+    for key, kind in (("config", dict), ("state_dict", dict), ("meta", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(f"{path}: checkpoint has no valid '{key}'")
+    return payload
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[SONANet, dict[str, Any]]:
+    """Rebuild the network from a checkpoint, in eval mode on ``device``; returns (net, meta)."""
+    payload = read_checkpoint(path)
+    try:
+        config = SONANetConfig.from_dict(payload["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid configuration: {exc}") from exc
+    net = SONANet(config, load_backbone_weights=False)
+    expected = net.state_dict()
+    state = payload["state_dict"]
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        k
+        for k in set(state) & set(expected)
+        if not isinstance(state[k], torch.Tensor) or state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or wrong:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} weights missing (e.g. {missing[:3]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if wrong:
+            shapes = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in wrong[:2]]
+            detail.append(f"{len(wrong)} of the wrong shape (e.g. {shapes})")
+        raise CheckpointError(
+            f"{path}: weights do not match the configuration they were saved with: "
+            + "; ".join(detail)
+        )
+    net.load_state_dict(state, strict=True)
+    return net.to(device).eval(), payload["meta"]

@@ -1,0 +1,1 @@
+"""Training and evaluation of SONA-Net, and the ``sona`` command line."""
