@@ -21,7 +21,14 @@ import torch
 from .config import SONANetConfig
 from .sona_net import SONANet
 
-__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "atomic_torch_save",
+    "checkpoint_payload",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
+]
 
 FORMAT = "sona-net"
 FORMAT_VERSION = 1
@@ -31,20 +38,24 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with the reason in one line."""
 
 
-def save_checkpoint(path: str | Path, net: SONANet, **meta: Any) -> Path:
-    """Write ``net`` (config and weights) and JSON-serialisable ``meta`` to ``path`` atomically."""
+def checkpoint_payload(net: SONANet, **meta: Any) -> dict[str, Any]:
+    """The dict a checkpoint file holds; callers may add keys (training adds its state)."""
     try:
         meta = json.loads(json.dumps(meta))
     except TypeError as exc:
         raise TypeError(f"checkpoint metadata must be JSON-serialisable: {exc}") from exc
-    payload = {
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "config": net.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "meta": meta,
     }
-    return atomic_torch_save(payload, path)
+
+
+def save_checkpoint(path: str | Path, net: SONANet, **meta: Any) -> Path:
+    """Write ``net`` (config and weights) and JSON-serialisable ``meta`` to ``path`` atomically."""
+    return atomic_torch_save(checkpoint_payload(net, **meta), path)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:

@@ -75,6 +75,6 @@ class SONANetConfig:
 PRESETS: dict[str, SONANetConfig] = {
     "paper": SONANetConfig(),
     "tiny": SONANetConfig(
-        depth=18, sona_stages=(2,), input_size=(128, 64), block_height=3, block_width=4
+        depth=18, sona_stages=(2,), input_size=(64, 32), block_height=2, block_width=2
     ),
 }

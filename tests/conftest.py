@@ -18,3 +18,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory):
+    """A small synthetic dataset shared by the training, evaluation and CLI tests."""
+    from training.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    make_dataset(root, identities=40, cameras=3, images_per_camera=4, distractors=4, seed=3)
+    return root
+
+
+@pytest.fixture
+def small_train_config():
+    """The tiny preset (depth 18, 64 x 32) cut to two epochs: seconds on two CPU cores."""
+    import dataclasses
+
+    from training.config import TRAIN_PRESETS
+
+    return dataclasses.replace(
+        TRAIN_PRESETS["tiny"], epochs=2, warmup_epochs=1, milestones=(), eval_every=0
+    )

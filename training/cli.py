@@ -99,6 +99,153 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch(text: str) -> tuple[int, int]:
+    try:
+        p, k = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PxK such as 32x4, got {text!r}") from None
+    return p, k
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import TRAIN_PRESETS
+    from .datasets import load_dataset
+    from .trainer import Trainer
+
+    config = TRAIN_PRESETS[args.preset]
+    model = dataclasses.replace(
+        config.model,
+        **{
+            k: v
+            for k, v in {
+                "depth": args.depth,
+                "sona_stages": args.sona_stages,
+                "input_size": args.input,
+                "backbone_weights": args.backbone_weights,
+            }.items()
+            if v is not None
+        },
+    )
+    overrides = {
+        "epochs": args.epochs,
+        "base_lr": args.lr,
+        "eval_every": args.eval_every,
+        "seed": args.seed,
+        "triplet_margin": args.triplet_margin,
+    }
+    if args.batch:
+        overrides["ids_per_batch"], overrides["images_per_id"] = args.batch
+    if args.no_amp:
+        overrides["amp"] = False
+    config = dataclasses.replace(
+        config, model=model, **{k: v for k, v in overrides.items() if v is not None}
+    )
+    data = load_dataset(args.dataset, args.data)
+    trainer = Trainer(
+        config,
+        data,
+        args.output,
+        device=args.device,
+        workers=args.workers,
+        preload=not args.no_preload,
+        progress=not args.quiet,
+        stop_after=args.stop_after,
+    )
+    if trainer.is_main:
+        print(data.summary())
+    result = trainer.fit(resume=not args.no_resume)
+    if trainer.is_main and result.best:
+        best = result.best
+        print(
+            f"best: epoch {best['epoch']}  rank-1 {best['rank1']:.2%}  mAP {best['mAP']:.2%}  "
+            f"-> {result.run_dir / 'best.pt'}"
+        )
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from model import load_checkpoint
+
+    from .data import ImageDataset
+    from .datasets import load_dataset, require_evaluable
+    from .features import evaluate_net
+    from .trainer import resolve_device
+
+    data = require_evaluable(load_dataset(args.dataset, args.data))
+    device = resolve_device(args.device)
+    images: dict[tuple[int, int], tuple[ImageDataset, ImageDataset]] = {}
+    rows = []
+    columns = ("mAP", "rank1", "rank5", "rank10", "mINP")
+    print(f"{'checkpoint':<40} {'mAP':>7} {'R-1':>7} {'R-5':>7} {'R-10':>7} {'mINP':>7}")
+    for path in args.checkpoints:
+        net, _ = load_checkpoint(path, device)
+        size = net.config.input_size
+        if size not in images:
+            preload = not args.no_preload
+            images[size] = (
+                ImageDataset(data.query, size, preload=preload),
+                ImageDataset(data.gallery, size, preload=preload),
+            )
+        query, gallery = images[size]
+        metrics = evaluate_net(
+            net,
+            data,
+            device,
+            query=query,
+            gallery=gallery,
+            rerank=args.rerank,
+            batch_size=args.batch_size,
+            workers=args.workers,
+        )
+        row = [getattr(metrics, c) * 100 for c in columns]
+        rows.append(row)
+        print(f"{str(path)[-40:]:<40} " + " ".join(f"{v:>7.2f}" for v in row))
+    if len(rows) > 1:
+        table = np.array(rows)
+        print(
+            f"{'mean (' + str(len(rows)) + ' runs)':<40} "
+            + " ".join(f"{v:>7.2f}" for v in table.mean(0))
+        )
+        print(f"{'std':<40} " + " ".join(f"{v:>7.2f}" for v in table.std(0, ddof=1)))
+    print(
+        f"({data.name}: {len(data.query)} queries, {len(data.gallery)} gallery images"
+        + (", k-reciprocal re-ranking" if args.rerank else "")
+        + ")"
+    )
+    return 0
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    from .datasets import DATASET_NAMES
+
+    parser.add_argument(
+        "--dataset", required=True, choices=DATASET_NAMES, help="dataset layout under --data"
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="ROOT",
+        help="dataset folder (for custom: a folder per identity, or a CSV file)",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="data-loading processes when images are not preloaded (default 2)",
+    )
+    parser.add_argument(
+        "--no-preload",
+        action="store_true",
+        help="decode images per batch instead of once into memory "
+        "(for datasets larger than memory)",
+    )
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
@@ -153,6 +300,89 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     info.set_defaults(handler=_cmd_info)
+
+    from .synthetic import add_synth_parser
+
+    add_synth_parser(sub)
+
+    train = sub.add_parser(
+        "train",
+        help="train SONA-Net (resumes when OUTPUT holds an unfinished run)",
+        description="Train SONA-Net with the paper's recipe (or the tiny preset). Writes "
+        "last.pt (resumable), best.pt, metrics.jsonl and config.json into --output. Run under "
+        "torchrun for several GPUs: torchrun --nproc-per-node N -m training.cli train ...",
+    )
+    _add_data_options(train)
+    train.add_argument("--output", required=True, metavar="DIR", help="run folder")
+    train.add_argument(
+        "--preset",
+        choices=["paper", "tiny"],
+        default="paper",
+        help="paper: ResNet-50 at 384x128, 400 epochs; tiny: ResNet-18 for CPUs",
+    )
+    train.add_argument("--epochs", type=int, help="total epochs (schedule milestones unchanged)")
+    train.add_argument(
+        "--batch",
+        type=_batch,
+        metavar="PxK",
+        help="identities x images per identity per batch (paper: 32x4)",
+    )
+    train.add_argument("--lr", type=float, help="peak learning rate after warm-up (paper: 1e-3)")
+    train.add_argument(
+        "--triplet-margin",
+        type=float,
+        metavar="M",
+        help="hinge triplet loss with this margin (default: soft margin)",
+    )
+    train.add_argument("--depth", type=int, choices=[18, 34, 50], help="ResNet depth")
+    train.add_argument(
+        "--sona-stages",
+        type=_stages,
+        metavar="STAGES",
+        help="where SONA is injected: 2, 3, 2,3 or none",
+    )
+    train.add_argument("--input", type=_input_size, metavar="HxW", help="input size")
+    train.add_argument(
+        "--backbone-weights",
+        metavar="PATH",
+        help="torchvision ResNet state dict to start from (e.g. ImageNet weights)",
+    )
+    train.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help="evaluate every N epochs and at the end (0: only at the end)",
+    )
+    train.add_argument("--seed", type=int, help="random seed (default 0)")
+    train.add_argument("--no-amp", action="store_true", help="CUDA: train in float32")
+    train.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start afresh even if --output holds a run (its files are replaced)",
+    )
+    train.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="N",
+        help="stop after N epochs in this call; run again to resume",
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_cmd_train)
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="rank-1/5/10, mAP and mINP of one or more checkpoints",
+        description="Evaluate checkpoints on a dataset's query/gallery split (Market-1501 "
+        "protocol, flip-averaged embeddings, cosine distance). With several checkpoints (the "
+        "paper reports four runs per configuration) prints mean and standard deviation.",
+    )
+    evaluate.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
+    _add_data_options(evaluate)
+    evaluate.add_argument(
+        "--rerank", action="store_true", help="k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)"
+    )
+    evaluate.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    evaluate.set_defaults(handler=_cmd_eval)
     return parser
 
 
@@ -160,6 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"sona {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as exc:
         # Configuration and file errors are the user's to fix: one line, no traceback.
         print(f"sona {args.command}: error: {exc}", file=sys.stderr)

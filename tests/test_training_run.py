@@ -1,0 +1,181 @@
+"""Short real training runs on synthetic data: learning, resume, torchrun with gloo, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import SONANet, load_checkpoint
+from training.datasets import load_dataset
+from training.features import evaluate_net
+from training.trainer import Trainer
+
+SONA = str(Path(sys.executable).parent / "sona")
+
+
+def run(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        list(args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_and_beats_the_untrained_network(
+    synthetic_root: Path, small_train_config, tmp_path: Path
+) -> None:
+    data = load_dataset("synthetic", synthetic_root)
+    config = dataclasses.replace(small_train_config, epochs=6, warmup_epochs=2)
+    torch.manual_seed(config.seed)
+    untrained = SONANet(dataclasses.replace(config.model, num_classes=data.num_train_pids))
+    before = evaluate_net(untrained, data, torch.device("cpu"))
+
+    result = Trainer(config, data, tmp_path / "run", progress=False).fit()
+    losses = [row["loss"] for row in result.history]
+    assert losses[-1] < 0.8 * losses[0], losses
+    after = result.history[-1]
+    assert after["mAP"] > before.mAP + 0.10, (before.mAP, after["mAP"])
+    assert after["rank1"] > before.rank1
+    # the files a run promises
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(1, 7))
+    net, meta = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert meta["mAP"] == result.best["mAP"]
+    assert net.config.input_size == (64, 32)
+
+
+def test_resumed_run_equals_uninterrupted_run(
+    synthetic_root: Path, small_train_config, tmp_path: Path
+) -> None:
+    data = load_dataset("synthetic", synthetic_root)
+    Trainer(small_train_config, data, tmp_path / "whole", progress=False).fit()
+    Trainer(small_train_config, data, tmp_path / "split", progress=False, stop_after=1).fit()
+    first_half = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert first_half["training"]["epoch"] == 1
+    Trainer(small_train_config, data, tmp_path / "split", progress=False).fit()
+
+    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
+    split = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert split["training"]["epoch"] == 2
+    for name, tensor in whole["state_dict"].items():
+        assert torch.equal(tensor, split["state_dict"][name]), name
+    assert whole["training"]["history"][1]["loss"] == split["training"]["history"][1]["loss"]
+
+
+def test_resume_refuses_a_run_with_another_configuration(
+    synthetic_root: Path, small_train_config, tmp_path: Path
+) -> None:
+    data = load_dataset("synthetic", synthetic_root)
+    Trainer(small_train_config, data, tmp_path / "run", progress=False, stop_after=1).fit()
+    other = dataclasses.replace(small_train_config, base_lr=5e-4)
+    with pytest.raises(ValueError, match="another configuration"):
+        Trainer(other, data, tmp_path / "run", progress=False).fit()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_with_gloo(synthetic_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    result = run(
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "training.cli",
+        "train",
+        "--dataset",
+        "synthetic",
+        "--data",
+        str(synthetic_root),
+        "--output",
+        str(out),
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--batch",
+        "8x4",
+        "--eval-every",
+        "0",
+        "--quiet",
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["training"]["epoch"] == 1
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1, "only rank 0 logs"
+    assert all(
+        torch.isfinite(t).all() for t in state["state_dict"].values() if t.is_floating_point()
+    )
+
+
+@pytest.mark.slow
+def test_cli_train_then_eval_several_checkpoints(synthetic_root: Path, tmp_path: Path) -> None:
+    for seed in (1, 2):
+        result = run(
+            SONA,
+            "train",
+            "--dataset",
+            "synthetic",
+            "--data",
+            str(synthetic_root),
+            "--output",
+            str(tmp_path / f"run{seed}"),
+            "--preset",
+            "tiny",
+            "--input",
+            "64x32",
+            "--epochs",
+            "1",
+            "--batch",
+            "8x4",
+            "--seed",
+            str(seed),
+            "--quiet",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "rank-1" in result.stdout
+    result = run(
+        SONA,
+        "eval",
+        str(tmp_path / "run1" / "best.pt"),
+        str(tmp_path / "run2" / "last.pt"),
+        "--dataset",
+        "synthetic",
+        "--data",
+        str(synthetic_root),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mean (2 runs)" in result.stdout and "std" in result.stdout
+    assert "R-1" in result.stdout and "mAP" in result.stdout
+
+
+def test_cli_refuses_bad_data_with_one_line(tmp_path: Path) -> None:
+    result = run(
+        SONA,
+        "train",
+        "--dataset",
+        "market1501",
+        "--data",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "run"),
+    )
+    assert result.returncode == 2
+    assert "Market-1501" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
