@@ -30,8 +30,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """An RGB ``uint8 [3, H, W]`` tensor from any Pillow image (EXIF orientation applied)."""
+    """An RGB ``uint8 [3, H, W]`` tensor from any Pillow image (EXIF orientation applied).
+
+    Transparency is composited onto black; 16-bit samples are scaled to 8 bits.
+    """
     image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16"):
+        # 16-bit greyscale: keep the high byte (convert() would clip everything above 255)
+        image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
     if image.mode != "RGB":
         if image.mode in ("RGBA", "LA", "PA") or (
             image.mode == "P" and "transparency" in image.info

@@ -1,0 +1,74 @@
+"""The FastAPI application: ``create_app(settings)``; the model loads once in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from .api import health_router, router
+from .errors import install_error_handlers
+from .limits import BodyLimitMiddleware
+from .metrics import Metrics, RequestMetricsMiddleware
+from .runtime import Runtime
+from .settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("sona.service")
+
+DESCRIPTION = """
+Person re-identification gallery search with SONA-Net. Crops go into named galleries with
+camera, time and optional identity and track labels; a query crop returns the gallery items of
+the same person, best first, with cosine similarity. Errors are RFC 9457 problem details.
+When API keys are configured every route but the health checks needs
+`Authorization: Bearer <key>`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = await run_in_threadpool(Runtime.load, settings, metrics)
+        app.state.runtime = rt
+        await run_in_threadpool(rt.embedder.warm_up)
+        await rt.embedder.start()
+        rt.ready = True
+        demo = " (DEMO model trained on synthetic data)" if rt.model_meta.get("demo") else ""
+        log.info("ready: %s on %s%s", rt.model_id, rt.device, demo)
+        try:
+            yield
+        finally:
+            rt.ready = False
+            await rt.embedder.stop()
+            await run_in_threadpool(rt.store.close)
+
+    app = FastAPI(
+        title="SONA-Net re-ID gallery search",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.runtime = None
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(router)
+
+    per_image = settings.max_upload_bytes
+    slack = 256 * 1024  # multipart headers and form fields
+
+    def limit_for(method: str, path: str) -> int:
+        if path.rstrip("/") == "/gallery":
+            return per_image * settings.max_images_per_request + slack
+        return per_image + slack
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,124 @@
+"""Response bodies, as the OpenAPI document describes them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from .store import Hit, Item
+
+__all__ = [
+    "EmbedResponse",
+    "GalleryCounts",
+    "GalleryItem",
+    "IngestResponse",
+    "ProblemDetails",
+    "SearchResponse",
+    "SearchResult",
+]
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+class EmbedResponse(BaseModel):
+    query_id: str = Field(description="usable by GET /search for expires_in_s seconds")
+    embedding: list[float] = Field(description="flip-averaged, L2-normalised")
+    dim: int
+    model: str = Field(description="architecture and checkpoint digest")
+    expires_in_s: float
+
+
+class GalleryItem(BaseModel):
+    item_id: str
+    gallery: str
+    camera_id: str
+    timestamp: datetime
+    identity: str | None = None
+    track_id: str | None = None
+    image_type: str
+    created_at: datetime
+
+    @classmethod
+    def from_item(cls, item: Item) -> GalleryItem:
+        return cls(
+            item_id=item.item_id,
+            gallery=item.gallery,
+            camera_id=item.camera_id,
+            timestamp=item.timestamp,
+            identity=item.identity,
+            track_id=item.track_id,
+            image_type=item.image_type,
+            created_at=item.created_at,
+        )
+
+
+class IngestResponse(BaseModel):
+    items: list[GalleryItem]
+    count: int
+
+
+class CameraCount(BaseModel):
+    camera_id: str
+    count: int
+
+
+class GalleryCount(BaseModel):
+    gallery: str
+    count: int
+    cameras: list[CameraCount]
+
+
+class GalleryCounts(BaseModel):
+    galleries: list[GalleryCount]
+    total: int
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, dict[str, int]]) -> GalleryCounts:
+        galleries = [
+            GalleryCount(
+                gallery=name,
+                count=sum(cameras.values()),
+                cameras=[CameraCount(camera_id=c, count=n) for c, n in sorted(cameras.items())],
+            )
+            for name, cameras in sorted(counts.items())
+        ]
+        return cls(galleries=galleries, total=sum(g.count for g in galleries))
+
+
+class SearchResult(BaseModel):
+    rank: int
+    item_id: str
+    score: float = Field(description="cosine similarity, higher is closer")
+    camera_id: str
+    timestamp: datetime
+    identity: str | None = None
+    track_id: str | None = None
+
+    @classmethod
+    def from_hit(cls, rank: int, hit: Hit) -> SearchResult:
+        item = hit.item
+        return cls(
+            rank=rank,
+            item_id=item.item_id,
+            score=hit.score,
+            camera_id=item.camera_id,
+            timestamp=item.timestamp,
+            identity=item.identity,
+            track_id=item.track_id,
+        )
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult] = Field(description="best first")
+    gallery: str
+    k: int
+    took_ms: float

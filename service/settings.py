@@ -1,0 +1,60 @@
+"""Service configuration from ``SONA_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. ``SONA_CHECKPOINT=/models/sona.pt`` sets ``checkpoint``."""
+
+    model_config = SettingsConfigDict(env_prefix="SONA_", frozen=True)
+
+    checkpoint: Path | None = Field(None, description="SONA-Net checkpoint to serve")
+    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda:N")
+    data_dir: Path = Field(Path("data"), description="gallery database, crops and index")
+    store: Literal["faiss"] = Field("faiss", description="gallery backend")
+    index: str = Field(
+        "Flat", description="FAISS index factory string: Flat (exact), HNSW32, IVF4096,Flat, ..."
+    )
+    max_batch_size: int = Field(32, ge=1, le=1024, description="images per forward pass")
+    max_wait_ms: float = Field(5.0, ge=0, le=1000, description="how long a batch waits for company")
+    queue_size: int = Field(
+        512, ge=1, description="images waiting to be embedded before 503 Retry-After"
+    )
+    amp: bool = Field(True, description="CUDA: bf16 autocast for the network")
+    max_upload_bytes: int = Field(10 * MiB, ge=1024, description="per image")
+    max_images_per_request: int = Field(64, ge=1, le=1024)
+    max_image_side: int = Field(4096, ge=64)
+    max_image_pixels: int = Field(16_000_000, ge=4096)
+    query_ttl_s: float = Field(900.0, gt=0, description="how long a query_id stays usable")
+    query_cache_size: int = Field(20_000, ge=1)
+    max_k: int = Field(1000, ge=1)
+    api_keys: str = Field(
+        "", description="comma-separated API keys; empty: no authentication", repr=False
+    )
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("index")
+    @classmethod
+    def _index_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("index must be a FAISS factory string such as Flat")
+        return value.strip()
+
+    @cached_property
+    def keys(self) -> tuple[bytes, ...]:
+        return tuple(k.strip().encode() for k in self.api_keys.split(",") if k.strip())
