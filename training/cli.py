@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -217,6 +218,122 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from model.checkpoint import read_checkpoint
+    from service.app import create_app
+    from service.settings import Settings
+
+    overrides = {
+        k: v
+        for k, v in {
+            "checkpoint": args.checkpoint,
+            "data_dir": args.data_dir,
+            "device": args.device,
+        }.items()
+        if v is not None
+    }
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SONA_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"invalid settings: {problems}") from None
+    demo = None
+    if settings.checkpoint is None:
+        from .demo import build_demo
+
+        print("no SONA_CHECKPOINT: serving the DEMO (a tiny model trained on synthetic data)")
+        demo = build_demo(
+            settings.data_dir / "demo", identities=args.demo_identities, epochs=args.demo_epochs
+        )
+        settings = settings.model_copy(update={"checkpoint": demo.checkpoint})
+    read_checkpoint(settings.checkpoint)  # a bad file stops here with one line, not a traceback
+    if demo is not None:
+        import threading
+
+        threading.Thread(target=_index_demo, args=(demo, args, settings), daemon=True).start()
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
+    return 0
+
+
+def _index_demo(demo, args: argparse.Namespace, settings) -> None:
+    """Once the server is ready, index the synthetic gallery through POST /gallery (once)."""
+    import time
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from service.client import crops_from_folder, upload
+
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{host}:{args.port}"
+    key = settings.keys[0].decode() if settings.keys else None
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    else:
+        return
+    counts = httpx.get(f"{url}/gallery", headers=headers, timeout=30).json()
+    if not any(g["gallery"] == "default" for g in counts.get("galleries", [])):
+        crops = crops_from_folder(
+            demo.gallery_folder, start=datetime(2024, 1, 1, tzinfo=UTC), with_identity=True
+        )
+        added, errors = upload(crops, url, api_key=key, progress=False)
+        print(
+            f"demo: indexed {added} synthetic gallery crops into gallery 'default'"
+            + (f" ({len(errors)} batches failed: {errors[0]})" if errors else "")
+        )
+    print(
+        f"\nSONA DEMO ready at {url}  (tiny model trained on synthetic data: a demo, not a "
+        f"real re-ID model)\n  API docs: {url}/docs\n  try:     curl -F "
+        f"image=@{demo.example_query()} '{url}/search?k=5&group_by=identity'\n",
+        flush=True,
+    )
+
+
+def _cmd_gallery_add(args: argparse.Namespace) -> int:
+    from datetime import datetime
+    from pathlib import Path
+
+    from service.client import crops_from_csv, crops_from_folder, upload
+
+    if bool(args.folder) == bool(args.csv):
+        raise ValueError("give a FOLDER of Market-style crops or --csv FILE (one of them)")
+    if args.csv:
+        crops = crops_from_csv(Path(args.csv))
+    else:
+        start = datetime.fromisoformat(args.start)
+        if start.tzinfo is None:
+            raise ValueError("--start needs a UTC offset, e.g. 2024-01-01T00:00:00+00:00")
+        crops = crops_from_folder(
+            Path(args.folder), start=start, fps=args.fps, with_identity=args.with_identity
+        )
+    if not crops:
+        raise ValueError("no crops found")
+    added, errors = upload(
+        crops, args.url, gallery=args.gallery, api_key=args.api_key, batch_size=args.batch_size
+    )
+    print(f"added {added} of {len(crops)} crops to gallery '{args.gallery}' at {args.url}")
+    for error in errors[:10]:
+        print(f"  failed: {error}", file=sys.stderr)
+    return 0 if not errors else 1
+
+
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     from .datasets import DATASET_NAMES
 
@@ -302,8 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(handler=_cmd_info)
 
     from .synthetic import add_synth_parser
+    from .viz import add_viz_parser
 
     add_synth_parser(sub)
+    add_viz_parser(sub)
 
     train = sub.add_parser(
         "train",
@@ -383,6 +502,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     evaluate.set_defaults(handler=_cmd_eval)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the gallery-search HTTP service",
+        description="Serve a checkpoint over HTTP (uvicorn). Configuration comes from SONA_* "
+        "environment variables (SONA_CHECKPOINT, SONA_DEVICE, SONA_DATA_DIR, SONA_INDEX, "
+        "SONA_MAX_BATCH_SIZE, SONA_MAX_WAIT_MS, SONA_API_KEYS, SONA_MAX_UPLOAD_BYTES, ...); "
+        "the options below override them.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--checkpoint", help="checkpoint to serve (SONA_CHECKPOINT)")
+    serve.add_argument("--data-dir", help="gallery data folder (SONA_DATA_DIR, default ./data)")
+    serve.add_argument("--device", help="auto, cpu, cuda, cuda:N (SONA_DEVICE)")
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM, seconds to finish in-flight requests (default 30)",
+    )
+    serve.add_argument(
+        "--demo-identities",
+        type=int,
+        default=int(os.environ.get("SONA_DEMO_IDENTITIES", "100")),
+        help="demo only (no checkpoint): synthetic identities (default 100)",
+    )
+    serve.add_argument(
+        "--demo-epochs",
+        type=int,
+        default=int(os.environ["SONA_DEMO_EPOCHS"]) if os.environ.get("SONA_DEMO_EPOCHS") else None,
+        help="demo only: training epochs (default: the tiny preset's)",
+    )
+    serve.set_defaults(handler=_cmd_serve)
+
+    gallery = sub.add_parser("gallery", help="manage a running service's galleries")
+    gallery_sub = gallery.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
+    gadd = gallery_sub.add_parser(
+        "add",
+        help="index a folder of crops through the HTTP API",
+        description="Upload every crop of FOLDER to POST /gallery in batches, with camera and "
+        "time from Market-1501-style names (PPPP_cC..._FFFFFF: camera C, frame F at --fps "
+        "after --start) or from --csv (path,camera_id,timestamp[,identity,track_id]).",
+    )
+    gadd.add_argument("folder", metavar="FOLDER", nargs="?", help="folder of crops")
+    gadd.add_argument("--csv", metavar="FILE", help="metadata per crop instead of file names")
+    gadd.add_argument("--url", default="http://127.0.0.1:8000", help="service root URL")
+    gadd.add_argument("--gallery", default="default", help="gallery name (default 'default')")
+    gadd.add_argument(
+        "--api-key", default=os.environ.get("SONA_API_KEY"), help="API key (default: SONA_API_KEY)"
+    )
+    gadd.add_argument(
+        "--start",
+        default="2024-01-01T00:00:00+00:00",
+        help="time of frame 0 for Market-style names (ISO 8601 with offset)",
+    )
+    gadd.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
+    gadd.add_argument(
+        "--with-identity",
+        action="store_true",
+        help="also send the identity from Market-style names (labelled data)",
+    )
+    gadd.add_argument("--batch-size", type=int, default=16, help="crops per request")
+    gadd.set_defaults(handler=_cmd_gallery_add)
     return parser
 
 

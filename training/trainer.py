@@ -7,6 +7,7 @@ A run lives in one folder:
                    started again on the same folder resumes from it as if never stopped.
     best.pt        model checkpoint with the best mAP seen at an evaluation.
     metrics.jsonl  one JSON line per epoch: loss, learning rate, images/s, and metrics.
+    curves.png     those as curves, redrawn at each evaluation and at the end.
     config.json    the training configuration.
 
 CUDA when present, with bf16 autocast (fp16 and a gradient scaler where bf16 is missing) and
@@ -290,9 +291,21 @@ class Trainer:
                     )
                 self._save_last(epoch + 1, history, best)
                 self.log(_summary(row, cfg.epochs))
+                if "mAP" in row or epoch + 1 == end:
+                    self._plot()
             if self.distributed:
                 dist.barrier()
         return TrainResult(self.run_dir, history, best)
+
+
+    def _plot(self) -> None:
+        """Loss, learning rate, rank-1 and mAP curves beside the metrics log."""
+        from .viz import plot_training_curves
+
+        try:
+            plot_training_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
+        except (OSError, ValueError) as exc:  # a picture is never worth a failed run
+            self.log(f"could not draw training curves: {exc}")
 
 
 def _summary(row: dict[str, Any], epochs: int) -> str:
