@@ -1,10 +1,14 @@
-# One command sets up and runs the whole test suite on a fresh clone: `make test`.
+# On a fresh clone: `make serve` sets up and starts the service (a demo model when
+# SONA_CHECKPOINT is unset); `make test` sets up and runs the whole test suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint clean
+.PHONY: install serve test lint clean
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +17,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/sona serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

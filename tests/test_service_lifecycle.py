@@ -44,12 +44,12 @@ def test_bad_checkpoint_stops_startup_with_one_line(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_missing_checkpoint_and_bad_settings(tmp_path: Path) -> None:
-    result = serve({"SONA_CHECKPOINT": "", "SONA_DATA_DIR": str(tmp_path)})
-    assert result.returncode == 2 and "SONA_CHECKPOINT" in result.stderr
+def test_bad_settings_stop_startup_with_one_line(tmp_path: Path) -> None:
     result = serve({"SONA_MAX_BATCH_SIZE": "zero", "SONA_CHECKPOINT": "x.pt"})
     assert result.returncode == 2 and "SONA_MAX_BATCH_SIZE" in result.stderr
     assert "Traceback" not in result.stderr
+    result = serve({"SONA_INDEX": " ", "SONA_CHECKPOINT": "x.pt"})
+    assert result.returncode == 2 and "SONA_INDEX" in result.stderr
 
 
 def test_api_keys(checkpoint: Path, tmp_path: Path) -> None:

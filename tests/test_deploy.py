@@ -1,0 +1,149 @@
+"""Deployment: the compose file and Dockerfiles (no Docker engine here), and `make serve`'s demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.service_support import free_port
+from training.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dockerfile(name: str) -> dict[str, list[str]]:
+    """Instructions of a Dockerfile by keyword, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (ROOT / "docker" / name).read_text())
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            found.setdefault(keyword.upper(), []).append(rest.strip())
+    return found
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cpu"])
+def test_dockerfiles(name: str) -> None:
+    d = dockerfile(name)
+    assert d["USER"] == ["sona"], "the service runs as a non-root user"
+    assert any("/readyz" in h for h in d["HEALTHCHECK"])
+    assert d["EXPOSE"] == ["8000"]
+    assert any("/data" in v for v in d["VOLUME"])
+    # dependencies before code: pyproject is copied and installed before the packages
+    copies = d["COPY"]
+    assert copies.index("pyproject.toml README.md ./") < copies.index("model ./model")
+    # the start command is `sona serve`, with options the real parser accepts
+    command = json.loads(d["CMD"][0])
+    assert command[:2] == ["sona", "serve"]
+    args = build_parser().parse_args(command[1:])
+    assert args.host == "0.0.0.0" and args.port == 8000
+
+
+def test_cuda_image_installs_the_gpu_extra() -> None:
+    assert any('".[gpu]"' in run for run in dockerfile("Dockerfile")["RUN"])
+    cpu_runs = " ".join(dockerfile("Dockerfile.cpu")["RUN"])
+    assert "download.pytorch.org/whl/cpu" in cpu_runs
+
+
+def test_compose_file() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    gpu, cpu = compose["services"]["sona"], compose["services"]["sona-cpu"]
+    assert gpu["build"]["dockerfile"] == "docker/Dockerfile"
+    assert cpu["build"]["dockerfile"] == "docker/Dockerfile.cpu"
+    assert cpu["profiles"] == ["cpu"] and "profiles" not in gpu
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    for service in (gpu, cpu):
+        assert "gallery-data:/data" in service["volumes"]
+        assert "./models:/models:ro" in service["volumes"]
+        assert service["restart"] == "unless-stopped"
+        assert service["environment"]["SONA_DATA_DIR"] == "/data"
+        assert service["environment"]["SONA_CHECKPOINT"].startswith("/models/")
+        assert service["ports"][0].endswith(":8000")
+    assert "gallery-data" in compose["volumes"]
+    assert (ROOT / ".dockerignore").read_text().split().count(".venv") == 1
+
+
+def test_readme_commands_are_the_ones_ci_and_make_run() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "make serve" in readme and "make test" in readme
+    assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^serve:.*\n\t\$\(BIN\)/sona serve ", makefile, re.M)
+
+
+@pytest.mark.slow
+def test_make_serve_builds_a_demo_that_answers_a_search(tmp_path: Path) -> None:
+    """The README's serve command on a tiny budget: demo data, training, indexing, search."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SONA_CHECKPOINT": "",
+        "SONA_DATA_DIR": str(tmp_path / "data"),
+        "SONA_DEMO_EPOCHS": "1",
+        "SONA_DEMO_IDENTITIES": "16",
+        "SONA_DEVICE": "cpu",
+    }
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        ["make", "-s", "serve", f"PORT={port}", f"VENV={Path(sys.executable).parents[1]}"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 400
+        indexed = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                counts = httpx.get(f"{url}/gallery", timeout=2).json()
+                indexed = next((g for g in counts["galleries"] if g["gallery"] == "default"),
+                               None)
+                if indexed and "SONA DEMO ready" in (tmp_path / "serve.log").read_text():
+                    break
+            except (httpx.TransportError, ValueError, KeyError):
+                pass
+            time.sleep(1)
+        output = (tmp_path / "serve.log").read_text()
+        assert indexed and indexed["count"] > 0, output[-3000:]
+        ready = httpx.get(f"{url}/readyz").json()
+        assert ready["demo"] is True
+        curl = re.search(r"curl -F image=@(\S+) '([^']+)'", output)
+        assert curl, output[-2000:]
+        query = Path(curl.group(1)).read_bytes()
+        response = httpx.post(curl.group(2), files={"image": ("q.jpg", query, "image/jpeg")})
+        assert response.status_code == 200 and response.json()["results"], response.text
+        assert "DEMO" in output
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        log.close()
+
+    # the second start reuses the demo (no new training) and the indexed gallery
+    second = subprocess.Popen(
+        [str(Path(sys.executable).parent / "sona"), "serve", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert httpx.get(f"{url}/gallery").json()["total"] == indexed["count"]
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        out = second.communicate(timeout=60)[0].decode()
+    assert "training the tiny preset" not in out
