@@ -786,6 +786,12 @@ def test_approximate_kinds(tmp_path: Path, factory: str, recall: float, monkeypa
             f = SearchFilter(cameras=frozenset({"c1"}))  # 300 items: exact too
             ref, sc = reference(x, q, 7, alive & np.array([c == "c1" for c in cams]))
             assert_ranking(store.search("g", q, 7, where=f), ids, ref, sc)
+            f = SearchFilter(exclude_cameras=frozenset({"c1", "c2"}), exclude_item=ids[600])
+            hits = store.search("g", q, 10, where=f)  # approximate, with a negative selector
+            assert len(hits) == 10
+            assert not {h.item.camera_id for h in hits} & {"c1", "c2"}
+            assert ids[600] not in {h.item.item_id for h in hits}
+            assert alive[[ids.index(h.item.item_id) for h in hits]].all()
         assert found / (10 * len(queries)) >= recall
         for p in range(0, n, 97):  # stored items find themselves
             if alive[p]:
