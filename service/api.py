@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import re
@@ -109,9 +110,30 @@ async def _decode(rt: Runtime, data: bytes, label: str):
         raise Problem(exc.status, f"{label}: {exc}", code=exc.code) from exc
 
 
-async def _embed(rt: Runtime, crops: list) -> np.ndarray:
+async def _client_gone(request: Request) -> None:
+    """Return when the client disconnects (the body has been read, so only that can come)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _embed(rt: Runtime, crops: list, request: Request) -> np.ndarray:
+    """Embed through the batcher; if the client leaves first, its crops leave the queue."""
+    work = asyncio.ensure_future(rt.embedder.embed_many(crops))
+    gone = asyncio.ensure_future(_client_gone(request))
     try:
-        return await rt.embedder.embed_many(crops)
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not work.done():
+        work.cancel()  # cancelled futures are skipped by the batcher: the network never sees them
+        raise Problem(
+            499,
+            "the client closed the connection",
+            title="Client Closed Request",
+            code="client-closed-request",
+        )
+    try:
+        return work.result()
     except Overloaded as exc:
         raise Problem(
             503,
@@ -140,11 +162,13 @@ def _check_item_id(item_id: str) -> None:
     summary="Embed one crop; the returned query_id can be searched with GET /search",
 )
 async def post_embed(
-    rt: Rt, image: Annotated[UploadFile, File(description="JPEG, PNG or WebP crop")]
+    rt: Rt,
+    request: Request,
+    image: Annotated[UploadFile, File(description="JPEG, PNG or WebP crop")],
 ) -> EmbedResponse:
     data = await _read_upload(rt, image, "image")
     _, crop = await _decode(rt, data, "image")
-    vector = (await _embed(rt, [crop]))[0]
+    vector = (await _embed(rt, [crop], request))[0]
     query_id = rt.queries.put(vector)
     return EmbedResponse(
         query_id=query_id,
@@ -212,6 +236,7 @@ def _metadata(count: int, shared: dict, metadata: str | None) -> list[ItemMeta]:
 )
 async def post_gallery(
     rt: Rt,
+    request: Request,
     images: Annotated[list[UploadFile], File(description="one or more JPEG, PNG or WebP crops")],
     camera_id: Annotated[str | None, Form(description="camera of every image")] = None,
     timestamp: Annotated[
@@ -252,7 +277,7 @@ async def post_gallery(
         data = await _read_upload(rt, upload, label)
         blobs.append(data)
         decoded.append(await _decode(rt, data, label))
-    vectors = await _embed(rt, [crop for _, crop in decoded])
+    vectors = await _embed(rt, [crop for _, crop in decoded], request)
     new = [
         NewItem(
             embedding=vector,
@@ -464,12 +489,13 @@ async def get_search(
 )
 async def post_search(
     rt: Rt,
+    request: Request,
     params: Annotated[SearchParams, Depends()],
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP crop")],
 ) -> SearchResponse:
     data = await _read_upload(rt, image, "image")
     _, crop = await _decode(rt, data, "image")
-    vector = (await _embed(rt, [crop]))[0]
+    vector = (await _embed(rt, [crop], request))[0]
     return await _search(rt, vector, params, params.gallery or "default")
 
 
