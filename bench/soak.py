@@ -140,8 +140,9 @@ def main() -> None:
               f"{p99 * 1000:.1f} |")
     memory = result["memory"]
     settle = memory[len(memory) // 4]
+    lost = len(result["lost"])
     print(f"\nrequests {total} ({total / args.seconds:.1f}/s), errors {errors}, items "
-          f"acknowledged {result['acked']}, deleted {result['deleted']}, lost {len(result['lost'])}")
+          f"acknowledged {result['acked']}, deleted {result['deleted']}, lost {lost}")
     print(f"server RSS: start {memory[0]:.0f} MiB, after a quarter {settle:.0f} MiB, "
           f"end {memory[-1]:.0f} MiB, max {max(memory):.0f} MiB "
           f"(growth after the first quarter {memory[-1] - settle:+.0f} MiB)")
