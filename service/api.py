@@ -31,7 +31,7 @@ from .schemas import (
     SearchResponse,
     SearchResult,
 )
-from .store import GALLERY_NAME, Hit, Item, NewItem, SearchFilter, StoreError, StoreFullError
+from .store import GALLERY_NAME, Hit, NewItem, SearchFilter, StoreError, StoreFullError
 
 __all__ = ["health_router", "router"]
 
@@ -143,8 +143,11 @@ async def _embed(rt: Runtime, crops: list, request: Request) -> np.ndarray:
         ) from exc
 
 
-def _item_json(item: Item) -> dict:
-    return GalleryItem.from_item(item).model_dump(mode="json")
+async def _embed_upload(rt: Runtime, request: Request, image: UploadFile) -> np.ndarray:
+    """One uploaded crop: size check, validated decode, batched embedding."""
+    data = await _read_upload(rt, image, "image")
+    _, crop = await _decode(rt, data, "image")
+    return (await _embed(rt, [crop], request))[0]
 
 
 def _check_item_id(item_id: str) -> None:
@@ -166,9 +169,7 @@ async def post_embed(
     request: Request,
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP crop")],
 ) -> EmbedResponse:
-    data = await _read_upload(rt, image, "image")
-    _, crop = await _decode(rt, data, "image")
-    vector = (await _embed(rt, [crop], request))[0]
+    vector = await _embed_upload(rt, request, image)
     query_id = rt.queries.put(vector)
     return EmbedResponse(
         query_id=query_id,
@@ -493,9 +494,7 @@ async def post_search(
     params: Annotated[SearchParams, Depends()],
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP crop")],
 ) -> SearchResponse:
-    data = await _read_upload(rt, image, "image")
-    _, crop = await _decode(rt, data, "image")
-    vector = (await _embed(rt, [crop], request))[0]
+    vector = await _embed_upload(rt, request, image)
     return await _search(rt, vector, params, params.gallery or "default")
 
 

@@ -363,6 +363,17 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_architecture_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--depth", type=int, choices=[18, 34, 50], help="ResNet depth")
+    parser.add_argument(
+        "--sona-stages",
+        type=_stages,
+        metavar="STAGES",
+        help="where SONA is injected: 2, 3, 2,3 or none",
+    )
+    parser.add_argument("--input", type=_input_size, metavar="HxW", help="input size, e.g. 384x128")
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
@@ -375,14 +386,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="take the configuration from this checkpoint instead of a preset",
     )
-    parser.add_argument("--depth", type=int, choices=[18, 34, 50], help="ResNet depth")
-    parser.add_argument(
-        "--sona-stages",
-        type=_stages,
-        metavar="STAGES",
-        help="where SONA is injected: 2, 3, 2,3 or none",
-    )
-    parser.add_argument("--input", type=_input_size, metavar="HxW", help="input size, e.g. 384x128")
+    _add_architecture_options(parser)
     parser.add_argument(
         "--num-classes",
         type=int,
@@ -453,14 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="M",
         help="hinge triplet loss with this margin (default: soft margin)",
     )
-    train.add_argument("--depth", type=int, choices=[18, 34, 50], help="ResNet depth")
-    train.add_argument(
-        "--sona-stages",
-        type=_stages,
-        metavar="STAGES",
-        help="where SONA is injected: 2, 3, 2,3 or none",
-    )
-    train.add_argument("--input", type=_input_size, metavar="HxW", help="input size")
+    _add_architecture_options(train)
     train.add_argument(
         "--backbone-weights",
         metavar="PATH",
