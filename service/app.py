@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from .api import health_router, router
 from .errors import install_error_handlers
@@ -19,6 +22,7 @@ from .settings import Settings
 __all__ = ["create_app"]
 
 log = logging.getLogger("sona.service")
+STATIC = Path(__file__).parent / "static"  # the search page: open, its API calls carry the key
 
 DESCRIPTION = """
 Person re-identification gallery search with SONA-Net. Crops go into named galleries with
@@ -60,6 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
 
     per_image = settings.max_upload_bytes
     slack = 256 * 1024  # multipart headers and form fields
