@@ -179,3 +179,21 @@ def test_cli_refuses_bad_data_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Market-1501" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_single_camera_data_trains_but_is_not_evaluated(
+    synthetic_root: Path, small_train_config, tmp_path: Path
+) -> None:
+    data = load_dataset("synthetic", synthetic_root)
+    one_camera = dataclasses.replace(
+        data,
+        train=data.train,
+        query=[r for r in data.query if r.camid == 0],
+        gallery=[r for r in data.gallery if r.camid == 0],
+    )
+    messages: list[str] = []
+    config = dataclasses.replace(small_train_config, epochs=1)
+    result = Trainer(config, one_camera, tmp_path / "run", progress=False,
+                     log=messages.append).fit()
+    assert any("without evaluation" in m and "camera" in m for m in messages), messages
+    assert "mAP" not in result.history[-1] and (tmp_path / "run" / "last.pt").exists()

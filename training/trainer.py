@@ -103,7 +103,12 @@ class Trainer:
         self.config = dataclasses.replace(config, model=model_config)
         self.evaluable = bool(data.query and data.gallery)
         if self.evaluable:
-            require_evaluable(data)
+            try:
+                require_evaluable(data)
+            except DatasetError as exc:  # trainable all the same; say why nothing is scored
+                self.evaluable = False
+                if self.rank == 0:
+                    log(f"training without evaluation: {exc}")
 
     # -- set-up -------------------------------------------------------------------------
 
