@@ -22,7 +22,7 @@ from .metrics import Metrics
 from .settings import Settings
 from .store import FaissSqliteStore, GalleryStore
 
-__all__ = ["QueryCache", "Runtime", "StartupError", "resolve_device"]
+__all__ = ["QueryCache", "Runtime", "StartupError", "open_store", "resolve_device"]
 
 log = logging.getLogger("sona.service")
 
@@ -66,6 +66,35 @@ class QueryCache:
         return vector
 
 
+def open_store(settings: Settings, dim: int) -> GalleryStore:
+    """The gallery store ``SONA_STORE`` names; raises ``StartupError`` with a one-line reason.
+
+    pymilvus is imported only for ``milvus``, so the default install does not need it.
+    """
+    if settings.store == "milvus":
+        try:
+            from .store.milvus import MilvusStore
+        except ImportError as exc:
+            raise StartupError("SONA_STORE=milvus needs pip install sona-reid[milvus]") from exc
+        uri = settings.milvus_uri or str(settings.data_dir / "milvus.db")
+        try:
+            return MilvusStore(
+                uri,
+                dim=dim,
+                token=settings.milvus_token or None,
+                collection_prefix=settings.milvus_collection_prefix,
+                crops=settings.crops_dir,  # None: beside a Milvus Lite .db; a server needs it
+                index=settings.milvus_index or None,
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise StartupError(f"cannot open the Milvus gallery at {uri}: {exc}") from exc
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return FaissSqliteStore(settings.data_dir, dim=dim, index=settings.index)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise StartupError(f"cannot open the gallery in {settings.data_dir}: {exc}") from exc
+
+
 def checkpoint_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -107,11 +136,7 @@ class Runtime:
             f"sona-net-r{config.depth}-sona{stages}-{config.input_size[0]}x{config.input_size[1]}"
             f"@{checkpoint_digest(Path(settings.checkpoint))}"
         )
-        try:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            store = FaissSqliteStore(settings.data_dir, dim=net.embedding_dim, index=settings.index)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise StartupError(f"cannot open the gallery in {settings.data_dir}: {exc}") from exc
+        store = open_store(settings, net.embedding_dim)
         embedder = Embedder(
             net,
             device,

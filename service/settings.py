@@ -22,9 +22,30 @@ class Settings(BaseSettings):
     checkpoint: Path | None = Field(None, description="SONA-Net checkpoint to serve")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda:N")
     data_dir: Path = Field(Path("data"), description="gallery database, crops and index")
-    store: Literal["faiss"] = Field("faiss", description="gallery backend")
+    store: Literal["faiss", "milvus"] = Field(
+        "faiss", description="gallery backend: faiss (embedded, one process) or milvus (shared)"
+    )
     index: str = Field(
         "Flat", description="FAISS index factory string: Flat (exact), HNSW32, IVF4096,Flat, ..."
+    )
+    milvus_uri: str = Field(
+        "",
+        description="Milvus server (http://host:19530) or a local .db file (Milvus Lite); "
+        "empty: <data_dir>/milvus.db",
+    )
+    milvus_token: str = Field(
+        "", description="Milvus credentials: user:password or an API key", repr=False
+    )
+    milvus_collection_prefix: str = Field("sona_", description="Milvus collection name prefix")
+    milvus_index: str = Field(
+        "",
+        description="Milvus vector index FLAT, IVF_FLAT, HNSW or AUTOINDEX; empty: FLAT on "
+        "Milvus Lite, HNSW on a server",
+    )
+    crops_dir: Path | None = Field(
+        None,
+        description="milvus: crop folder every replica mounts (required with a Milvus server; "
+        "Milvus Lite: default beside its .db file)",
     )
     max_batch_size: int = Field(32, ge=1, le=1024, description="images per forward pass")
     max_wait_ms: float = Field(5.0, ge=0, le=1000, description="how long a batch waits for company")
@@ -43,7 +64,7 @@ class Settings(BaseSettings):
         "", description="comma-separated API keys; empty: no authentication", repr=False
     )
 
-    @field_validator("checkpoint", mode="before")
+    @field_validator("checkpoint", "crops_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

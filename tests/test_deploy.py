@@ -147,3 +147,50 @@ def test_make_serve_builds_a_demo_that_answers_a_search(tmp_path: Path) -> None:
         os.killpg(second.pid, signal.SIGTERM)
         out = second.communicate(timeout=60)[0].decode()
     assert "training the tiny preset" not in out
+
+
+def test_compose_milvus_profile() -> None:
+    """Milvus standalone with etcd and MinIO, two replicas sharing it behind nginx."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    milvus_side = ["etcd", "minio", "milvus-standalone", "sona-a", "sona-b", "proxy"]
+    for name in milvus_side:
+        assert services[name]["profiles"] == ["milvus"], name
+    assert "profiles" not in services["sona"] and services["sona-cpu"]["profiles"] == ["cpu"]
+    for name in ["etcd", "minio", "milvus-standalone", "proxy"]:
+        image = services[name]["image"]
+        assert ":" in image and not image.endswith(":latest"), image  # pinned
+        assert services[name]["healthcheck"]["test"], name
+    standalone = services["milvus-standalone"]
+    assert standalone["command"] == ["milvus", "run", "standalone"]
+    assert standalone["environment"]["ETCD_ENDPOINTS"] == "etcd:2379"
+    assert standalone["environment"]["MINIO_ADDRESS"] == "minio:9000"
+    assert set(standalone["depends_on"]) == {"etcd", "minio"}
+
+    replicas = [services["sona-a"], services["sona-b"]]
+    for replica in replicas:
+        env = replica["environment"]
+        assert env["SONA_STORE"] == "milvus"
+        assert env["SONA_MILVUS_URI"] == "http://milvus-standalone:19530"
+        assert env["SONA_CROPS_DIR"].startswith("/data/")
+        assert "sona-shared:/data" in replica["volumes"]
+        assert replica["depends_on"]["milvus-standalone"]["condition"] == "service_healthy"
+        assert "pymilvus" in replica["build"]["dockerfile_inline"]
+        assert "ports" not in replica  # reached through the proxy only
+    assert replicas[0]["environment"] == replicas[1]["environment"]
+    assert "sona-shared" in compose["volumes"]
+    for volume in ("milvus-etcd", "milvus-minio", "milvus-data"):
+        assert volume in compose["volumes"]
+
+    proxy = services["proxy"]
+    assert "./docker/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    assert proxy["ports"][0].endswith(":80")
+    conf = (ROOT / "docker" / "nginx.conf").read_text()
+    upstream = re.search(r"upstream sona \{(.*?)\}", conf, re.S).group(1)
+    active = [line.split("#")[0].strip() for line in upstream.splitlines()]
+    servers = [line.split()[1] for line in active if line.startswith("server ")]
+    assert servers == ["sona-a:8000", "sona-b:8000"]
+    assert not any(line.startswith(("ip_hash", "hash", "least_conn")) for line in active)
+    assert "proxy_pass http://sona;" in conf
+    sizes = re.search(r"client_max_body_size (\d+)m;", conf)
+    assert sizes and int(sizes.group(1)) >= 64 * 10  # a full batch of uploads gets through

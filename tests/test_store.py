@@ -1,4 +1,17 @@
-"""The embedded gallery store: real SQLite and real FAISS in tmp_path, real kill -9.
+"""Gallery stores: one functional suite run against both backends, real kill -9.
+
+The functional tests (round trip, search against brute force with filters, group_by, deletion,
+validation, restart, hostile strings, concurrency) take a ``backend`` parameter: ``faiss`` (the
+embedded FAISS + SQLite store, real SQLite and FAISS in tmp_path) and ``milvus-lite`` (the
+Milvus store). Milvus runs as Milvus Lite (embedded); a Milvus cluster was not run. Milvus Lite
+3.x is a pure-Python re-implementation of the Milvus API (its own WAL, segments, FAISS indexes
+and Milvus's expression language), not the C++ Milvus server: these tests check how the store
+uses the Milvus API and the behaviour the service relies on, not Milvus standalone or a cluster
+(consistency across nodes, their WAL, their HNSW). The milvus-lite parameters are skipped where
+pymilvus or milvus-lite is not installed. With ``SONA_TEST_MILVUS_URI`` set (a real Milvus, for
+example the compose ``milvus`` profile's on http://localhost:19530), the functional tests also
+run as ``milvus-server``; that was not run here. FAISS internals (kill -9 rounds, disk full in
+SQLite, HNSW/IVF kinds, snapshots) stay FAISS-only.
 
 Searches are checked against a numpy brute force over the same random unit vectors.
 """
@@ -6,6 +19,7 @@ Searches are checked against a numpy brute force over the same random unit vecto
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import os
 import random
@@ -17,6 +31,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -26,6 +41,7 @@ import pytest
 
 from service.store import (
     FaissSqliteStore,
+    GalleryStore,
     Hit,
     NewItem,
     SearchFilter,
@@ -38,6 +54,16 @@ REPO = Path(__file__).resolve().parents[1]
 DIM = 64  # small vectors keep the suite fast; the default 1536 is exercised where it matters
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 OFFSETS = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-7))]
+HAVE_MILVUS = all(importlib.util.find_spec(m) is not None for m in ("pymilvus", "milvus_lite"))
+needs_milvus = pytest.mark.skipif(
+    not HAVE_MILVUS, reason="pymilvus / milvus-lite not installed: pip install 'sona-reid[milvus]'"
+)
+BACKENDS = ["faiss", pytest.param("milvus", id="milvus-lite", marks=needs_milvus)]
+#: A real Milvus to run the same suite against (not set in CI: there it is Milvus Lite only),
+#: e.g. SONA_TEST_MILVUS_URI=http://localhost:19530 for the compose `milvus` profile's.
+MILVUS_SERVER = os.environ.get("SONA_TEST_MILVUS_URI", "")
+if MILVUS_SERVER:
+    BACKENDS.append(pytest.param("milvus-server", id="milvus-server", marks=needs_milvus))
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -95,6 +121,65 @@ def assert_consistent(store: FaissSqliteStore, root: Path) -> None:
     assert crop_files(root) == {r[3] for r in rows}
 
 
+class Backend:
+    """Opens stores of one kind over one place, and checks what that kind keeps on disk.
+
+    Milvus: a collection prefix of its own in the shared Milvus Lite database (``db``), crops
+    under ``root/crops`` (the layout the FAISS store uses, so crop paths compare alike).
+    """
+
+    def __init__(self, name: str, root: Path, db: Path | None = None) -> None:
+        self.name = name
+        self.root = root
+        self.db = db
+        self.prefix = f"t{uuid.uuid4().hex[:12]}_"
+
+    @property
+    def milvus(self) -> bool:
+        return self.name.startswith("milvus")
+
+    def open(self, dim: int = DIM, **kw: object) -> GalleryStore:
+        if not self.milvus:
+            return FaissSqliteStore(self.root, dim=dim, **kw)
+        from service.store.milvus import MilvusStore
+
+        uri = str(self.db)
+        if self.name == "milvus-server":
+            uri = MILVUS_SERVER
+            kw.setdefault("index", "FLAT")  # exact, so brute force is the reference
+        return MilvusStore(
+            uri, dim=dim, collection_prefix=self.prefix, crops=self.root / "crops", **kw
+        )
+
+    def cleanup(self) -> None:
+        """Drop this test's collection from a real Milvus (Milvus Lite's go with tmp_path)."""
+        if self.name == "milvus-server":
+            from pymilvus import MilvusClient
+
+            client = MilvusClient(uri=MILVUS_SERVER, token=os.environ.get("SONA_MILVUS_TOKEN", ""))
+            client.drop_collection(f"{self.prefix}items")
+            client.close()
+
+    def crop_files(self) -> set[str]:
+        return crop_files(self.root)
+
+    def assert_consistent(self, store: GalleryStore) -> None:
+        """Every row has its crop and every crop its row; counts agree with the rows."""
+        if not self.milvus:
+            assert_consistent(store, self.root)
+            return
+        rows = [r for batch in store._scan("", ["item_id", "gallery", "crop_key"]) for r in batch]
+        assert len({r["item_id"] for r in rows}) == len(rows)  # no primary key twice
+        per_gallery: dict[str, int] = {}
+        for r in rows:
+            per_gallery[r["gallery"]] = per_gallery.get(r["gallery"], 0) + 1
+        for g, n in per_gallery.items():
+            assert store.count(g) == n
+            assert sum(store.counts()[g].values()) == n
+        assert store.count() == len(rows)
+        assert self.crop_files() == {f"crops/{r['crop_key']}" for r in rows}
+
+
 def reference(
     x: np.ndarray, q: np.ndarray, k: int, mask: np.ndarray | None = None
 ) -> tuple[list[int], np.ndarray]:
@@ -139,10 +224,11 @@ def grouped_reference(
 class Gallery:
     """2,000 random items over 6 cameras (3 items on a seventh, rare one), mixed offsets."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, backend: Backend) -> None:
         rng = np.random.default_rng(7)
         n = 2000
-        self.root = root
+        self.backend = backend
+        self.root = backend.root
         self.x = unit(rng, n)
         self.cameras = [f"cam{i % 6}" for i in range(n)]
         for p in (100, 900, 1700):
@@ -150,7 +236,7 @@ class Gallery:
         self.times = [T0 + timedelta(minutes=i) for i in range(n)]
         self.identity = [f"p{rng.integers(150)}" if i % 3 else None for i in range(n)]
         self.track = [f"t{rng.integers(400)}" if i % 2 else None for i in range(n)]
-        self.store = FaissSqliteStore(root, dim=DIM)
+        self.store = backend.open()
         added = self.store.add(
             "main",
             [
@@ -185,14 +271,45 @@ class Gallery:
 
 
 @pytest.fixture(scope="module")
-def gallery(tmp_path_factory: pytest.TempPathFactory):
-    g = Gallery(tmp_path_factory.mktemp("gallery"))
+def lite_db(tmp_path_factory: pytest.TempPathFactory):
+    """One Milvus Lite database for the module (each test takes a collection prefix of its own).
+
+    A store kept open for the whole module keeps the embedded server running between tests.
+    """
+    db = tmp_path_factory.mktemp("milvus") / "milvus.db"
+    keeper = Backend("milvus", db.parent, db).open()
+    yield db
+    keeper.close()
+
+
+def make_backend(request: pytest.FixtureRequest, name: str, root: Path) -> Backend:
+    return Backend(name, root, request.getfixturevalue("lite_db") if name == "milvus" else None)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path):
+    b = make_backend(request, request.param, tmp_path)
+    yield b
+    b.cleanup()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def gallery(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    g = Gallery(make_backend(request, request.param, tmp_path_factory.mktemp("gallery")))
     yield g
     g.store.close()
+    g.backend.cleanup()
 
 
 @pytest.fixture
-def store(tmp_path: Path):
+def store(backend: Backend):
+    s = backend.open()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def faiss_store(tmp_path: Path):
     s = FaissSqliteStore(tmp_path, dim=DIM)
     yield s
     s.close()
@@ -232,7 +349,7 @@ FILTERS: dict[str, Callable[[Gallery], SearchFilter]] = {
 # ------------------------------------------------------------------------------------ basics
 
 
-def test_round_trip_default_dim(tmp_path: Path) -> None:
+def test_round_trip_default_dim(backend: Backend) -> None:
     rng = np.random.default_rng(0)
     x = unit(rng, 3, 1536)
     given = [
@@ -254,7 +371,7 @@ def test_round_trip_default_dim(tmp_path: Path) -> None:
         ),
         new_item(x[2], "lobby", datetime(2024, 3, 2, tzinfo=UTC), track="t-2"),
     ]
-    with FaissSqliteStore(tmp_path) as store:
+    with backend.open(dim=1536) as store:
         assert store.dim == 1536
         before = datetime.now(UTC)
         added = store.add("site-A_1", given)
@@ -281,7 +398,7 @@ def test_round_trip_default_dim(tmp_path: Path) -> None:
         assert store.count() == 3
         assert store.count("site-A_1") == 3
         assert store.count("other") == 0
-        files = crop_files(tmp_path)
+        files = backend.crop_files()
         a0 = added[0].item_id
         assert f"crops/site-A_1/{a0[:2]}/{a0}.png" in files
         assert len(files) == 3
@@ -296,11 +413,11 @@ def test_round_trip_default_dim(tmp_path: Path) -> None:
         assert store.add("site-A_1", []) == []
 
 
-def test_delete_removes_everywhere(store: FaissSqliteStore, tmp_path: Path) -> None:
+def test_delete_removes_everywhere(store: GalleryStore, backend: Backend) -> None:
     x = unit(np.random.default_rng(1), 30)
     added = store.add("g", [new_item(v, f"c{i % 3}") for i, v in enumerate(x)])
     gone = [added[i].item_id for i in (0, 7, 8, 29)]
-    paths = {p for p in crop_files(tmp_path) if any(i in p for i in gone)}
+    paths = {p for p in backend.crop_files() if any(i in p for i in gone)}
     assert len(paths) == 4
     for item_id in gone:
         assert store.delete(item_id) is True
@@ -310,16 +427,17 @@ def test_delete_removes_everywhere(store: FaissSqliteStore, tmp_path: Path) -> N
         assert store.get_embedding(item_id) is None
     assert store.count("g") == 26
     assert sum(store.counts()["g"].values()) == 26
-    assert not paths & crop_files(tmp_path)
+    assert not paths & backend.crop_files()
     for v in x:
         hits = store.search("g", v, 100)
         assert len(hits) == 26
         assert not {h.item.item_id for h in hits} & set(gone)
     assert store.search("g", x[7], 1)[0].item.item_id not in gone
-    assert_consistent(store, tmp_path)
+    backend.assert_consistent(store)
 
 
-def test_ties_broken_by_rowid(store: FaissSqliteStore) -> None:
+def test_ties_broken_by_rowid(store: GalleryStore) -> None:
+    """Equal scores come in insertion order (FAISS: rowid; Milvus: acknowledgement order)."""
     rng = np.random.default_rng(2)
     v = unit(rng, 1)[0]
     other = unit(rng, 40)
@@ -405,15 +523,15 @@ def test_group_by_covers_all_groups(gallery: Gallery) -> None:
 
 
 @pytest.mark.parametrize("name", ["", "../x", "a b", "a" * 65, "a/b", "é", "x\n", ".", None, 3])
-def test_bad_gallery_names(store: FaissSqliteStore, tmp_path: Path, name: object) -> None:
+def test_bad_gallery_names(store: GalleryStore, backend: Backend, name: object) -> None:
     v = unit(np.random.default_rng(0), 1)[0]
     with pytest.raises(StoreError):
         store.add(name, [new_item(v)])
     with pytest.raises(StoreError):
         store.search(name, v, 3)
     assert store.counts() == {}
-    assert crop_files(tmp_path) == set()
-    assert not (tmp_path / "x").exists()
+    assert backend.crop_files() == set()
+    assert not (backend.root / "x").exists()
     assert store.add("a" * 64, [new_item(v)])  # 64 characters are fine
 
 
@@ -438,22 +556,25 @@ def bad_items(v: np.ndarray) -> dict[str, NewItem]:
 
 
 @pytest.mark.parametrize("case", list(bad_items(np.zeros(DIM, np.float32))))
-def test_bad_items_write_nothing(store: FaissSqliteStore, tmp_path: Path, case: str) -> None:
+def test_bad_items_write_nothing(store: GalleryStore, backend: Backend, case: str) -> None:
     v = unit(np.random.default_rng(3), 2)
     store.add("g", [new_item(v[0])])
-    before_files, before_counts = crop_files(tmp_path), store.counts()
-    generation = store.index_info()["g"]["generation"]
+    before_files, before_counts = backend.crop_files(), store.counts()
+    if not backend.milvus:
+        generation = store.index_info()["g"]["generation"]
     with pytest.raises(StoreError):
         store.add("g", [new_item(v[1]), bad_items(v[1])[case]])  # the good one is refused too
     with pytest.raises(StoreError):
         store.add("fresh", [bad_items(v[1])[case]])
     assert store.counts() == before_counts
-    assert crop_files(tmp_path) == before_files
-    assert store.index_info()["g"]["generation"] == generation
-    assert "fresh" not in store.index_info()
+    assert backend.crop_files() == before_files
+    assert store.count("g") == 1 and store.count("fresh") == 0
+    if not backend.milvus:
+        assert store.index_info()["g"]["generation"] == generation
+        assert "fresh" not in store.index_info()
 
 
-def test_bad_search_arguments(store: FaissSqliteStore) -> None:
+def test_bad_search_arguments(store: GalleryStore) -> None:
     v = unit(np.random.default_rng(4), 1)[0]
     store.add("g", [new_item(v)])
     for k in (0, -1, 1.5, True, None):
@@ -472,33 +593,135 @@ def test_bad_search_arguments(store: FaissSqliteStore) -> None:
     assert len(store.search("g", v, np.int64(3))) == 1
 
 
-def test_store_misuse(tmp_path: Path) -> None:
+def test_store_misuse(backend: Backend) -> None:
     with pytest.raises(StoreError):
-        FaissSqliteStore(tmp_path, dim=DIM, index="NotAnIndex")
+        backend.open(index="NotAnIndex")
     with pytest.raises(StoreError):
-        FaissSqliteStore(tmp_path, dim=0)
-    s = FaissSqliteStore(tmp_path, dim=DIM)
-    with pytest.raises(StoreError, match="another store"):
-        FaissSqliteStore(tmp_path, dim=DIM)
+        backend.open(dim=0)
+    s = backend.open()
+    if not backend.milvus:  # one FAISS store per directory; Milvus serves many replicas
+        with pytest.raises(StoreError, match="another store"):
+            backend.open()
     s.add("g", [new_item(unit(np.random.default_rng(0), 1)[0])])
     s.close()
     s.close()  # idempotent
-    for call in (
+    calls = [
         lambda: s.add("g", [new_item(np.ones(DIM, np.float32) / 8)]),
         lambda: s.search("g", np.ones(DIM, np.float32) / 8, 1),
         lambda: s.get("x"),
+        lambda: s.get_image("x"),
         lambda: s.counts(),
         lambda: s.delete("x"),
-        lambda: s.snapshot(),
-    ):
+    ]
+    if not backend.milvus:
+        calls.append(lambda: s.snapshot())
+    for call in calls:
         with pytest.raises(StoreError):
             call()
     with pytest.raises(StoreError, match="64-d"):
-        FaissSqliteStore(tmp_path, dim=128)
-    FaissSqliteStore(tmp_path, dim=DIM).close()  # the failed opens left no lock behind
+        backend.open(dim=128)
+    backend.open().close()  # the failed opens left no lock behind
+
+
+def test_hostile_strings(store: GalleryStore, backend: Backend) -> None:
+    """Camera ids and labels are arbitrary user text: quotes, backslashes, expression syntax."""
+    hostile = [
+        'c"a',
+        "c'a",
+        "c\\",
+        '\\"',
+        'x" or gallery != "',
+        "x' || true || '",
+        "line\nbreak",
+        "cr\rtab\t",
+        "{cams}",
+        "%s %(x)s",
+        "é ✓ 漢字",
+        RARE,
+    ]
+    rng = np.random.default_rng(13)
+    x = unit(rng, 3 * len(hostile))
+    items = [
+        new_item(x[i], hostile[i % len(hostile)], T0 + timedelta(seconds=i), hostile[i // 3 % 5])
+        for i in range(len(x))
+    ]
+    added = store.add("g", items)
+    ids = [a.item_id for a in added]
+    counts = store.counts()["g"]
+    assert counts == dict.fromkeys(hostile, 3)
+    for h in hostile:
+        mine = {ids[i] for i in range(len(x)) if hostile[i % len(hostile)] == h}
+        for q in x[:3]:
+            hits = store.search("g", q, 100, where=SearchFilter(cameras=frozenset({h})))
+            assert {hit.item.item_id for hit in hits} == mine, h
+            assert {hit.item.camera_id for hit in hits} == {h}
+            hits = store.search("g", q, 100, where=SearchFilter(exclude_cameras=frozenset({h})))
+            assert len(hits) == len(x) - 3 and not mine & {hit.item.item_id for hit in hits}
+    grouped = store.search("g", x[0], 100, group_by="identity")
+    assert sorted(h.item.identity for h in grouped) == sorted(hostile[:5])
+    for a, it in zip(added, items, strict=True):
+        got = store.get(a.item_id)
+        assert (got.camera_id, got.identity) == (it.camera_id, it.identity)
+    bad_ids = [*hostile, 'x" or item_id != "', ids[0] + '" or "1" == "1', "", "a" * 65]
+    for bad in bad_ids:
+        assert store.get(bad) is None
+        assert store.get_image(bad) is None
+        assert store.get_embedding(bad) is None
+        assert store.delete(bad) is False
+        hits = store.search("g", x[0], 100, where=SearchFilter(exclude_item=bad))
+        assert len(hits) == len(x)
+    assert store.count("g") == len(x)
+    backend.assert_consistent(store)
 
 
 # ------------------------------------------------------------------------------------ restart
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_restart_keeps_everything(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Close and reopen: items, crops, embeddings, counts and rankings are all still there.
+
+    Milvus gets a database of its own here, so closing the last store stops the embedded
+    Milvus Lite server and reopening starts a new one that recovers from its files.
+    """
+    backend = Backend(name, tmp_path, tmp_path / "own.db")
+    request.addfinalizer(backend.cleanup)
+    rng = np.random.default_rng(14)
+    x, queries = unit(rng, 120), unit(rng, 4)
+    with backend.open() as s:
+        added = s.add(
+            "a", [new_item(v, f"c{i % 4}", identity=f"p{i % 9}") for i, v in enumerate(x)]
+        )
+        s.add("b", [new_item(v, "c9") for v in x[:10]])
+        s.delete(added[3].item_id)
+        f = SearchFilter(cameras=frozenset({"c1", "c9"}), since=T0)
+        before = [
+            [(h.item, h.score) for h in s.search(g, q, 12, where=f, group_by=gb)]
+            for g in "ab"
+            for q in queries
+            for gb in (None, "identity")
+        ]
+        counts = s.counts()
+        images = {a.item_id: s.get_image(a.item_id) for a in added[:5]}
+    if name == "milvus":
+        from milvus_lite.server_manager import server_manager_instance
+
+        assert str((tmp_path / "own.db").resolve()) not in server_manager_instance._servers
+    with backend.open() as s:
+        after = [
+            [(h.item, h.score) for h in s.search(g, q, 12, where=f, group_by=gb)]
+            for g in "ab"
+            for q in queries
+            for gb in (None, "identity")
+        ]
+        assert after == before
+        assert s.counts() == counts
+        assert {i: s.get_image(i) for i in images} == images
+        assert s.get(added[3].item_id) is None
+        np.testing.assert_array_equal(s.get_embedding(added[7].item_id), x[7])
+        backend.assert_consistent(s)
 
 
 def test_restart_reuses_matching_snapshot(tmp_path: Path) -> None:
@@ -681,7 +904,10 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ disk full
 
 
-def test_disk_full_writing_crops(store: FaissSqliteStore, tmp_path: Path, monkeypatch) -> None:
+def test_disk_full_writing_crops(
+    faiss_store: FaissSqliteStore, tmp_path: Path, monkeypatch
+) -> None:
+    store = faiss_store
     x = unit(np.random.default_rng(8), 20)
     store.add("g", [new_item(v) for v in x[:5]])
     files, info = crop_files(tmp_path), store.index_info()
@@ -713,7 +939,8 @@ def test_disk_full_writing_crops(store: FaissSqliteStore, tmp_path: Path, monkey
     assert_consistent(store, tmp_path)
 
 
-def test_disk_full_in_sqlite(store: FaissSqliteStore, tmp_path: Path) -> None:
+def test_disk_full_in_sqlite(faiss_store: FaissSqliteStore, tmp_path: Path) -> None:
+    store = faiss_store
     x = unit(np.random.default_rng(9), 150)
     store.add("g", [new_item(v) for v in x[:10]])
     files, info, counts = crop_files(tmp_path), store.index_info(), store.counts()
@@ -835,11 +1062,11 @@ def test_approximate_kinds(tmp_path: Path, factory: str, recall: float, monkeypa
 # ------------------------------------------------------------------------------------ threads
 
 
-def test_concurrent_adds_deletes_and_searches(tmp_path: Path) -> None:
+def test_concurrent_adds_deletes_and_searches(backend: Backend) -> None:
     rng = np.random.default_rng(12)
     base = unit(rng, 200)
     cams = ["a", "b", "c", "d"]
-    with FaissSqliteStore(tmp_path, dim=DIM) as s:
+    with backend.open() as s:
         s.add("g", [new_item(v, cams[i % 4]) for i, v in enumerate(base)])
         stop = threading.Event()
         errors: list[BaseException] = []
@@ -897,10 +1124,242 @@ def test_concurrent_adds_deletes_and_searches(tmp_path: Path) -> None:
         assert not errors, errors
         assert searches[0] > 10 and len(added) > 10
         assert s.count("g") == 200 + len(added) - len(removed)
-        assert_consistent(s, tmp_path)
+        backend.assert_consistent(s)
         for item_id in removed:
             assert s.get(item_id) is None
         for item_id in added[::7]:
             if item_id not in removed:
                 v = s.get_embedding(item_id)
                 assert s.search("g", v, 1)[0].item.item_id == item_id
+
+
+# ------------------------------------------------------------------------------------ Milvus only
+
+
+@needs_milvus
+def test_milvus_filter_literals_round_trip() -> None:
+    """User text in an expression is one string literal that parses back to exactly itself."""
+    from milvus_lite.search.filter.tokens import TokenKind, tokenize
+
+    from service.store.milvus import _literal, filter_expression
+
+    rng = random.Random(15)
+    alphabet = ['"', "'", "\\", "\n", "\r", "\t", "\0", "{", "}", "[", "]", " ", "a", "é", "漢"]
+    samples = ["", 'x" or gallery != "', "\\", '\\"', "a\\nb", "{cams}", RARE]
+    samples += ["".join(rng.choices(alphabet, k=rng.randint(1, 12))) for _ in range(300)]
+    for text in samples:
+        tokens = [t for t in tokenize(_literal(text)) if t.kind != TokenKind.EOF]
+        assert len(tokens) == 1 and tokens[0].kind == TokenKind.STRING
+        assert tokens[0].value == text
+    expr = filter_expression(
+        "g", SearchFilter(cameras=frozenset({'a" or "1" == "1'}), exclude_item='x" or "')
+    )
+    assert expr == 'gallery == "g" and camera_id in ["a\\" or \\"1\\" == \\"1"]'  # no id clause
+    assert filter_expression("g", SearchFilter(cameras=frozenset())) is None
+
+
+@needs_milvus
+@pytest.mark.parametrize("gallery", ["milvus"], indirect=True, ids=["milvus-lite"])
+def test_milvus_search_past_topk_limit(gallery: Gallery, monkeypatch) -> None:
+    """Past Milvus's top-k limit the store ranks the filtered items itself, exactly."""
+    from service.store import milvus
+
+    monkeypatch.setattr(milvus, "MAX_TOPK", 40)
+    f = FILTERS["combined"](gallery)
+    mask = gallery.mask(f)
+    for q in gallery.queries[:2]:
+        ref, s = reference(gallery.x, q, 100, mask)
+        assert_ranking(gallery.store.search("main", q, 100, where=f), gallery.ids, ref, s)
+        ref = grouped_reference(s, gallery.identity, 30)
+        hits = gallery.store.search("main", q, 30, group_by="identity")
+        assert_ranking(hits, gallery.ids, ref, s)
+
+
+@needs_milvus
+def test_milvus_replicas_see_each_others_writes(lite_db: Path, tmp_path: Path) -> None:
+    """Two stores on one Milvus (two service replicas): an acknowledged write is visible to the
+    other's next read (Strong consistency), and both reach the crops."""
+    a = Backend("milvus", tmp_path, lite_db)
+    b = Backend("milvus", tmp_path, lite_db)
+    b.prefix = a.prefix
+    x = unit(np.random.default_rng(16), 20)
+    with a.open() as one, b.open() as two:
+        for i, v in enumerate(x):
+            (added,) = one.add("g", [new_item(v, f"c{i % 2}", image=b"crop%d" % i)])
+            assert two.search("g", v, 1)[0].item == added
+            assert two.get_image(added.item_id) == (b"crop%d" % i, "image/jpeg")
+        victim = two.search("g", x[5], 1)[0].item.item_id
+        assert two.delete(victim)
+        assert one.get(victim) is None
+        assert victim not in {h.item.item_id for h in one.search("g", x[5], 20)}
+        assert one.counts() == two.counts() == {"g": {"c0": 10, "c1": 9}}
+
+
+@needs_milvus
+@pytest.mark.parametrize("index", ["IVF_FLAT", "HNSW", "AUTOINDEX"])
+def test_milvus_index_kinds(backend_milvus: Backend, index: str) -> None:
+    """Other index kinds open, report their kind, and find stored items and filtered ones."""
+    x = unit(np.random.default_rng(17), 300)
+    with backend_milvus.open(index=index) as s:
+        assert s.index_type == index
+        ids = [a.item_id for a in s.add("g", [new_item(v, f"c{i % 3}") for i, v in enumerate(x)])]
+        for p in range(0, 300, 37):
+            assert s.search("g", x[p], 1)[0].item.item_id == ids[p]
+            hits = s.search("g", x[p], 5, where=SearchFilter(cameras=frozenset({"c1"})))
+            assert len(hits) == 5 and {h.item.camera_id for h in hits} == {"c1"}
+    with backend_milvus.open(index="FLAT") as s:  # an existing collection keeps its index
+        assert s.index_type == index
+
+
+@pytest.fixture
+def backend_milvus(lite_db: Path, tmp_path: Path) -> Backend:
+    return Backend("milvus", tmp_path, lite_db)
+
+
+@needs_milvus
+def test_milvus_disk_full_writing_crops(backend_milvus: Backend, monkeypatch) -> None:
+    from service.store.milvus import LocalCropStore
+
+    x = unit(np.random.default_rng(18), 20)
+    with backend_milvus.open() as store:
+        store.add("g", [new_item(v) for v in x[:5]])
+        files, counts = backend_milvus.crop_files(), store.counts()
+        real = LocalCropStore._write
+        calls = {"n": 0}
+        lock = threading.Lock()
+
+        def flaky(self: LocalCropStore, key: str, data: bytes) -> Path:
+            with lock:
+                calls["n"] += 1
+                n = calls["n"]
+            if n < 4:
+                return real(self, key, data)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(LocalCropStore, "_write", flaky)
+        with pytest.raises(StoreFullError):
+            store.add("g", [new_item(v) for v in x[5:15]])
+        with pytest.raises(StoreFullError):
+            store.add("g", [new_item(x[15])])
+        assert backend_milvus.crop_files() == files
+        assert store.counts() == counts
+        monkeypatch.setattr(LocalCropStore, "_write", real)
+        store.add("g", [new_item(v) for v in x[5:15]])
+        assert store.count("g") == 15
+        backend_milvus.assert_consistent(store)
+
+
+@needs_milvus
+def test_milvus_failed_insert_leaves_nothing(backend_milvus: Backend, monkeypatch) -> None:
+    """Milvus refusing the insert: the crops written for it are removed, nothing is stored."""
+    from service.store.milvus import MilvusUnavailableError
+
+    x = unit(np.random.default_rng(19), 6)
+    with backend_milvus.open() as store:
+        store.add("g", [new_item(x[0])])
+        files = backend_milvus.crop_files()
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            from pymilvus import MilvusException
+
+            raise MilvusException(message="node down")
+
+        monkeypatch.setattr(store._client, "insert", refuse)
+        with pytest.raises(MilvusUnavailableError, match="node down"):
+            store.add("g", [new_item(v) for v in x[1:]])
+        monkeypatch.undo()
+        assert backend_milvus.crop_files() == files
+        assert store.count("g") == 1
+        backend_milvus.assert_consistent(store)
+
+
+@needs_milvus
+def test_milvus_orphan_crops_swept(backend_milvus: Backend) -> None:
+    with backend_milvus.open() as s:
+        (kept,) = s.add("g", [new_item(unit(np.random.default_rng(0), 1)[0])])
+        stray = backend_milvus.root / "crops" / "g" / "ab" / ("ab" + "0" * 30 + ".jpg")
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        stray.write_bytes(b"left by a crash")
+        half = stray.with_name(".x.jpg.1234.tmp")
+        half.write_bytes(b"never renamed")
+        assert s.remove_orphan_crops() == 0  # young files: another replica may be mid-add
+        old = time.time() - 7200
+        for p in [stray, half, *(backend_milvus.root / "crops").rglob(f"{kept.item_id}.*")]:
+            os.utime(p, (old, old))
+        assert s.remove_orphan_crops() == 1
+        assert not stray.exists() and not half.exists()
+        assert s.get_image(kept.item_id) is not None
+        backend_milvus.assert_consistent(s)
+
+
+MILVUS_CHILD = textwrap.dedent(
+    """
+    import json, sys, threading
+    from datetime import datetime, timedelta, timezone
+    import numpy as np
+    sys.path.insert(0, sys.argv[3])
+    from service.store import NewItem
+    from service.store.milvus import MilvusStore
+
+    store = MilvusStore(sys.argv[1], dim=64, crops=sys.argv[2])
+    out = threading.Lock()
+
+    def writer(t):  # three at once, as the service's thread pool adds
+        for i in range(t, 100000, 3):
+            rng = np.random.default_rng(i)
+            x = rng.standard_normal((2, 64)).astype(np.float32)
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+            items = [NewItem(x[j], f"cam{j}", datetime(2024, 1, 1, tzinfo=timezone.utc)
+                             + timedelta(seconds=i), f"crop-{i}-{j}".encode(), "image/jpeg")
+                     for j in range(2)]
+            added = store.add("g", items)
+            with out:
+                print("A", json.dumps({"ids": [a.item_id for a in added], "i": i}), flush=True)
+
+    print("READY", flush=True)
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    """
+)
+
+
+@needs_milvus
+def test_milvus_lite_kill_9_keeps_acknowledged_items(tmp_path: Path) -> None:
+    """An add acknowledged by Milvus Lite survives kill -9 of its process and a restart, with
+    adds arriving from several threads at once (as from the service's thread pool)."""
+    script = tmp_path / "child.py"
+    script.write_text(MILVUS_CHILD)
+    db, crops = tmp_path / "kill.db", tmp_path / "crops"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(db), str(crops), str(REPO)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "READY", proc.stderr.read()
+        time.sleep(1.0)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, err
+    acked = [json.loads(line[2:]) for line in out.split("\n")[:-1] if line.startswith("A ")]
+    assert len(acked) > 5, err  # the child got real work done before the kill
+    from service.store.milvus import MilvusStore
+
+    with MilvusStore(str(db), dim=64, crops=crops) as s:
+        for rec in acked[:-10:25] + acked[-10:]:  # a spread, and the last ones before the kill
+            rng = np.random.default_rng(rec["i"])
+            x = rng.standard_normal((2, 64)).astype(np.float32)
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+            for j, item_id in enumerate(rec["ids"]):
+                assert s.get(item_id) is not None, rec
+                assert s.get_image(item_id) == (f"crop-{rec['i']}-{j}".encode(), "image/jpeg")
+                np.testing.assert_array_equal(s.get_embedding(item_id), x[j])
+        assert s.count("g") >= 2 * len(acked)  # an add cut by the kill may have landed too
+        assert s.search("g", x[0], 1)[0].item.item_id == acked[-1]["ids"][0]
+        everything = {r["item_id"] for b in s._scan("", ["item_id"]) for r in b}
+        assert {i for rec in acked for i in rec["ids"]} <= everything

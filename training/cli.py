@@ -334,6 +334,96 @@ def _cmd_gallery_add(args: argparse.Namespace) -> int:
     return 0 if not errors else 1
 
 
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    """Which store to open; unset options fall back to the SONA_* variables the service reads."""
+    parser.add_argument("--data-dir", help="gallery data folder (SONA_DATA_DIR, default ./data)")
+    parser.add_argument("--store", choices=["faiss", "milvus"], help="backend (SONA_STORE)")
+    parser.add_argument(
+        "--milvus-uri", help="http://host:19530 or a Milvus Lite .db file (SONA_MILVUS_URI)"
+    )
+    parser.add_argument(
+        "--collection-prefix", help="Milvus collection prefix (SONA_MILVUS_COLLECTION_PREFIX)"
+    )
+    parser.add_argument("--crops-dir", help="Milvus crop folder (SONA_CROPS_DIR)")
+    # the Milvus token comes from SONA_MILVUS_TOKEN only: not on a command line others can see
+
+
+def _open_gallery_store(args: argparse.Namespace, dim: int):
+    """The store named by the options, for export/import: one line on failure, no traceback."""
+    from service.runtime import StartupError, open_store
+    from service.settings import Settings
+
+    given = {
+        "data_dir": args.data_dir,
+        "store": args.store,
+        "milvus_uri": args.milvus_uri,
+        "milvus_collection_prefix": args.collection_prefix,
+        "crops_dir": args.crops_dir,
+    }
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    try:
+        return open_store(settings, dim)
+    except StartupError as exc:
+        hint = ""
+        if "another store" in str(exc) or "another process" in str(exc):
+            hint = (
+                " (a running service holds it: stop it first; export and import work on the "
+                "store directly, offline)"
+            )
+        raise ValueError(f"{exc}{hint}") from exc
+
+
+def _cmd_gallery_export(args: argparse.Namespace) -> int:
+    from service.transfer import export_gallery
+
+    store = _open_gallery_store(args, args.dim)
+    try:
+        result = export_gallery(store, args.gallery, args.output)
+    except RuntimeError as exc:  # StoreError, or Milvus failing: one line, no traceback
+        raise ValueError(str(exc)) from exc
+    finally:
+        store.close()
+    print(
+        f"exported {result.count} items of gallery '{result.gallery}' ({result.dim}-d) "
+        f"to {result.path}"
+    )
+    return 0
+
+
+def _cmd_gallery_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from service.store import StoreError
+    from service.transfer import import_gallery, read_manifest
+
+    try:
+        manifest = read_manifest(args.input)
+    except StoreError as exc:
+        raise ValueError(str(exc)) from exc
+    store = _open_gallery_store(args, manifest["dim"])
+    try:
+        result = import_gallery(store, args.input, args.gallery)
+    except RuntimeError as exc:  # StoreError, or Milvus failing: one line, no traceback
+        raise ValueError(str(exc)) from exc
+    finally:
+        store.close()
+    print(
+        f"imported {result.added} items into gallery '{result.gallery}'"
+        + (f" ({result.skipped} already there)" if result.skipped else "")
+    )
+    if result.id_map:
+        if args.id_map:
+            Path(args.id_map).write_text(json.dumps(result.id_map, indent=1) + "\n")
+            print(f"this store gives new item ids: old -> new written to {args.id_map}")
+        else:
+            print(
+                f"this store gives new item ids: {len(result.id_map)} ids changed "
+                "(use --id-map PATH to keep the mapping)",
+                file=sys.stderr,
+            )
+    return 0
+
+
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     from .datasets import DATASET_NAMES
 
@@ -566,6 +656,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gadd.add_argument("--batch-size", type=int, default=16, help="crops per request")
     gadd.set_defaults(handler=_cmd_gallery_add)
+    gexport = gallery_sub.add_parser(
+        "export",
+        help="write a gallery (vectors, metadata, crops) to one file, offline",
+        description="Export a gallery straight from its store into one archive (tar: "
+        "manifest.json, items.jsonl, embeddings.npy, crops/), to import it into another store "
+        "without embedding the crops again. Works on the store directly: stop the service on a "
+        "FAISS data dir first (the store holds a lock on it).",
+    )
+    _add_store_options(gexport)
+    gexport.add_argument(
+        "--dim", type=int, default=1536, help="embedding size of the store (default 1536)"
+    )
+    gexport.add_argument("--gallery", required=True, help="gallery to export")
+    gexport.add_argument("--output", required=True, metavar="PATH", help="archive to write")
+    gexport.set_defaults(handler=_cmd_gallery_export)
+    gimport = gallery_sub.add_parser(
+        "import",
+        help="load a gallery archive into a store, offline, keeping item ids",
+        description="Import an archive made by 'sona gallery export' into a store (for "
+        "example from the embedded FAISS store into Milvus). Item ids are kept where the "
+        "store can keep them (Milvus), and items already there are skipped, so an interrupted "
+        "import can be run again; the FAISS store gives new ids (see --id-map).",
+    )
+    _add_store_options(gimport)
+    gimport.add_argument("--input", required=True, metavar="PATH", help="archive to read")
+    gimport.add_argument("--gallery", help="target gallery (default: the exported gallery's name)")
+    gimport.add_argument(
+        "--id-map", metavar="PATH", help="write old -> new item ids here when ids change (JSON)"
+    )
+    gimport.set_defaults(handler=_cmd_gallery_import)
     return parser
 
 
