@@ -430,8 +430,7 @@ async def _search(
         raise Problem(
             422, f"k is {params.k}; at most {rt.settings.max_k}", code="invalid-parameters"
         )
-    counts = await run_in_threadpool(rt.store.counts)
-    if gallery not in counts:
+    if not await run_in_threadpool(rt.store.count, gallery):
         raise Problem(
             404, f"gallery {gallery!r} does not exist (it has no items)", code="gallery-not-found"
         )

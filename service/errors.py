@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .store.base import StoreUnavailableError
+
 __all__ = ["PROBLEM_TYPE", "Problem", "install_error_handlers", "problem_response"]
 
 log = logging.getLogger("sona.service")
@@ -104,6 +106,17 @@ def install_error_handlers(app: FastAPI) -> None:
         text, errors = _validation_detail(exc)
         return problem_response(
             422, text, code="invalid-parameters", instance=request.url.path, errors=errors
+        )
+
+    @app.exception_handler(StoreUnavailableError)
+    async def _unavailable(request: Request, exc: StoreUnavailableError) -> JSONResponse:
+        log.error("gallery store unavailable: %s", exc)
+        return problem_response(
+            503,
+            "the gallery store is unavailable; retry shortly",
+            code="store-unavailable",
+            headers={"Retry-After": "5"},
+            instance=request.url.path,
         )
 
     @app.exception_handler(Exception)

@@ -11,6 +11,7 @@ from .base import (
     SearchFilter,
     StoreError,
     StoreFullError,
+    StoreUnavailableError,
 )
 from .faiss_sqlite import FaissSqliteStore
 
@@ -24,4 +25,5 @@ __all__ = [
     "SearchFilter",
     "StoreError",
     "StoreFullError",
+    "StoreUnavailableError",
 ]

@@ -24,6 +24,7 @@ __all__ = [
     "SearchFilter",
     "StoreError",
     "StoreFullError",
+    "StoreUnavailableError",
 ]
 
 #: Gallery names: letters, digits, '_' and '-', 1 to 64 characters.
@@ -38,6 +39,10 @@ class StoreError(RuntimeError):
 
 class StoreFullError(StoreError):
     """The disk is full: the write was refused and nothing of it was kept."""
+
+
+class StoreUnavailableError(RuntimeError):
+    """The backend cannot be reached (a database server down); nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,10 @@ class GalleryStore(abc.ABC):
     @abc.abstractmethod
     def counts(self) -> dict[str, dict[str, int]]:
         """Item counts per gallery, then per camera."""
+
+    @abc.abstractmethod
+    def count(self, gallery: str | None = None) -> int:
+        """Items in ``gallery`` (all galleries when None); 0 for an unknown gallery."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -100,6 +100,7 @@ from .base import (
     SearchFilter,
     StoreError,
     StoreFullError,
+    StoreUnavailableError,
 )
 from .faiss_sqlite import _EXTENSIONS, _MEDIA_TYPE, _aware, _check_gallery
 
@@ -138,7 +139,7 @@ _SCAN_BATCH = 4096
 _INDEXES = ("FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX")
 
 
-class MilvusUnavailableError(RuntimeError):
+class MilvusUnavailableError(StoreUnavailableError):
     """Milvus failed or could not be reached: the request itself was fine (not a StoreError)."""
 
 
