@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import errno
 import logging
 import math
 import os
@@ -102,7 +101,15 @@ from .base import (
     StoreFullError,
     StoreUnavailableError,
 )
-from .faiss_sqlite import _EXTENSIONS, _MEDIA_TYPE, _aware, _check_gallery
+from .faiss_sqlite import (
+    _EXTENSIONS,
+    _FULL_ERRNOS,
+    _MEDIA_TYPE,
+    _aware,
+    _check_gallery,
+    _fsync_dir,
+    _mkdirs,
+)
 
 __all__ = [
     "MAX_TOPK",
@@ -121,7 +128,6 @@ TEXT_MAX = 1024
 _ID_MAX = 64
 _ITEM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}")
-_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _FULL_WORDS = ("no space left", "disk quota", "quotaexceeded", "quota exceeded")
 _LABEL_FIELDS = {"identity": "identity", "track": "track_id"}
 _META_FIELDS = [
@@ -170,29 +176,6 @@ class CropStore(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (threads, connections)."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _mkdirs(path: Path) -> set[Path]:
-    """Create ``path`` and missing parents; return the directories that gained an entry."""
-    missing: list[Path] = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    changed: set[Path] = set()
-    for d in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            d.mkdir()
-        changed.add(d.parent)
-    return changed
 
 
 def _is_full(exc: BaseException) -> bool:
