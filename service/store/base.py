@@ -25,6 +25,7 @@ __all__ = [
     "StoreError",
     "StoreFullError",
     "StoreUnavailableError",
+    "check_search_args",
 ]
 
 #: Gallery names: letters, digits, '_' and '-', 1 to 64 characters.
@@ -43,6 +44,15 @@ class StoreFullError(StoreError):
 
 class StoreUnavailableError(RuntimeError):
     """The backend cannot be reached (a database server down); nothing was changed."""
+
+
+def check_search_args(k: object, group_by: object) -> int:
+    """Validate what every backend's ``search`` takes besides the query; returns k as an int."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise StoreError(f"k must be an integer >= 1, not {k!r}")
+    if group_by not in (None, "identity", "track"):
+        raise StoreError(f"group_by must be 'identity', 'track' or None, not {group_by!r}")
+    return int(k)
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ from .base import (
     SearchFilter,
     StoreError,
     StoreFullError,
+    check_search_args,
 )
 
 __all__ = ["EXACT_LIMIT", "REFINE", "FaissSqliteStore"]
@@ -1162,11 +1163,7 @@ class FaissSqliteStore(GalleryStore):
         group_by: GroupBy | None = None,
     ) -> list[Hit]:
         _check_gallery(gallery)
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise StoreError(f"k must be an integer >= 1, not {k!r}")
-        k = int(k)
-        if group_by is not None and group_by not in _LABEL_COLUMNS:
-            raise StoreError(f"group_by must be 'identity', 'track' or None, not {group_by!r}")
+        k = check_search_args(k, group_by)
         q = self._vector(query, "query").reshape(1, self.dim)
         if where is not None:
             if where.since is not None:

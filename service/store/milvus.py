@@ -100,6 +100,7 @@ from .base import (
     StoreError,
     StoreFullError,
     StoreUnavailableError,
+    check_search_args,
 )
 from .faiss_sqlite import (
     _EXTENSIONS,
@@ -979,11 +980,7 @@ class MilvusStore(GalleryStore):
         group_by: GroupBy | None = None,
     ) -> list[Hit]:
         _check_gallery(gallery)
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise StoreError(f"k must be an integer >= 1, not {k!r}")
-        k = int(k)
-        if group_by is not None and group_by not in _LABEL_FIELDS:
-            raise StoreError(f"group_by must be 'identity', 'track' or None, not {group_by!r}")
+        k = check_search_args(k, group_by)
         q = self._vector(query, "query")
         if where is not None:
             if where.since is not None:
