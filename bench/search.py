@@ -29,7 +29,6 @@ import numpy as np
 
 DIM = 1536
 CAMERAS = 8
-STORE_QUERIES = 30  # Milvus Lite answers in hundreds of ms: keep the store rows bounded
 
 
 def clustered(n: int, rng: np.random.Generator, per_identity: int = 8) -> np.ndarray:
@@ -128,8 +127,10 @@ def filter_rows(n: int, data: np.ndarray, queries: np.ndarray) -> list[tuple]:
     return rows
 
 
-def store_rows(n: int, data: np.ndarray, queries: np.ndarray, milvus: bool) -> list[tuple]:
-    queries = queries[:STORE_QUERIES]
+def store_rows(
+    n: int, data: np.ndarray, queries: np.ndarray, milvus: bool, count: int
+) -> list[tuple]:
+    queries = queries[:count]
     from service.store import FaissSqliteStore, NewItem, SearchFilter
 
     backends = [("FAISS + SQLite (Flat)", lambda root: FaissSqliteStore(root, dim=DIM))]
@@ -189,6 +190,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="FAISS threads (default 1)")
     parser.add_argument("--stores", action="store_true", help="also the two store backends")
     parser.add_argument(
+        "--store-queries",
+        type=int,
+        default=30,
+        help="queries per store (Milvus Lite takes about 1 s each at 10k)",
+    )
+    parser.add_argument("--only-stores", action="store_true", help="the store table alone")
+    parser.add_argument(
         "--milvus-max",
         type=int,
         default=10_000,
@@ -208,20 +216,10 @@ def main() -> None:
         queries = data[rng.choice(n, args.queries, replace=False)] + 0.03 * noise
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
         print(f"\n### {n:,} vectors\n")
-        print("| index | build s | memory MiB | p50 ms | p99 ms | queries/s | recall@10 |")
-        print("|---|---|---|---|---|---|---|")
-        for label, build, memory, p50, p99, qps, rec in index_rows(n, data, queries):
-            print(
-                f"| {label} | {build:.1f} | {memory / 2**20:.0f} | {p50:.2f} | {p99:.2f} | "
-                f"{qps:.0f} | {rec:.3f} |"
-            )
-        print(
-            "\n| filter (Flat + IDSelector) | items passing | p50 ms | p99 ms | queries/s | "
-            "exact top-10 |"
-        )
-        print("|---|---|---|---|---|---|")
-        for label, passing, p50, p99, qps, exact in filter_rows(n, data, queries):
-            print(f"| {label} | {passing:,} | {p50:.2f} | {p99:.2f} | {qps:.0f} | {exact:.0%} |")
+        if args.only_stores:
+            args.stores = True
+        else:
+            print_index_tables(n, data, queries)
         if args.stores:
             print(
                 "\n| store | ingest items/s | p50 ms | p99 ms | 1-camera p50 ms | "
@@ -229,12 +227,29 @@ def main() -> None:
             )
             print("|---|---|---|---|---|---|---|")
             for label, ingest, p50, p99, c50, c99, exact in store_rows(
-                n, data, queries, milvus=n <= args.milvus_max
+                n, data, queries, milvus=n <= args.milvus_max, count=args.store_queries
             ):
                 print(
                     f"| {label} | {ingest:.0f} | {p50:.2f} | {p99:.2f} | {c50:.2f} | "
                     f"{c99:.2f} | {exact:.0%} |"
                 )
+
+
+def print_index_tables(n: int, data: np.ndarray, queries: np.ndarray) -> None:
+    print("| index | build s | memory MiB | p50 ms | p99 ms | queries/s | recall@10 |")
+    print("|---|---|---|---|---|---|---|")
+    for label, build, memory, p50, p99, qps, rec in index_rows(n, data, queries):
+        print(
+            f"| {label} | {build:.1f} | {memory / 2**20:.0f} | {p50:.2f} | {p99:.2f} | "
+            f"{qps:.0f} | {rec:.3f} |"
+        )
+    print(
+        "\n| filter (Flat + IDSelector) | items passing | p50 ms | p99 ms | queries/s | "
+        "exact top-10 |"
+    )
+    print("|---|---|---|---|---|---|")
+    for label, passing, p50, p99, qps, exact in filter_rows(n, data, queries):
+        print(f"| {label} | {passing:,} | {p50:.2f} | {p99:.2f} | {qps:.0f} | {exact:.0%} |")
 
 
 if __name__ == "__main__":
