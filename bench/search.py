@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,9 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
+# the repository first: bench/service.py would otherwise shadow the service package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DIM = 1536
 CAMERAS = 8
