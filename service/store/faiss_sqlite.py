@@ -164,6 +164,36 @@ def _is_full(exc: BaseException) -> bool:
     return False
 
 
+def _check_vector(value: object, dim: int, what: str) -> np.ndarray:
+    """A finite float32 vector of ``dim`` values, or a ``StoreError`` naming ``what``."""
+    try:
+        v = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"{what} is not a numeric vector") from e
+    if v.shape != (dim,):
+        raise StoreError(f"{what} has shape {v.shape}, expected ({dim},)")
+    if not np.isfinite(v).all():
+        raise StoreError(f"{what} has non-finite values")
+    return v
+
+
+def _check_item(it: NewItem, dim: int, what: str) -> np.ndarray:
+    """What every backend requires of a new item; returns its embedding."""
+    vector = _check_vector(getattr(it, "embedding", None), dim, f"{what} embedding")
+    _aware(getattr(it, "timestamp", None), f"{what} timestamp")
+    if not isinstance(it.camera_id, str) or not it.camera_id:
+        raise StoreError(f"{what}: camera_id must be a non-empty string")
+    for name in ("identity", "track_id"):
+        value = getattr(it, name)
+        if value is not None and not isinstance(value, str):
+            raise StoreError(f"{what}: {name} must be a string or None")
+    if not isinstance(it.image, bytes | bytearray | memoryview) or not len(it.image):
+        raise StoreError(f"{what}: image must be non-empty bytes")
+    if not isinstance(it.image_type, str) or not _MEDIA_TYPE.fullmatch(it.image_type):
+        raise StoreError(f"{what}: bad media type {it.image_type!r}")
+    return vector
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -780,32 +810,12 @@ class FaissSqliteStore(GalleryStore):
     # ---------------------------------------------------------------- validation
 
     def _vector(self, value: object, what: str) -> np.ndarray:
-        try:
-            v = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            raise StoreError(f"{what} is not a numeric vector") from e
-        if v.shape != (self.dim,):
-            raise StoreError(f"{what} has shape {v.shape}, expected ({self.dim},)")
-        if not np.isfinite(v).all():
-            raise StoreError(f"{what} has non-finite values")
-        return v
+        return _check_vector(value, self.dim, what)
 
     def _validate(self, items: Sequence[NewItem]) -> np.ndarray:
         x = np.empty((len(items), self.dim), dtype=np.float32)
         for i, it in enumerate(items):
-            what = f"item {i}"
-            x[i] = self._vector(getattr(it, "embedding", None), f"{what} embedding")
-            _aware(getattr(it, "timestamp", None), f"{what} timestamp")
-            if not isinstance(it.camera_id, str) or not it.camera_id:
-                raise StoreError(f"{what}: camera_id must be a non-empty string")
-            for name in ("identity", "track_id"):
-                value = getattr(it, name)
-                if value is not None and not isinstance(value, str):
-                    raise StoreError(f"{what}: {name} must be a string or None")
-            if not isinstance(it.image, bytes | bytearray | memoryview) or not len(it.image):
-                raise StoreError(f"{what}: image must be non-empty bytes")
-            if not isinstance(it.image_type, str) or not _MEDIA_TYPE.fullmatch(it.image_type):
-                raise StoreError(f"{what}: bad media type {it.image_type!r}")
+            x[i] = _check_item(it, self.dim, f"item {i}")
         return x
 
     # ---------------------------------------------------------------- writes

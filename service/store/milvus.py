@@ -105,9 +105,10 @@ from .base import (
 from .faiss_sqlite import (
     _EXTENSIONS,
     _FULL_ERRNOS,
-    _MEDIA_TYPE,
     _aware,
     _check_gallery,
+    _check_item,
+    _check_vector,
     _fsync_dir,
     _mkdirs,
 )
@@ -666,15 +667,7 @@ class MilvusStore(GalleryStore):
     # ---------------------------------------------------------------- validation
 
     def _vector(self, value: object, what: str) -> np.ndarray:
-        try:
-            v = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            raise StoreError(f"{what} is not a numeric vector") from e
-        if v.shape != (self.dim,):
-            raise StoreError(f"{what} has shape {v.shape}, expected ({self.dim},)")
-        if not np.isfinite(v).all():
-            raise StoreError(f"{what} has non-finite values")
-        return v
+        return _check_vector(value, self.dim, what)
 
     @staticmethod
     def _text(value: str, what: str) -> None:
@@ -690,25 +683,16 @@ class MilvusStore(GalleryStore):
         for i, it in enumerate(items):
             what = f"item {i}"
             try:
-                x[i] = self._vector(it.embedding, f"{what} embedding")
-                _aware(it.timestamp, f"{what} timestamp")
-                if not isinstance(it.camera_id, str) or not it.camera_id:
-                    raise StoreError(f"{what}: camera_id must be a non-empty string")
-                self._text(it.camera_id, f"{what}: camera_id")
-                for name in ("identity", "track_id"):
-                    value = getattr(it, name)
-                    if value is not None and not isinstance(value, str):
-                        raise StoreError(f"{what}: {name} must be a string or None")
-                    if value is not None:
-                        self._text(value, f"{what}: {name}")
-                image, image_type = it.image, it.image_type
+                x[i] = _check_item(it, self.dim, what)
             except AttributeError as e:
                 raise StoreError(f"items must be NewItem instances: {e}") from e
-            if not isinstance(image, bytes | bytearray | memoryview) or not len(image):
-                raise StoreError(f"{what}: image must be non-empty bytes")
-            if not isinstance(image_type, str) or not _MEDIA_TYPE.fullmatch(image_type):
-                raise StoreError(f"{what}: bad media type {image_type!r}")
-            if len(image_type) > 255:
+            # Milvus fields have a byte length and must hold valid Unicode
+            self._text(it.camera_id, f"{what}: camera_id")
+            for name in ("identity", "track_id"):
+                value = getattr(it, name)
+                if value is not None:
+                    self._text(value, f"{what}: {name}")
+            if len(it.image_type) > 255:
                 raise StoreError(f"{what}: media type too long")
         return x
 
