@@ -8,6 +8,7 @@ temporary file that is fsynced and renamed, so a crash never leaves half a check
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -78,6 +79,15 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, hex: names a model and ties an ONNX export to its checkpoint."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

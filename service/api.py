@@ -533,6 +533,7 @@ async def readyz(request: Request) -> JSONResponse:
             "status": "ready",
             "model": rt.model_id,
             "device": str(rt.device),
+            "encoder": rt.embedder.encoder.name,
             "demo": bool(rt.model_meta.get("demo", False)),
             "store": rt.settings.store,
             "index": rt.settings.index,

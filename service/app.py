@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await rt.embedder.start()
         rt.ready = True
         demo = " (DEMO model trained on synthetic data)" if rt.model_meta.get("demo") else ""
-        log.info("ready: %s on %s%s", rt.model_id, rt.device, demo)
+        log.info("ready: %s, %s%s", rt.model_id, rt.embedder.encoder.name, demo)
         try:
             yield
         finally:

@@ -18,8 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from model import SONANet, embed
-from model.preprocess import normalize
+from model.encoders import Encoder
 
 from .metrics import Metrics
 
@@ -35,55 +34,37 @@ class Embedder:
 
     def __init__(
         self,
-        net: SONANet,
-        device: torch.device,
+        encoder: Encoder,
         *,
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
         queue_size: int = 512,
-        amp: bool = True,
         metrics: Metrics | None = None,
     ) -> None:
-        self.net = net.eval()
-        self.device = device
+        self.encoder = encoder
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.queue_size = queue_size
         self.metrics = metrics or Metrics()
-        self.autocast_dtype = (
-            torch.bfloat16
-            if amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
-            else None
-        )
         self._queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future]] | None = None
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sona-embed")
 
     @property
     def input_size(self) -> tuple[int, int]:
-        return self.net.config.input_size
+        return self.encoder.input_size
 
     @property
     def dim(self) -> int:
-        return self.net.embedding_dim
+        return self.encoder.dim
 
     def embed_now(self, images: torch.Tensor) -> np.ndarray:
         """Synchronously embed ``uint8 [B, 3, H, W]``: the forward pass a batch runs."""
-        batch = normalize(images.to(self.device, non_blocking=True))
-        if self.device.type == "cuda":
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        if self.autocast_dtype is not None:
-            with torch.autocast("cuda", dtype=self.autocast_dtype):
-                vectors = embed(self.net, batch)
-        else:
-            vectors = embed(self.net, batch)
-        return vectors.cpu().numpy()
+        return self.encoder(images)
 
     def warm_up(self) -> None:
         """Run the shapes serving will see so the first request pays no start-up cost."""
-        h, w = self.input_size
-        for size in {1, min(self.max_batch_size, 8)}:
-            self.embed_now(torch.zeros(size, 3, h, w, dtype=torch.uint8))
+        self.encoder.warm_up(tuple(sorted({1, min(self.max_batch_size, 8)})))
 
     async def start(self) -> None:
         self._queue = asyncio.Queue(self.queue_size)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -13,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model import CheckpointError, load_checkpoint
+from model import CheckpointError, SONANetConfig, load_checkpoint
+from model.checkpoint import file_sha256, read_checkpoint
+from model.encoders import Encoder, OnnxEncoder, TorchEncoder, cpu_has_bf16
+from model.export import OnnxExportError, read_onnx_meta
 from model.preprocess import resize
 
 from .embedder import Embedder
@@ -22,7 +24,14 @@ from .metrics import Metrics
 from .settings import Settings
 from .store import FaissSqliteStore, GalleryStore
 
-__all__ = ["QueryCache", "Runtime", "StartupError", "open_store", "resolve_device"]
+__all__ = [
+    "QueryCache",
+    "Runtime",
+    "StartupError",
+    "check_onnx_model",
+    "open_store",
+    "resolve_device",
+]
 
 log = logging.getLogger("sona.service")
 
@@ -95,12 +104,61 @@ def open_store(settings: Settings, dim: int) -> GalleryStore:
         raise StartupError(f"cannot open the gallery in {settings.data_dir}: {exc}") from exc
 
 
-def checkpoint_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
+def uses_onnx(settings: Settings) -> bool:
+    return settings.backend == "onnx" or (
+        settings.backend == "auto" and settings.onnx_model is not None
+    )
+
+
+def check_onnx_model(settings: Settings, digest: str | None = None) -> None:
+    """Refuse (``StartupError``) an ``SONA_ONNX_MODEL`` that is missing or not this checkpoint's.
+
+    Cheap enough for ``sona serve`` to run before the server starts, so the reason is one line.
+    """
+    if not uses_onnx(settings):
+        return
+    path = settings.onnx_model
+    if path is None:
+        raise StartupError("SONA_BACKEND=onnx needs SONA_ONNX_MODEL (make one with sona export)")
+    if not Path(path).is_file():
+        raise StartupError(f"SONA_ONNX_MODEL not found: {path}")
+    try:
+        meta = read_onnx_meta(path)
+    except OnnxExportError as exc:
+        raise StartupError(f"SONA_ONNX_MODEL {exc}") from exc
+    digest = digest or file_sha256(settings.checkpoint)
+    exported_from = str(meta.get("checkpoint_sha256"))
+    if exported_from != digest:
+        raise StartupError(
+            f"SONA_ONNX_MODEL {path} was exported from another checkpoint than SONA_CHECKPOINT "
+            f"({exported_from[:12]} != {digest[:12]}): export it again with sona export"
+        )
+
+
+def open_onnx_encoder(
+    settings: Settings, config: SONANetConfig, digest: str, device: torch.device
+) -> Encoder:
+    """The ONNX Runtime encoder of ``SONA_ONNX_MODEL``, refused unless it is this checkpoint's."""
+    check_onnx_model(settings, digest)
+    path = settings.onnx_model
+    try:
+        encoder = OnnxEncoder(path, device=device.type)
+    except ImportError as exc:
+        raise StartupError("SONA_ONNX_MODEL needs onnxruntime (pip install onnxruntime)") from exc
+    except Exception as exc:  # onnxruntime's own errors: a corrupt or incompatible file
+        raise StartupError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
+    if encoder.input_size != tuple(config.input_size) or encoder.dim != config.embedding_dim:
+        raise StartupError(f"{path} does not match the checkpoint's input size or dimension")
+    return encoder
+
+
+def torch_encoder(net: torch.nn.Module, device: torch.device, amp: bool) -> Encoder:
+    """PyTorch, channels_last, bf16 autocast where the device runs bf16 natively."""
+    if device.type == "cuda":
+        bf16 = amp and torch.cuda.is_bf16_supported()
+    else:
+        bf16 = amp and cpu_has_bf16()
+    return TorchEncoder(net, device, bf16=bf16, channels_last=True)
 
 
 @dataclass
@@ -124,26 +182,29 @@ class Runtime:
         if settings.checkpoint is None:
             raise StartupError("no checkpoint: set SONA_CHECKPOINT to a SONA-Net checkpoint file")
         device = resolve_device(settings.device)
+        digest = file_sha256(settings.checkpoint)
         try:
-            net, meta = load_checkpoint(settings.checkpoint, device)
-        except CheckpointError as exc:
+            if uses_onnx(settings):  # the weights live in the export: read only the config
+                payload = read_checkpoint(settings.checkpoint)
+                config, meta = SONANetConfig.from_dict(payload["config"]), payload["meta"]
+                encoder = open_onnx_encoder(settings, config, digest, device)
+            else:
+                net, meta = load_checkpoint(settings.checkpoint, device)
+                config = net.config
+                encoder = torch_encoder(net, device, settings.amp)
+        except (CheckpointError, TypeError, ValueError) as exc:
             raise StartupError(str(exc)) from exc
-        if device.type == "cuda":
-            net = net.to(memory_format=torch.channels_last)
-        config = net.config
         stages = "+".join(map(str, config.sona_stages)) or "none"
         model_id = (
             f"sona-net-r{config.depth}-sona{stages}-{config.input_size[0]}x{config.input_size[1]}"
-            f"@{checkpoint_digest(Path(settings.checkpoint))}"
+            f"@{digest[:12]}"
         )
-        store = open_store(settings, net.embedding_dim)
+        store = open_store(settings, encoder.dim)
         embedder = Embedder(
-            net,
-            device,
+            encoder,
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
             queue_size=settings.queue_size,
-            amp=settings.amp,
             metrics=metrics,
         )
         return cls(settings, metrics, embedder, store, device, model_id, meta)

@@ -52,7 +52,18 @@ class Settings(BaseSettings):
     queue_size: int = Field(
         512, ge=1, description="images waiting to be embedded before 503 Retry-After"
     )
-    amp: bool = Field(True, description="CUDA: bf16 autocast for the network")
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto",
+        description="how the network runs: torch, onnx (ONNX Runtime, SONA_ONNX_MODEL), or "
+        "auto: onnx when SONA_ONNX_MODEL is set, else torch",
+    )
+    onnx_model: Path | None = Field(
+        None,
+        description="an export of SONA_CHECKPOINT by sona export (--int8: the fastest on a CPU)",
+    )
+    amp: bool = Field(
+        True, description="torch: bf16 autocast on CUDA, and on a CPU with bf16 instructions"
+    )
     max_upload_bytes: int = Field(10 * MiB, ge=1024, description="per image")
     max_images_per_request: int = Field(64, ge=1, le=1024)
     max_image_side: int = Field(4096, ge=64)
@@ -64,7 +75,7 @@ class Settings(BaseSettings):
         "", description="comma-separated API keys; empty: no authentication", repr=False
     )
 
-    @field_validator("checkpoint", "crops_dir", mode="before")
+    @field_validator("checkpoint", "crops_dir", "onnx_model", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -64,6 +64,7 @@ class Server:
             "SONA_CHECKPOINT": str(checkpoint),
             "SONA_DATA_DIR": str(data_dir),
             "SONA_DEVICE": "cpu",
+            "SONA_AMP": "false",  # fp32: vectors comparable exactly with model.embed
             **env,
         }
         self.log = data_dir.parent / f"server-{self.port}.log"

@@ -224,6 +224,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from model.checkpoint import read_checkpoint
     from service.app import create_app
+    from service.runtime import StartupError, check_onnx_model
     from service.settings import Settings
 
     overrides = {
@@ -252,6 +253,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
         settings = settings.model_copy(update={"checkpoint": demo.checkpoint})
     read_checkpoint(settings.checkpoint)  # a bad file stops here with one line, not a traceback
+    try:
+        check_onnx_model(settings)
+    except StartupError as exc:
+        raise ValueError(str(exc)) from None
     if demo is not None:
         import threading
 
@@ -512,11 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     info.set_defaults(handler=_cmd_info)
 
+    from .export_cmd import add_export_parser
     from .synthetic import add_synth_parser
     from .viz import add_viz_parser
 
     add_synth_parser(sub)
     add_viz_parser(sub)
+    add_export_parser(sub)
 
     train = sub.add_parser(
         "train",

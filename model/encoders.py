@@ -1,0 +1,135 @@
+"""Encoders: resized uint8 crops in, flip-averaged L2-normalised embeddings out.
+
+One interface over the ways the network can run, so the service, ``sona export`` and
+``bench/embed.py`` run exactly the same code: PyTorch (fp32 or bf16 autocast, channels_last,
+optionally ``torch.compile``) and ONNX Runtime (an fp32 or static int8 export). Which one is
+fastest at equal rankings is a measurement (``bench/embed.py``), not a guess.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .export import INPUT_NAME, read_onnx_meta
+from .preprocess import normalize
+from .sona_net import SONANet, embed
+
+__all__ = ["Encoder", "OnnxEncoder", "TorchEncoder", "agreement", "cpu_has_bf16"]
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX), so autocast pays off."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class Encoder(ABC):
+    """``encoder(uint8 [B, 3, H, W]) -> float32 [B, D]``; crops already at ``input_size``."""
+
+    name: str
+    input_size: tuple[int, int]
+    dim: int
+
+    @abstractmethod
+    def __call__(self, images: torch.Tensor) -> np.ndarray: ...
+
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1, 8)) -> None:
+        """Run the shapes serving will see, so the first request pays no start-up cost."""
+        h, w = self.input_size
+        for size in batch_sizes:
+            self(torch.zeros(size, 3, h, w, dtype=torch.uint8))
+
+
+class TorchEncoder(Encoder):
+    """The network in PyTorch on ``device``.
+
+    ``bf16``: autocast to bfloat16 (CUDA, or a CPU with bf16 instructions); ``channels_last``:
+    NHWC memory layout, faster for convolutions on both; ``compile``: ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        net: SONANet,
+        device: torch.device | str = "cpu",
+        *,
+        bf16: bool = False,
+        channels_last: bool = True,
+        compile: bool = False,
+    ) -> None:
+        self.device = torch.device(device)
+        self.input_size = tuple(net.config.input_size)
+        self.dim = net.embedding_dim
+        self.channels_last = channels_last
+        self.bf16 = bf16
+        net = net.to(self.device).eval()
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.net = net
+        self._forward = torch.compile(net, dynamic=False) if compile else net
+        parts = ["bf16" if bf16 else "fp32"] + ["channels_last"] * channels_last
+        self.name = f"torch {' '.join(parts)}{' compiled' if compile else ''} ({self.device.type})"
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        batch = normalize(images.to(self.device, non_blocking=True))
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            vectors = embed(self._forward, batch)
+        return vectors.cpu().numpy()
+
+
+class OnnxEncoder(Encoder):
+    """An exported model (``sona export``) in ONNX Runtime; its metadata gives size and dim."""
+
+    def __init__(
+        self, path: str | Path, *, threads: int | None = None, device: str = "cpu"
+    ) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.meta = read_onnx_meta(self.path)
+        self.input_size = tuple(self.meta["input_size"])
+        self.dim = int(self.meta["embedding_dim"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        self.name = f"onnxruntime {self.meta.get('precision', 'fp32')} ({providers[0]})"
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        batch = normalize(images).numpy()
+        return self.session.run(None, {INPUT_NAME: batch})[0]
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> dict[str, float]:
+    """How far ``candidate`` embeddings stray from ``reference`` ones of the same crops.
+
+    Vector error (max absolute difference, min cosine) and what a user sees: each crop searched
+    against the others, the mean overlap of its top ``k`` and the share with an identical
+    (same items, same order) top ``k``.
+    """
+
+    def top(x: np.ndarray) -> np.ndarray:
+        scores = x @ x.T
+        np.fill_diagonal(scores, -np.inf)
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+    a, b = top(reference), top(candidate)
+    overlap = [len(set(x) & set(y)) / k for x, y in zip(a, b, strict=True)]
+    return {
+        "max_abs_diff": float(np.abs(reference - candidate).max()),
+        "min_cosine": float(np.min(np.sum(reference * candidate, axis=1))),
+        "topk_overlap": float(np.mean(overlap)),
+        "identical_topk": float(np.mean(np.all(a == b, axis=1))),
+    }

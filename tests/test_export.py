@@ -1,0 +1,209 @@
+"""ONNX export and the encoders: PyTorch and ONNX Runtime give the same rankings.
+
+Real exports (torch.onnx), real ONNX Runtime sessions, real ``sona export`` and ``sona serve``
+processes on the tiny configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from model import load_checkpoint
+from model.encoders import OnnxEncoder, TorchEncoder, agreement, cpu_has_bf16
+from model.export import (
+    OnnxExportError,
+    export_checkpoint,
+    export_onnx,
+    image_files,
+    load_crops,
+    read_onnx_meta,
+)
+from model.preprocess import normalize, resize
+from model.sona_net import embed
+from service.imaging import decode_image
+from tests.service_support import SONA, Server, jpeg, make_checkpoint
+from training.synthetic import make_dataset
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", seed=3)
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+    """Synthetic people: a calibration split (train) and a ranking split (test)."""
+    folder = tmp_path_factory.mktemp("synthetic") / "d"
+    make_dataset(folder, identities=30, cameras=3, seed=5)
+    return {
+        split: load_crops(image_files(folder / split), (64, 32))
+        for split in ("bounding_box_train", "bounding_box_test")
+    }
+
+
+@pytest.fixture(scope="module")
+def fp32_export(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_checkpoint(checkpoint, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def int8_export(checkpoint: Path, crops, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("onnx8") / "tiny.int8.onnx"
+    return export_checkpoint(checkpoint, path, int8=True, calibration=crops["bounding_box_train"])
+
+
+def embed_all(encoder, images: torch.Tensor) -> np.ndarray:
+    return np.concatenate([encoder(b) for b in images.split(17)])  # odd batches: dynamic axis
+
+
+def test_fp32_export_equals_pytorch_and_keeps_every_top10(checkpoint, fp32_export, crops):
+    net, _ = load_checkpoint(checkpoint)
+    test = crops["bounding_box_test"]
+    reference = embed(net, normalize(test)).numpy()
+    exported = embed_all(OnnxEncoder(fp32_export), test)
+    figures = agreement(reference, exported)
+    assert figures["max_abs_diff"] < 1e-5
+    assert figures["identical_topk"] == 1.0
+    # and the batch axis is dynamic: one image alone gives the same vector
+    alone = OnnxEncoder(fp32_export)(test[:1])
+    np.testing.assert_allclose(alone[0], reference[0], atol=1e-5)
+
+
+def test_export_metadata_ties_it_to_its_checkpoint(checkpoint, fp32_export):
+    from model.checkpoint import file_sha256
+
+    meta = read_onnx_meta(fp32_export)
+    assert meta["checkpoint_sha256"] == file_sha256(checkpoint)
+    assert meta["input_size"] == [64, 32] and meta["embedding_dim"] == 1536
+    assert meta["precision"] == "fp32"
+    graph = onnx.load(str(fp32_export)).graph
+    assert [i.name for i in graph.input] == ["images"]
+    assert [o.name for o in graph.output] == ["embeddings"]
+
+
+def test_int8_export_keeps_rankings_close(checkpoint, int8_export, fp32_export, crops):
+    net, _ = load_checkpoint(checkpoint)
+    test = crops["bounding_box_test"]
+    reference = embed_all(TorchEncoder(net, channels_last=False), test)
+    figures = agreement(reference, embed_all(OnnxEncoder(int8_export), test))
+    assert read_onnx_meta(int8_export)["precision"] == "int8"
+    assert figures["min_cosine"] > 0.98
+    assert figures["topk_overlap"] > 0.8
+    assert int8_export.stat().st_size < 0.5 * fp32_export.stat().st_size  # int8 weights
+
+
+def test_int8_needs_calibration(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="calibration"):
+        export_checkpoint(checkpoint, tmp_path / "m.onnx", int8=True)
+
+
+def test_torch_variants_agree_with_fp32(checkpoint, crops):
+    net, _ = load_checkpoint(checkpoint)
+    test = crops["bounding_box_test"]
+    reference = embed_all(TorchEncoder(net, channels_last=False), test)
+    channels_last = embed_all(TorchEncoder(net, channels_last=True), test)
+    assert agreement(reference, channels_last)["max_abs_diff"] < 1e-4
+    if cpu_has_bf16():
+        bf16 = agreement(reference, embed_all(TorchEncoder(net, bf16=True), test))
+        assert bf16["min_cosine"] > 0.99 and bf16["topk_overlap"] > 0.9
+
+
+def test_not_an_export_is_refused(tmp_path, fp32_export):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a protobuf at all")
+    with pytest.raises(OnnxExportError, match="not an ONNX model"):
+        read_onnx_meta(garbage)
+    foreign = onnx.load(str(fp32_export))
+    del foreign.metadata_props[:]
+    onnx.save(foreign, str(tmp_path / "foreign.onnx"))
+    with pytest.raises(OnnxExportError, match="not a SONA-Net export"):
+        read_onnx_meta(tmp_path / "foreign.onnx")
+
+
+def test_export_onnx_of_a_network_in_training_mode_exports_eval(checkpoint, tmp_path):
+    net, _ = load_checkpoint(checkpoint)
+    net.train()
+    path = export_onnx(net, tmp_path / "m.onnx")
+    x = torch.rand(2, 3, 64, 32)
+    out = OnnxEncoder(path).session.run(None, {"images": x.numpy()})[0]
+    np.testing.assert_allclose(out, embed(net, x).numpy(), atol=1e-5)
+
+
+def run_sona(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SONA, *args], capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def test_sona_export_command(checkpoint, tmp_path):
+    out = tmp_path / "m.onnx"
+    result = run_sona("export", str(checkpoint), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "identical top-10 100.0%" in result.stdout
+    assert "SONA_ONNX_MODEL=" in result.stdout
+    assert read_onnx_meta(out)["precision"] == "fp32"
+    refused = run_sona("export", str(checkpoint), "--int8", "-o", str(tmp_path / "q.onnx"))
+    assert refused.returncode == 2 and "--calibrate" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "q.onnx").exists()
+
+
+def test_service_serves_the_onnx_export(checkpoint, int8_export, tmp_path):
+    server = Server(checkpoint, tmp_path / "data", SONA_ONNX_MODEL=str(int8_export)).start()
+    try:
+        with server.client() as c:
+            ready = c.get("/readyz").json()
+            assert ready["encoder"].startswith("onnxruntime int8")
+            body = c.post("/embed", files={"image": ("a.jpg", jpeg(4), "image/jpeg")}).json()
+            crop = resize(decode_image(jpeg(4)).pixels, (64, 32))[None]
+            expected = OnnxEncoder(int8_export)(crop)[0]
+            np.testing.assert_allclose(body["embedding"], expected, atol=1e-5)
+    finally:
+        server.stop()
+
+
+def serve_fails(**env: str) -> str:
+    """``sona serve`` that must stop before listening: its one-line reason."""
+    result = subprocess.run(
+        [SONA, "serve", "--port", "1"], capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+def test_service_refuses_an_export_of_another_checkpoint(fp32_export, tmp_path):
+    other = make_checkpoint(tmp_path / "other.pt", seed=4)
+    reason = serve_fails(SONA_CHECKPOINT=str(other), SONA_ONNX_MODEL=str(fp32_export),
+                         SONA_DATA_DIR=str(tmp_path / "d"))
+    assert "another checkpoint" in reason
+
+
+def test_bad_onnx_settings_are_refused(checkpoint, tmp_path):
+    base = {"SONA_CHECKPOINT": str(checkpoint), "SONA_DATA_DIR": str(tmp_path / "d")}
+    assert "SONA_ONNX_MODEL" in serve_fails(**base, SONA_BACKEND="onnx")
+    assert "not found" in serve_fails(**base, SONA_ONNX_MODEL=str(tmp_path / "missing.onnx"))
+    (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
+    assert "not an ONNX model" in serve_fails(**base, SONA_ONNX_MODEL=str(tmp_path / "bad.onnx"))
+
+
+def test_service_default_encoder_is_bf16_where_the_cpu_has_it(checkpoint, tmp_path):
+    server = Server(checkpoint, tmp_path / "data", SONA_AMP="true").start()
+    try:
+        with server.client() as c:
+            encoder = c.get("/readyz").json()["encoder"]
+            assert encoder.startswith("torch bf16" if cpu_has_bf16() else "torch fp32")
+            served = c.post("/embed", files={"image": ("a.jpg", jpeg(6), "image/jpeg")}).json()
+    finally:
+        server.stop()
+    net, _ = load_checkpoint(checkpoint)
+    crop = resize(decode_image(jpeg(6)).pixels, (64, 32))[None]
+    exact = TorchEncoder(net, channels_last=False)(crop)[0]
+    assert float(np.dot(served["embedding"], exact)) > 0.99
