@@ -29,6 +29,7 @@ __all__ = [
     "Runtime",
     "StartupError",
     "check_onnx_model",
+    "onnx_model",
     "open_store",
     "resolve_device",
 ]
@@ -104,47 +105,57 @@ def open_store(settings: Settings, dim: int) -> GalleryStore:
         raise StartupError(f"cannot open the gallery in {settings.data_dir}: {exc}") from exc
 
 
-def uses_onnx(settings: Settings) -> bool:
-    return settings.backend == "onnx" or (
-        settings.backend == "auto" and settings.onnx_model is not None
-    )
+def onnx_model(settings: Settings) -> Path | None:
+    """The ONNX export to serve, or None for PyTorch.
 
-
-def check_onnx_model(settings: Settings, digest: str | None = None) -> None:
-    """Refuse (``StartupError``) an ``SONA_ONNX_MODEL`` that is missing or not this checkpoint's.
-
-    Cheap enough for ``sona serve`` to run before the server starts, so the reason is one line.
+    ``SONA_ONNX_MODEL`` when set (and ``SONA_BACKEND`` is not ``torch``). Otherwise, with
+    ``SONA_BACKEND=auto`` on a CPU, ``<checkpoint>.int8.onnx`` beside the checkpoint (what
+    ``sona export --int8`` writes) when it exists: the fastest CPU path once it is made.
     """
-    if not uses_onnx(settings):
-        return
-    path = settings.onnx_model
-    if path is None:
+    if settings.backend == "torch":
+        return None
+    if settings.onnx_model is not None:
+        return settings.onnx_model
+    if settings.backend == "onnx":
         raise StartupError("SONA_BACKEND=onnx needs SONA_ONNX_MODEL (make one with sona export)")
+    if settings.checkpoint is not None and resolve_device(settings.device).type == "cpu":
+        beside = Path(settings.checkpoint).with_suffix(".int8.onnx")
+        if beside.is_file():
+            return beside
+    return None
+
+
+def check_onnx_model(settings: Settings, digest: str | None = None) -> Path | None:
+    """The export to serve (see ``onnx_model``), refused with ``StartupError`` unless it is a
+    SONA-Net export of this very checkpoint. Cheap enough for ``sona serve`` to run before the
+    server starts, so a refusal is one line.
+    """
+    path = onnx_model(settings)
+    if path is None:
+        return None
     if not Path(path).is_file():
         raise StartupError(f"SONA_ONNX_MODEL not found: {path}")
     try:
         meta = read_onnx_meta(path)
     except OnnxExportError as exc:
-        raise StartupError(f"SONA_ONNX_MODEL {exc}") from exc
+        raise StartupError(f"ONNX model {exc}") from exc
     digest = digest or file_sha256(settings.checkpoint)
     exported_from = str(meta.get("checkpoint_sha256"))
     if exported_from != digest:
         raise StartupError(
-            f"SONA_ONNX_MODEL {path} was exported from another checkpoint than SONA_CHECKPOINT "
-            f"({exported_from[:12]} != {digest[:12]}): export it again with sona export"
+            f"ONNX model {path} was exported from another checkpoint than SONA_CHECKPOINT "
+            f"({exported_from[:12]} != {digest[:12]}): export it again with sona export, or "
+            "set SONA_BACKEND=torch"
         )
+    return Path(path)
 
 
-def open_onnx_encoder(
-    settings: Settings, config: SONANetConfig, digest: str, device: torch.device
-) -> Encoder:
-    """The ONNX Runtime encoder of ``SONA_ONNX_MODEL``, refused unless it is this checkpoint's."""
-    check_onnx_model(settings, digest)
-    path = settings.onnx_model
+def open_onnx_encoder(path: Path, config: SONANetConfig, device: torch.device) -> Encoder:
+    """The ONNX Runtime encoder of an export ``check_onnx_model`` accepted."""
     try:
         encoder = OnnxEncoder(path, device=device.type)
     except ImportError as exc:
-        raise StartupError("SONA_ONNX_MODEL needs onnxruntime (pip install onnxruntime)") from exc
+        raise StartupError("serving ONNX needs onnxruntime (pip install onnxruntime)") from exc
     except Exception as exc:  # onnxruntime's own errors: a corrupt or incompatible file
         raise StartupError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
     if encoder.input_size != tuple(config.input_size) or encoder.dim != config.embedding_dim:
@@ -184,10 +195,11 @@ class Runtime:
         device = resolve_device(settings.device)
         digest = file_sha256(settings.checkpoint)
         try:
-            if uses_onnx(settings):  # the weights live in the export: read only the config
+            if (exported := check_onnx_model(settings, digest)) is not None:
+                # the weights live in the export: read only the checkpoint's config
                 payload = read_checkpoint(settings.checkpoint)
                 config, meta = SONANetConfig.from_dict(payload["config"]), payload["meta"]
-                encoder = open_onnx_encoder(settings, config, digest, device)
+                encoder = open_onnx_encoder(exported, config, device)
             else:
                 net, meta = load_checkpoint(settings.checkpoint, device)
                 config = net.config

@@ -7,6 +7,7 @@ processes on the tiny configuration.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -207,3 +208,27 @@ def test_service_default_encoder_is_bf16_where_the_cpu_has_it(checkpoint, tmp_pa
     crop = resize(decode_image(jpeg(6)).pixels, (64, 32))[None]
     exact = TorchEncoder(net, channels_last=False)(crop)[0]
     assert float(np.dot(served["embedding"], exact)) > 0.99
+
+
+def test_int8_export_beside_the_checkpoint_is_served_by_default(checkpoint, int8_export, tmp_path):
+    """What ``sona export --int8`` writes (model.int8.onnx beside model.pt) is picked up."""
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(checkpoint, models / "model.pt")
+    shutil.copy(int8_export, models / "model.int8.onnx")
+    server = Server(models / "model.pt", tmp_path / "data").start()
+    try:
+        with server.client() as c:
+            assert c.get("/readyz").json()["encoder"].startswith("onnxruntime int8")
+    finally:
+        server.stop()
+    server = Server(models / "model.pt", tmp_path / "data", SONA_BACKEND="torch").start()
+    try:
+        with server.client() as c:
+            assert c.get("/readyz").json()["encoder"].startswith("torch")
+    finally:
+        server.stop()
+    make_checkpoint(models / "model.pt", seed=9)  # retrained: the export beside it is stale
+    reason = serve_fails(SONA_CHECKPOINT=str(models / "model.pt"),
+                         SONA_DATA_DIR=str(tmp_path / "data"))
+    assert "another checkpoint" in reason and "SONA_BACKEND=torch" in reason
