@@ -23,6 +23,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -808,7 +809,7 @@ CHILD = textwrap.dedent(
     from service.store import FaissSqliteStore, NewItem
 
     root, rnd = Path(sys.argv[1]), int(sys.argv[2])
-    store = FaissSqliteStore(root, dim=64)
+    store = FaissSqliteStore(root, dim=64, **json.loads(sys.argv[4]))
     print("READY", flush=True)
     acked = []
     for i in range(100000):
@@ -842,7 +843,10 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "options", [{}, {"train_size": 30}], ids=["default", "auto-past-its-threshold"]
+)
+def test_kill_9_loses_no_acknowledged_write(tmp_path: Path, options: dict) -> None:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     root = tmp_path / "data"
@@ -852,7 +856,7 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
     deleting: set[str] = set()
     for rnd in range(5):
         proc = subprocess.Popen(
-            [sys.executable, str(script), str(root), str(rnd), str(REPO)],
+            [sys.executable, str(script), str(root), str(rnd), str(REPO), json.dumps(options)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -874,8 +878,11 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
                 deleting.add(rest)
             elif kind == "D":
                 deleted.add(rest)
-        with FaissSqliteStore(root, dim=64) as s:
-            assert_consistent(s, root)  # index == SQLite, rows <-> crops, no orphans
+        with FaissSqliteStore(root, dim=64, **options) as s:
+            assert_auto_consistent(s, root)  # index == SQLite, rows <-> crops, no orphans
+            for g, info in s.index_info().items():
+                if options and s.count(g) >= options["train_size"]:
+                    assert info["exact"] is False, g
             stored = {r[1] for r in sqlite_rows(root)}
             live = [r for i, r in acked.items() if i not in deleting]
             assert {r["id"] for r in live} <= stored
@@ -899,6 +906,7 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
                 np.testing.assert_array_equal(s.get_embedding(rec["id"]), x[rec["j"]])
                 assert s.search(rec["gallery"], x[rec["j"]], 1)[0].item.item_id == rec["id"]
     assert len(acked) > 20  # the child got real work done between kills
+    assert len(acked) > 80 or not options  # enough for both galleries to pass the threshold
 
 
 # ------------------------------------------------------------------------------------ disk full
@@ -1057,6 +1065,166 @@ def test_approximate_kinds(tmp_path: Path, factory: str, recall: float, monkeypa
         assert s.index_info()["g"]["exact"] is False
         check(s, alive)
         assert_consistent(s, tmp_path)
+
+
+def clustered(rng: np.random.Generator, n: int, clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """n unit vectors around ``clusters`` centres, and 20 queries near the first centres."""
+    centres = unit(rng, clusters)
+    x = centres[rng.integers(clusters, size=n)] + 0.15 * rng.standard_normal((n, DIM)).astype("f4")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    queries = centres[:20] + 0.15 * rng.standard_normal((20, DIM)).astype("f4")
+    return x, queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
+def test_auto_index_moves_to_ivf_at_the_threshold(tmp_path: Path, monkeypatch) -> None:
+    """auto: exact below train_size, IVF from it on; filtered search stays exact throughout."""
+    rng = np.random.default_rng(21)
+    n, threshold = 2600, 2000
+    x, queries = clustered(rng, n, 60)
+    cams = [f"c{i % 8}" for i in range(n)]
+    stamps = [T0 + timedelta(seconds=i) for i in range(n)]
+
+    def open_store(**kw: object) -> FaissSqliteStore:
+        return FaissSqliteStore(tmp_path, dim=DIM, train_size=threshold, **kw)  # index="auto"
+
+    def add(lo: int, hi: int) -> list[str]:
+        got = s.add("g", [new_item(x[p], cams[p], stamps[p]) for p in range(lo, hi)])
+        return [a.item_id for a in got]
+
+    def check(store: FaissSqliteStore, upto: int, alive: np.ndarray, exact: bool) -> None:
+        live = alive.copy()
+        live[upto:] = False
+        found = 0
+        for q in queries:
+            ref, sc = reference(x, q, 10, live)
+            hits = store.search("g", q, 10)
+            if exact:
+                assert_ranking(hits, ids, ref, sc)
+            pos = [ids.index(h.item.item_id) for h in hits]
+            assert live[pos].all() and len(pos) == 10
+            np.testing.assert_allclose([h.score for h in hits], sc[pos], atol=1e-5)
+            found += len(set(pos) & set(ref))
+            # positive filters are exact on the IVF too: a camera, a 10% window, both
+            since, until = stamps[upto // 2], stamps[upto // 2 + upto // 10 - 1]
+            in_window = np.array([since <= t <= until for t in stamps])
+            on_c3 = np.array([c == "c3" for c in cams])
+            for where, mask in [
+                (SearchFilter(cameras=frozenset({"c3"})), on_c3),
+                (SearchFilter(since=since, until=until), in_window),
+                (SearchFilter(cameras=frozenset({"c3", "c5"}), since=since), None),
+            ]:
+                if mask is None:
+                    mask = np.array([c in ("c3", "c5") for c in cams]) & np.array(
+                        [t >= since for t in stamps]
+                    )
+                ref, sc = reference(x, q, 10, live & mask)
+                assert_ranking(store.search("g", q, 10, where=where), ids, ref, sc)
+            # exclusions only: approximate like an unfiltered search, never an excluded item
+            where = SearchFilter(exclude_cameras=frozenset({"c0"}), exclude_item=ids[5])
+            hits = store.search("g", q, 10, where=where)
+            assert len(hits) == 10
+            assert all(h.item.camera_id != "c0" and h.item.item_id != ids[5] for h in hits)
+        assert found / (10 * len(queries)) >= 0.95
+
+    s = open_store()
+    ids = add(0, threshold - 1)
+    info = s.index_info()["g"]
+    assert (info["index"], info["factory"], info["train_size"]) == ("auto", "IVF32,PQ16x4fs", 2000)
+    assert info["exact"] is True
+    alive = np.ones(n, dtype=bool)
+    check(s, threshold - 1, alive, exact=True)
+    ids += add(threshold - 1, threshold)  # the item that reaches the threshold
+    assert s.index_info()["g"]["exact"] is False
+    ids += add(threshold, n)
+
+    def no_sqlite_scan(*args: object) -> None:
+        raise AssertionError("a search read the embeddings from SQLite")
+
+    monkeypatch.setattr(FaissSqliteStore, "_exact", no_sqlite_scan)
+    check(s, n, alive, exact=False)
+    for p in (0, 3, 5, 700, 2100, n - 1):
+        assert s.delete(ids[p])
+        alive[p] = False
+    check(s, n, alive, exact=False)
+    assert_auto_consistent(s, tmp_path)
+    s.close()
+    assert (tmp_path / "index" / "g.ann.faiss").is_file()
+    with open_store() as s:
+        assert s.index_origin == {"g": "snapshot"}
+        assert s.index_info()["g"]["exact"] is False
+        check(s, n, alive, exact=False)
+        assert_auto_consistent(s, tmp_path)
+    with open_store(snapshot=False) as s:  # retrained from SQLite
+        assert s.index_origin == {"g": "rebuilt"}
+        assert s.index_info()["g"]["exact"] is False
+        check(s, n, alive, exact=False)
+        assert_auto_consistent(s, tmp_path)
+    with FaissSqliteStore(tmp_path, dim=DIM, index="Flat") as s:  # forced exact: the flat half
+        assert s.index_origin == {"g": "snapshot"}
+        assert s.index_info()["g"]["exact"] is True
+        check(s, n, alive, exact=True)
+        assert_consistent(s, tmp_path)
+    with open_store() as s:  # untouched under Flat: both halves still match SQLite
+        assert s.index_origin == {"g": "snapshot"}
+        assert s.index_info()["g"]["exact"] is False
+    with FaissSqliteStore(tmp_path, dim=DIM, index="Flat") as s:
+        s.delete(ids[1])
+        alive[1] = False
+    assert not (tmp_path / "index" / "g.ann.faiss").exists()
+    with open_store() as s:  # the flat snapshot, and the candidate index trained again
+        assert s.index_origin == {"g": "snapshot"}
+        assert s.index_info()["g"]["exact"] is False
+        check(s, n, alive, exact=False)
+        assert_auto_consistent(s, tmp_path)
+
+
+def assert_auto_consistent(store: FaissSqliteStore, root: Path) -> None:
+    """assert_consistent, and the candidate index holds exactly the same rowids."""
+    assert_consistent(store, root)
+    for g, gi in store._indexes.items():
+        if gi.ann is not None:
+            np.testing.assert_array_equal(gi.ann_ids(), store.index_ids(g))
+
+
+def test_auto_reuses_a_flat_snapshot(tmp_path: Path) -> None:
+    """A gallery written under index=Flat opens under auto (and back) without a rebuild."""
+    rng = np.random.default_rng(22)
+    x = unit(rng, 50)
+    with FaissSqliteStore(tmp_path, dim=DIM, index="Flat") as s:
+        s.add("g", [new_item(v) for v in x])
+    with FaissSqliteStore(tmp_path, dim=DIM) as s:
+        assert s.index_origin == {"g": "snapshot"}
+        assert s.index_info()["g"]["index"] == "auto"
+        s.add("g", [new_item(x[0])])
+    with FaissSqliteStore(tmp_path, dim=DIM, index="Flat") as s:
+        assert s.index_origin == {"g": "snapshot"}
+        assert_consistent(s, tmp_path)
+    with FaissSqliteStore(tmp_path, dim=DIM, train_size=40) as s:  # over the threshold: trains
+        assert s.index_origin == {"g": "snapshot"}
+        assert s.index_info()["g"]["exact"] is False
+        assert_consistent(s, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"index": ""}, "'auto' or a FAISS factory string"),
+        ({"index": "auto:5000"}, "bad index 'auto:5000'"),
+        ({"index": "NotAnIndex"}, "not 'auto' and not a FAISS factory string"),
+        ({"index": "IDMap,Flat"}, "IDMap"),
+        ({"train_size": 0}, "train_size must be an integer >= 1"),
+        ({"train_size": True}, "train_size must be an integer >= 1"),
+        ({"train_size": 1.5}, "train_size must be an integer >= 1"),
+        ({"nprobe": 0}, "nprobe must be an integer >= 1"),
+        ({"ef_search": -1}, "ef_search must be an integer >= 1"),
+        ({"index": "IVF64,Flat", "train_size": 10}, "train_size 10 is below nlist 64"),
+    ],
+)
+def test_bad_index_settings_are_refused(tmp_path: Path, kw: dict, message: str) -> None:
+    with pytest.raises(StoreError, match=re.escape(message)):
+        FaissSqliteStore(tmp_path, dim=DIM, **kw)
+    with FaissSqliteStore(tmp_path, dim=DIM) as s:  # nothing was left locked or half made
+        assert s.count() == 0
 
 
 # ------------------------------------------------------------------------------------ threads

@@ -5,6 +5,7 @@ Layout under ``data_dir``::
     gallery.sqlite3               items and per-gallery generations (WAL, synchronous=FULL)
     crops/<gallery>/<xx>/<id>.<ext>  the uploaded crop bytes (xx: first two hex digits of the id)
     index/<gallery>.faiss         index snapshot, with index/<gallery>.json (its generation)
+    index/<gallery>.ann.faiss     "auto" past its threshold: the candidate index's snapshot
     LOCK                          flock'ed while a store has the directory open
 
 Durability: ``add`` writes and fsyncs every crop file (and its directory) first, then inserts
@@ -14,28 +15,42 @@ removes; a crash after it loses only the in-memory index, which opening the stor
 SQLite unless a snapshot of exactly the committed generation exists. So after any crash the
 index holds exactly the rows SQLite holds.
 
-Index kinds (``index`` is a FAISS factory string, inner-product metric, SQLite rowids as ids):
+Index kinds (``index`` is ``"auto"`` or a FAISS factory string, inner-product metric, SQLite
+rowids as ids):
 
-* ``"Flat"`` (default): exact search. Filters go to FAISS as an ``IDSelector`` over the rowids
-  SQLite allows (a hash set, or a bitmap when dense), so a filtered search is exactly the top k
-  of the allowed items. A filter that only excludes (cameras, the query item) is passed the
-  other way round, as ``IDSelectorNot`` over the few rowids it excludes.
+* ``"Flat"``: exact search. Filters go to FAISS as an ``IDSelector`` over the rowids SQLite
+  allows (a hash set, or a bitmap when dense), so a filtered search is exactly the top k of the
+  allowed items. A filter that only excludes (cameras, the query item) is passed the other way
+  round, as ``IDSelectorNot`` over the few rowids it excludes.
+* ``"auto"`` (default): ``"Flat"`` until the gallery holds ``train_size`` items (default
+  ``AUTO_THRESHOLD``); then, through the same training step as the kinds below, it also gets a
+  candidate index, ``IVF<nlist>,PQ<dim/4>x4fs`` (``auto_factory``: 4-bit PQ fast scan, dim/8
+  bytes a vector), and keeps its flat index. Searches without a filter, or with exclusions only
+  (``exclude_cameras``, ``exclude_item``), take ``AUTO_CANDIDATES`` candidates from
+  ``AUTO_NPROBE`` lists of the candidate index and re-score them exactly with the flat index's
+  vectors: approximate, recall@10 about 0.97 at 1M in bench/search.py (widened, then exact, if
+  an exclusion leaves it too few). Searches with cameras or a time window go to the flat index
+  with the selector as under ``"Flat"``: exact, costing what they cost there. Memory: the flat
+  index plus dim/8 + 8 bytes a vector.
 * Kinds that need training (``"IVF1024,Flat"``, ``"IVF1024,PQ64"``, ``"PQ64"``, ...): the
   gallery is searched exactly with a flat index until it holds ``train_size`` vectors (default
   ``max(10_000, 40 * nlist)``); then the index is trained on the stored vectors (a sample of at
   most ``max(train_size, 50_000)``) and replaces the flat one. It is not retrained later.
   IVF indexes keep the rowids themselves (``add_with_ids``) because ``IndexIDMap2`` around an
   IVF index mis-maps ids after ``remove_ids``; other kinds are wrapped in ``IndexIDMap2``.
+  ``"IVF...,Flat"`` kinds hold the float vectors: a filter on them scans every list through the
+  selector, which is exact.
 * ``"HNSW32"`` and other graphs without ``remove_ids``: a deleted rowid becomes a tombstone,
   excluded from every search through the selector; once tombstones reach ``COMPACT_FRACTION``
   (a quarter) of the index and at least ``COMPACT_MIN`` (64), the gallery's index is rebuilt
   from SQLite.
 
-Approximate kinds answer a filter that leaves at most ``EXACT_LIMIT`` items by exact search over
-those items' stored embeddings, widen (nprobe, efSearch) and finally fall back to exact search
-whenever the index returns fewer results than exist (a selective filter starving a graph walk
-or an IVF probe); they fetch ``REFINE`` x k candidates (at least k + 32) and re-score them with
-the stored float32 embeddings, so ``Hit.score`` is always the cosine.
+The other approximate kinds answer a filter that leaves at most ``EXACT_LIMIT`` items by exact
+search over those items' stored embeddings (larger filters are approximate), widen (nprobe,
+efSearch) and finally fall back to exact search whenever the index returns fewer results than
+exist (a selective filter starving a graph walk or an IVF probe); they fetch ``REFINE`` x k
+candidates (at least k + 32) and re-score them with the stored float32 embeddings (or take the
+scores of kinds holding float vectors), so ``Hit.score`` is always the cosine.
 
 Ranking: best score first, equal scores by rowid (insertion order). The store asks FAISS for
 k + 1 candidates (grouping: max(4k, 32)) and widens (x2; grouping x4) until the k-th pick scores
@@ -45,7 +60,10 @@ label is a group of its own) returns k groups unless the gallery runs out.
 
 Costs worth knowing: deleting from a flat index compacts its vectors, O(n) (about 30 ms at
 100k x 1536) under the exclusive lock; training or compaction rebuilds hold the writer mutex
-(writes wait, searches do not).
+(writes wait, searches do not): for ``"auto"`` once per gallery, when it reaches the threshold
+(seconds to tens of seconds on 2 cores), and on an open without a usable snapshot (reading the
+gallery from SQLite, training on a sample of at most ``max(train_size, 50_000)``). The candidate
+index is not retrained as the gallery grows; reopening without its snapshot retrains it.
 
 Thread safety: writers (add, delete, snapshot, close) are serialised by one mutex. Crop files
 are written holding only that mutex; the SQLite commit and the FAISS mutation happen under the
@@ -91,9 +109,40 @@ from .base import (
     check_search_args,
 )
 
-__all__ = ["EXACT_LIMIT", "REFINE", "FaissSqliteStore"]
+__all__ = [
+    "AUTO",
+    "AUTO_CANDIDATES",
+    "AUTO_NLIST",
+    "AUTO_NPROBE",
+    "AUTO_THRESHOLD",
+    "EXACT_LIMIT",
+    "REFINE",
+    "FaissSqliteStore",
+]
 
 log = logging.getLogger(__name__)
+
+#: index="auto" (the default): a gallery is searched exactly (its flat index) until it holds
+#: AUTO_THRESHOLD items (``train_size``); from then on it also has a candidate index,
+#: ``IVF<nlist>,PQ<dim/4>x4fs`` (4-bit PQ fast scan, dim/8 bytes a vector), which proposes
+#: AUTO_CANDIDATES items from AUTO_NPROBE of its lists for the flat index to re-score exactly.
+#: nlist is AUTO_NLIST or less, so that k-means has at least 39 vectors per list (FAISS's
+#: minimum) at the threshold. bench/search.py measured these (bench/RESULTS.md).
+AUTO = "auto"
+AUTO_THRESHOLD = 20_000
+AUTO_NLIST = 512
+AUTO_NPROBE = 128
+AUTO_CANDIDATES = 100
+
+
+def auto_factory(threshold: int, dim: int) -> str:
+    """The candidate index ``auto`` adds once a gallery holds ``threshold`` items."""
+    nlist = 1
+    while nlist < AUTO_NLIST and 39 * 2 * nlist <= threshold:
+        nlist *= 2
+    codes = f"PQ{dim // 4}x4fs" if dim % 8 == 0 else "SQ8"  # fast scan wants an even M
+    return f"IVF{nlist},{codes}"
+
 
 #: Approximate indexes search filters that leave at most this many items exactly.
 EXACT_LIMIT = 4096
@@ -283,6 +332,22 @@ def _no_polysemous(index: Any) -> None:
         index = faiss.downcast_index(sub)  # borrowed: the parent keeps owning it
 
 
+def _ivf_ids(index: Any) -> np.ndarray:
+    """Every id in an IVF index's lists, sorted."""
+    ivf = faiss.extract_index_ivf(index)
+    lists = ivf.invlists
+    parts = [np.zeros(0, np.int64)]
+    for no in range(ivf.nlist):
+        n = lists.list_size(no)
+        if n:
+            parts.append(faiss.rev_swig_ptr(lists.get_ids(no), n).copy())
+    return np.sort(np.concatenate(parts).astype(np.int64))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
 def _sorted_hits(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best first; equal scores by ascending rowid, so results are deterministic."""
     order = np.lexsort((ids, -scores))
@@ -349,13 +414,18 @@ class _RWLock:
 class _Spec:
     """What the factory string implies, worked out once per store."""
 
-    factory: str
+    name: str  # what was asked for: "auto" or the factory string
+    factory: str  # the FAISS factory string of the target index ("auto": auto_factory)
     dim: int
     exact: bool  # "Flat": the target index is the exact flat index
     needs_training: bool
     native_ids: bool  # IVF: add_with_ids/remove_ids on the index itself
     removable: bool  # False: deletions become tombstones
     params: str  # "ivf", "hnsw" or "generic"
+    flat_codes: bool  # IVF,Flat or HNSW,Flat: the index holds the float vectors (exact scores)
+    ivf_flat: bool  # IVF,Flat: scanning every list under a selector is an exact search
+    keep_flat: bool  # auto: the trained index is added beside the flat one, not instead of it
+    candidates: int  # auto: how many candidates the trained index proposes
     nlist: int
     train_size: int
     nprobe: int
@@ -364,20 +434,34 @@ class _Spec:
     @classmethod
     def parse(
         cls,
-        factory: str,
+        index: str,
         dim: int,
         train_size: int | None,
         nprobe: int | None,
         ef_search: int,
     ) -> _Spec:
-        if not isinstance(factory, str) or not factory.strip():
-            raise StoreError("index must be a FAISS factory string such as 'Flat'")
+        if not isinstance(index, str) or not index.strip():
+            raise StoreError("index must be 'auto' or a FAISS factory string such as 'Flat'")
+        for what, value in (("train_size", train_size), ("nprobe", nprobe)):
+            if value is not None and (not _is_int(value) or value < 1):
+                raise StoreError(f"{what} must be an integer >= 1, not {value!r}")
+        if not _is_int(ef_search) or ef_search < 1:
+            raise StoreError(f"ef_search must be an integer >= 1, not {ef_search!r}")
+        name = index.strip()
+        factory = name
+        keep_flat = name.lower() == AUTO
+        if keep_flat:
+            train_size = AUTO_THRESHOLD if train_size is None else train_size
+            name, factory = AUTO, auto_factory(train_size, dim)
+            nprobe = AUTO_NPROBE if nprobe is None else nprobe
         if factory.replace(" ", "").upper().startswith("IDMAP"):
             raise StoreError("index must not contain IDMap: the store assigns ids itself")
         try:
             probe = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as e:
-            raise StoreError(f"bad FAISS index factory string {factory!r}: {e}") from e
+            raise StoreError(
+                f"bad index {factory!r}: not 'auto' and not a FAISS factory string ({e})"
+            ) from e
         ivf = faiss.try_extract_index_ivf(probe)
         exact = isinstance(probe, faiss.IndexFlat)
         hnsw = isinstance(probe, faiss.IndexHNSW)
@@ -391,11 +475,16 @@ class _Spec:
         needs_training = not probe.is_trained
         if train_size is None:
             train_size = max(10_000, 40 * nlist)
-        if train_size < 1:
-            raise StoreError("train_size must be >= 1")
+        if needs_training and train_size < nlist:
+            raise StoreError(
+                f"train_size {train_size} is below nlist {nlist}: k-means needs at least one"
+                " vector per list"
+            )
         if nprobe is None:
             nprobe = max(8, nlist // 16)
+        ivf_flat = isinstance(probe, faiss.IndexIVFFlat)
         return cls(
+            name=name,
             factory=factory,
             dim=dim,
             exact=exact,
@@ -403,18 +492,24 @@ class _Spec:
             native_ids=ivf is not None,
             removable=removable,
             params="ivf" if ivf is not None else ("hnsw" if hnsw else "generic"),
+            flat_codes=ivf_flat or isinstance(probe, faiss.IndexHNSWFlat),
+            ivf_flat=ivf_flat,
+            keep_flat=keep_flat,
+            candidates=AUTO_CANDIDATES,
             nlist=nlist,
             train_size=int(train_size),
-            nprobe=max(1, min(int(nprobe), nlist)) if nlist else 0,
-            ef_search=max(1, int(ef_search)),
+            nprobe=min(int(nprobe), nlist) if nlist else 0,
+            ef_search=int(ef_search),
         )
 
 
 class _GalleryIndex:
     """One gallery's FAISS index and the bookkeeping that keeps it equal to SQLite.
 
-    ``exact``: the index is ``IndexIDMap2(IndexFlatIP)`` (the "Flat" kind, or a trainable kind
-    still waiting for enough vectors). ``deleted``: tombstoned rowids (kinds without remove_ids).
+    ``exact``: the index is ``IndexIDMap2(IndexFlatIP)`` (the "Flat" kind, "auto", or a trainable
+    kind still waiting for enough vectors). ``ann``: "auto" past its threshold, the trained
+    candidate index over the same rowids. ``deleted``: tombstoned rowids (kinds without
+    remove_ids).
     """
 
     def __init__(self, spec: _Spec, generation: int, index: Any = None, exact: bool = True):
@@ -428,15 +523,25 @@ class _GalleryIndex:
             exact = True
         self.index = index
         self.exact = exact
+        self.ann: Any = None
 
     @classmethod
     def trained(cls, spec: _Spec, generation: int, sample: np.ndarray) -> _GalleryIndex:
-        """An empty index of the target kind, trained on ``sample``."""
+        """An empty index of the target kind, trained on ``sample`` ("auto": flat + ann)."""
         base = faiss.index_factory(spec.dim, spec.factory, faiss.METRIC_INNER_PRODUCT)
         _no_polysemous(base)
         base.train(sample)
+        if spec.keep_flat:
+            gi = cls(spec, generation)
+            gi.ann = base
+            return gi
         index = base if spec.native_ids else faiss.IndexIDMap2(base)
         return cls(spec, generation, index, exact=False)
+
+    @property
+    def switched(self) -> bool:
+        """The gallery has its target (trained or approximate) index."""
+        return self.ann is not None if self.spec.keep_flat else not self.exact
 
     @property
     def removable(self) -> bool:
@@ -448,6 +553,8 @@ class _GalleryIndex:
 
     def add(self, ids: np.ndarray, x: np.ndarray) -> None:
         self.index.add_with_ids(x, ids)
+        if self.ann is not None:
+            self.ann.add_with_ids(x, ids)
 
     def remove(self, rowid: int) -> None:
         if self.removable:
@@ -456,21 +563,19 @@ class _GalleryIndex:
                 raise StoreError(f"index did not hold rowid {rowid}")
         else:
             self.deleted.add(rowid)
+        gone = faiss.IDSelectorBatch(np.array([rowid], np.int64))
+        if self.ann is not None and self.ann.remove_ids(gone) != 1:
+            raise StoreError(f"candidate index did not hold rowid {rowid}")
 
     def all_ids(self) -> np.ndarray:
         """Every id the FAISS index holds, tombstones included, sorted."""
         if isinstance(self.index, faiss.IndexIDMap2):
-            ids = faiss.vector_to_array(self.index.id_map)
-        else:
-            ivf = faiss.extract_index_ivf(self.index)
-            lists = ivf.invlists
-            parts = [np.zeros(0, np.int64)]
-            for no in range(ivf.nlist):
-                n = lists.list_size(no)
-                if n:
-                    parts.append(faiss.rev_swig_ptr(lists.get_ids(no), n).copy())
-            ids = np.concatenate(parts)
-        return np.sort(ids.astype(np.int64))
+            return np.sort(faiss.vector_to_array(self.index.id_map).astype(np.int64))
+        return _ivf_ids(self.index)
+
+    def ann_ids(self) -> np.ndarray:
+        """The ids the candidate index holds, sorted (empty without one)."""
+        return np.zeros(0, np.int64) if self.ann is None else _ivf_ids(self.ann)
 
     def ids(self) -> np.ndarray:
         """The live ids (what SQLite must hold for this gallery), sorted."""
@@ -531,7 +636,7 @@ class FaissSqliteStore(GalleryStore):
         self,
         data_dir: Path,
         dim: int = 1536,
-        index: str = "Flat",
+        index: str = AUTO,
         *,
         snapshot: bool = True,
         train_size: int | None = None,
@@ -691,14 +796,22 @@ class FaissSqliteStore(GalleryStore):
         side = self._index_dir / f"{gallery}.json"
         try:
             meta = json.loads(side.read_text())
+            # a flat snapshot serves every kind that starts flat (Flat, auto, IVF, ...)
+            flat = bool(meta.get("exact")) and (self._spec.exact or self._spec.needs_training)
             if (
                 meta.get("generation") != generation
-                or meta.get("factory") != self._spec.factory
+                or (meta.get("factory") != self._spec.factory and not flat)
                 or meta.get("dim") != self.dim
                 or meta.get("size") != path.stat().st_size
             ):
                 return None
             index = faiss.read_index(str(path))
+            ann = None
+            if self._spec.keep_flat and meta.get("ann") == self._spec.factory:
+                ann_path = self._index_dir / f"{gallery}.ann.faiss"
+                if meta.get("ann_size") != ann_path.stat().st_size:
+                    return None
+                ann = faiss.read_index(str(ann_path))
         except (OSError, ValueError, RuntimeError) as e:
             log.info("snapshot of gallery %s unusable (%s): rebuilding", gallery, e)
             return None
@@ -708,6 +821,12 @@ class FaissSqliteStore(GalleryStore):
         gi = _GalleryIndex(self._spec, generation, index, exact=exact)
         held = gi.all_ids()
         truth = self._sqlite_ids(self._wconn, gallery)
+        if ann is not None:
+            if ann.d != self.dim or faiss.try_extract_index_ivf(ann) is None:
+                return None
+            gi.ann = ann
+            if not np.array_equal(gi.ann_ids(), truth):
+                return None
         if gi.removable:
             if not np.array_equal(held, truth):
                 return None
@@ -786,7 +905,7 @@ class FaissSqliteStore(GalleryStore):
         """
         gi = self._indexes[gallery]
         spec = self._spec
-        due_training = gi.exact and spec.needs_training and gi.live >= spec.train_size
+        due_training = not gi.switched and spec.needs_training and gi.live >= spec.train_size
         due_compaction = len(gi.deleted) >= max(
             COMPACT_MIN, int(gi.index.ntotal * COMPACT_FRACTION)
         )
@@ -1020,6 +1139,7 @@ class FaissSqliteStore(GalleryStore):
             if gi.snapshot_generation == gi.generation:
                 continue
             path = self._index_dir / f"{gallery}.faiss"
+            ann_path = self._index_dir / f"{gallery}.ann.faiss"
             _atomic_write(path, lambda tmp, gi=gi: faiss.write_index(gi.index, str(tmp)))
             meta = {
                 "generation": gi.generation,
@@ -1027,7 +1147,15 @@ class FaissSqliteStore(GalleryStore):
                 "dim": self.dim,
                 "exact": gi.exact,
                 "size": path.stat().st_size,
+                "ann": None,
             }
+            if gi.ann is not None:
+                _atomic_write(ann_path, lambda tmp, gi=gi: faiss.write_index(gi.ann, str(tmp)))
+                meta["ann"] = self._spec.factory
+                meta["ann_size"] = ann_path.stat().st_size
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    ann_path.unlink()  # left by an "auto" store: not needed, not used
             _atomic_write(
                 self._index_dir / f"{gallery}.json",
                 lambda tmp, meta=meta: tmp.write_text(json.dumps(meta)),
@@ -1143,8 +1271,11 @@ class FaissSqliteStore(GalleryStore):
             self._check_open()
             return {
                 g: {
+                    "index": self._spec.name,
                     "factory": self._spec.factory,
-                    "exact": gi.exact,
+                    "train_size": self._spec.train_size if self._spec.needs_training else None,
+                    "exact": not gi.switched,
+                    "candidates": None if gi.ann is None else int(gi.ann.ntotal),
                     "ntotal": int(gi.index.ntotal),
                     "live": gi.live,
                     "tombstones": len(gi.deleted),
@@ -1282,12 +1413,20 @@ class FaissSqliteStore(GalleryStore):
     ) -> tuple[np.ndarray, np.ndarray]:
         """The best ``kk`` allowed items (fewer only when fewer exist), best first.
 
-        Approximate kinds fetch ``REFINE`` x more candidates (at least 32 more), re-score them
-        with the stored embeddings and keep the best ``kk``: true cosines and better recall.
+        Approximate kinds fetch ``REFINE`` x more candidates (at least 32 more) and keep the
+        best ``kk``; those whose codes are not the float vectors (SQ, PQ) re-score them with the
+        stored embeddings first: true cosines and better recall.
         """
         want = min(kk, flt.n_avail)
-        if not gi.exact and flt.allowed is not None and len(flt.allowed) <= EXACT_LIMIT:
-            return self._exact(q, kk, flt, conn)
+        if gi.ann is not None and flt.allowed is None:
+            found = self._candidates(gi, q, kk, flt)
+            if found is not None:
+                return found
+        if not gi.exact and flt.allowed is not None:
+            if gi.spec.ivf_flat:
+                return self._every_list(conn, gi, q, kk, flt)
+            if len(flt.allowed) <= EXACT_LIMIT:
+                return self._exact(q, kk, flt, conn)
         k_search = kk if gi.exact else min(max(REFINE * kk, kk + 32), int(gi.index.ntotal))
         sel, _keep = self._selector(flt)
         boost, limit = 1, gi.max_boost(k_search)
@@ -1301,11 +1440,55 @@ class FaissSqliteStore(GalleryStore):
                 log.error("flat index returned %d of %d allowed items", len(ids), want)
                 return _sorted_hits(scores, ids)
             return self._exact(q, kk, flt, conn)
-        if not gi.exact:
+        if not gi.exact and not gi.spec.flat_codes:
             ids, x = self._embeddings_of(conn, ids)
-            scores, ids = _sorted_hits(x @ q[0], ids)
-            return scores[:kk], ids[:kk]
-        return _sorted_hits(scores, ids)
+            scores = x @ q[0]
+        scores, ids = _sorted_hits(scores, ids)
+        return scores[:kk], ids[:kk]
+
+    def _candidates(
+        self, gi: _GalleryIndex, q: np.ndarray, kk: int, flt: _Filter
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Past the threshold of auto: the candidate index proposes, the flat one re-scores.
+
+        Widens nprobe (x4) while it proposes fewer than exist; None if even every list does
+        not (the caller then searches the flat index exactly).
+        """
+        spec = gi.spec
+        want = min(kk, flt.n_avail)
+        k_search = min(max(spec.candidates, REFINE * kk), int(gi.ann.ntotal))
+        sel, _keep = self._selector(flt)
+        nprobe = spec.nprobe
+        while True:
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
+            _, i = gi.ann.search(q, k_search, params=params)
+            ids = i[0][i[0] >= 0]
+            if len(ids) >= want or nprobe >= spec.nlist:
+                break
+            nprobe = min(spec.nlist, nprobe * 4)
+        if len(ids) < want:
+            return None
+        x = gi.index.reconstruct_batch(ids)
+        scores, ids = _sorted_hits(x @ q[0], ids)
+        return scores[:kk], ids[:kk]
+
+    def _every_list(
+        self, conn: sqlite3.Connection, gi: _GalleryIndex, q: np.ndarray, kk: int, flt: _Filter
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """IVF,Flat under a filter: every list scanned through the selector, an exact search.
+
+        The lists hold the float vectors, so this is what a flat index with the same selector
+        does: it scores only the allowed items, and costs about as much as they are many.
+        """
+        sel, _keep = self._selector(flt)
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=gi.spec.nlist)
+        d, i = gi.index.search(q, min(kk, int(gi.index.ntotal)), params=params)
+        valid = i[0] >= 0
+        scores, ids = _sorted_hits(d[0][valid], i[0][valid])
+        if len(ids) < min(kk, flt.n_avail):
+            log.error("IVF scan returned %d of %d allowed items", len(ids), flt.n_avail)
+            return self._exact(q, kk, flt, conn)
+        return scores, ids
 
     def _faiss_search(
         self, gi: _GalleryIndex, q: np.ndarray, kk: int, sel: Any, flt: _Filter, boost: int
