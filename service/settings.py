@@ -26,7 +26,10 @@ class Settings(BaseSettings):
         "faiss", description="gallery backend: faiss (embedded, one process) or milvus (shared)"
     )
     index: str = Field(
-        "Flat", description="FAISS index factory string: Flat (exact), HNSW32, IVF4096,Flat, ..."
+        "auto",
+        description="faiss store: auto (exact below 20,000 items per gallery, then an IVF-PQ "
+        "candidate index re-scored exactly; camera and time filters stay exact), Flat (always "
+        "exact), or another FAISS factory string (HNSW32, IVF4096,Flat, ...)",
     )
     milvus_uri: str = Field(
         "",
@@ -84,7 +87,7 @@ class Settings(BaseSettings):
     @classmethod
     def _index_not_empty(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("index must be a FAISS factory string such as Flat")
+            raise ValueError("index must be auto or a FAISS factory string such as Flat")
         return value.strip()
 
     @cached_property
