@@ -1,27 +1,42 @@
-"""Gallery search at 10k to 1M 1536-d vectors: indexes, filters, and the two store backends.
+"""Gallery search at 10k to 1M 1536-d vectors: indexes, filters, and the store's auto index.
 
-Vectors are clustered like re-ID embeddings (identities with several views each), unit length.
-For each size it prints, side by side in one run:
+For each size it prints, from one run:
 
-* indexes: numpy brute force (the baseline), FAISS Flat (exact), HNSW32, IVF,Flat and IVF,PQ:
-  build time, memory, p50/p99 latency of single queries, queries/s, recall@10 against exact;
-* filtered search on Flat (one camera of 8, a 10% time window) through an IDSelector:
-  latency and whether the top 10 is exactly the brute-force top 10 of the items that pass;
-* stores (``--stores``): the service's FAISS + SQLite store and the Milvus store (Milvus Lite)
-  at the same size: ingest rate, search p50/p99 with and without a camera filter, exactness.
+* indexes: numpy brute force (the baseline), FAISS Flat (exact), HNSW32, IVF,Flat, IVF,SQ8 and
+  the store's ``auto`` index past its threshold (the flat index re-scoring the candidates of an
+  IVF,PQ fast-scan index): build time, memory, then for every nprobe / efSearch of a sweep
+  recall@10 against exact, p50/p99 latency of single queries and queries/s;
+* filters (one camera of 8, a 10% time window): the flat index with an IDSelector (what the
+  store does with a camera or time filter, on ``auto`` too) against the candidate index with
+  the same selector: latency and whether the top 10 is exactly the brute-force top 10 of the
+  items that pass;
+* stores (``--stores``): the FAISS + SQLite store on ``auto`` (and on ``Flat`` up to
+  ``--flat-store-max``), plus Milvus Lite up to ``--milvus-max``: ingest rate, search p50/p99
+  and recall@10, the two filters' p50/p99 and exactness.
 
-    python bench/search.py --sizes 10000,100000 --stores
-    python bench/search.py --sizes 1000000          # needs ~7 GiB of RAM
+Data (``--data``): no real gallery of this size was at hand, so two synthetic ones, identities
+of 8 views each, unit length. ``isotropic``: identity centres and view noise are isotropic
+Gaussians in 1536-d; the 8 views of the query's identity are the top 8 and the 9th and 10th
+neighbours are near-ties among unrelated vectors, which no index finds without scanning nearly
+everything (a worst case for recall@10). ``lowrank``: identity centres vary in a random
+``--rank``-dimensional subspace (appearance varies along few directions), view noise stays
+isotropic; the 9th and 10th neighbours are look-alikes. ``--vectors embeddings.npy`` runs on
+real embeddings instead (``sona gallery export`` writes them): queries are drawn from them.
+
+    python bench/search.py --sizes 10000,100000 --data lowrank --stores
+    python bench/search.py --sizes 1000000 --data lowrank --stores   # ~13 GiB RAM, ~1.5 h
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,13 +46,28 @@ import numpy as np
 # the repository first: bench/service.py would otherwise shadow the service package
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from service.store import faiss_sqlite
+
 DIM = 1536
 CAMERAS = 8
+K = 10
 
 
-def clustered(n: int, rng: np.random.Generator, per_identity: int = 8) -> np.ndarray:
-    """Unit vectors around n / per_identity identity centres (views of the same person)."""
-    centres = rng.standard_normal((max(1, n // per_identity), DIM), dtype=np.float32)
+# ------------------------------------------------------------------------------------ data
+
+
+def clustered(n: int, rng: np.random.Generator, rank: int = 0, per_identity: int = 8):
+    """Unit vectors around n / per_identity identity centres (views of the same person).
+
+    rank 0: isotropic centres; else centres in a random rank-dimensional subspace.
+    """
+    ids = max(1, n // per_identity)
+    if rank:
+        basis = np.linalg.qr(rng.standard_normal((DIM, rank)))[0].astype(np.float32)
+        centres = rng.standard_normal((ids, rank), dtype=np.float32) @ basis.T
+        centres *= np.float32(np.sqrt(DIM / rank))  # the same norm as isotropic centres
+    else:
+        centres = rng.standard_normal((ids, DIM), dtype=np.float32)
     data = np.empty((n, DIM), dtype=np.float32)
     for start in range(0, n, 50_000):
         stop = min(n, start + 50_000)
@@ -47,12 +77,59 @@ def clustered(n: int, rng: np.random.Generator, per_identity: int = 8) -> np.nda
     return data
 
 
-def timed_queries(search, queries: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+def load_data(args: argparse.Namespace, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The gallery and the queries: other views of gallery identities."""
+    rng = np.random.default_rng(0)
+    if args.vectors:
+        every = np.load(args.vectors, mmap_mode="r")
+        pick = rng.permutation(len(every))
+        data = np.ascontiguousarray(every[np.sort(pick[:n])], dtype=np.float32)
+        queries = np.ascontiguousarray(every[pick[n : n + args.queries]], dtype=np.float32)
+        if len(data) < n or len(queries) < args.queries:
+            raise SystemExit(f"{args.vectors} holds {len(every)} vectors: too few")
+        return data, queries
+    data = clustered(n, rng, rank=args.rank if args.data == "lowrank" else 0)
+    # a gallery vector plus fresh noise (cosine about 0.65 to it)
+    noise = np.random.default_rng(n).standard_normal((args.queries, DIM), dtype=np.float32)
+    queries = data[rng.choice(n, args.queries, replace=False)] + 0.03 * noise
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return data, queries
+
+
+def top_k(data: np.ndarray, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
+    """Exact top k ids per query (batched matrix products)."""
+    out = np.empty((len(queries), k), dtype=np.int64)
+    sub = data if allowed is None else data[allowed]
+    for start in range(0, len(queries), 50):
+        s = queries[start : start + 50] @ sub.T
+        cand = np.argpartition(-s, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(s, cand, 1), axis=1)
+        best = np.take_along_axis(cand, order, 1)
+        out[start : start + 50] = best if allowed is None else allowed[best]
+    return out
+
+
+# ------------------------------------------------------------------------------------ timing
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def timed_queries(
+    search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, budget: float
+) -> tuple[list[np.ndarray], list[float]]:
+    """Single queries one after another, until all ran or ``budget`` seconds passed (>= 20)."""
     results, times = [], []
+    search(queries[:1])  # warm-up
+    began = time.perf_counter()
     for q in queries:
         start = time.perf_counter()
         results.append(search(q[None]))
         times.append(time.perf_counter() - start)
+        if len(times) >= 20 and time.perf_counter() - began > budget:
+            break
     return results, times
 
 
@@ -62,97 +139,248 @@ def stats(times: list[float]) -> tuple[float, float, float]:
     return statistics.median(ordered) * 1000, p99 * 1000, len(times) / sum(times)
 
 
-def recall(found: list[np.ndarray], truth: list[np.ndarray]) -> float:
-    return float(
-        np.mean([len(set(f[:10]) & set(t[:10])) / 10 for f, t in zip(found, truth, strict=True)])
-    )
+def recall(found: list[np.ndarray], truth: np.ndarray) -> float:
+    pairs = zip(found, truth, strict=False)  # found: fewer when the time budget ran out
+    return float(np.mean([len(set(f[:K]) & set(t[:K])) / K for f, t in pairs]))
 
 
-def index_rows(n: int, data: np.ndarray, queries: np.ndarray) -> list[tuple]:
-    rows = []
+def exact_share(found: list[np.ndarray], truth: np.ndarray, data, queries) -> float:
+    """Share of queries whose top 10 scores equal the brute-force ones (ties may swap ids)."""
+    same = 0
+    for f, t, q in zip(found, truth, queries, strict=False):
+        f = np.asarray(f)[:K]
+        same += int(len(f) == K and np.allclose(data[f] @ q, data[t[:K]] @ q, atol=1e-5))
+    return same / len(found)
+
+
+# ------------------------------------------------------------------------------------ indexes
+
+
+class Row:
+    def __init__(self, label: str, build: float | None, memory: float | None):
+        self.label, self.build, self.memory = label, build, memory
+        self.settings: list[tuple[str, float, float, float, float, int]] = []
+
+    def measure(self, setting: str, search, queries, truth, budget: float) -> float:
+        found, times = timed_queries(search, queries, budget)
+        rec = recall(found, truth)
+        self.settings.append((setting, rec, *stats(times), len(times)))
+        return rec
+
+
+def rerank(data: np.ndarray, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """What the store does with candidates: exact scores, the best K."""
+    ids = ids[ids >= 0]
+    scores = data[ids] @ q[0]
+    return ids[np.argsort(-scores)[:K]]
+
+
+def build(factory: str, data: np.ndarray, train: np.ndarray | None, threads: int):
+    faiss.omp_set_num_threads(threads)
+    gc.collect()
+    before = rss_mib()
+    start = time.perf_counter()
+    index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
+    faiss_sqlite._no_polysemous(index)
+    if not index.is_trained:
+        index.train(train)
+    for s in range(0, len(data), 100_000):
+        index.add(data[s : s + 100_000])
+    took = time.perf_counter() - start
+    gc.collect()
+    return index, took, rss_mib() - before
+
+
+def build_hnsw(data: np.ndarray, threads: int, budget: float):
+    """HNSW32 in chunks; gives up when the whole build would take longer than ``budget``."""
+    faiss.omp_set_num_threads(threads)
+    gc.collect()
+    before = rss_mib()
+    index = faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT)
+    start = time.perf_counter()
+    n = len(data)
+    for s in range(0, n, 20_000):
+        index.add(data[s : s + 20_000])
+        took = time.perf_counter() - start
+        done = min(n, s + 20_000)
+        if done < n and (took * n / done * 1.25 > budget or took > budget):  # inserts slow down
+            del index
+            return None, took, done
+    return index, time.perf_counter() - start, rss_mib() - before
+
+
+def index_rows(args, n: int, data: np.ndarray, queries: np.ndarray, truth: np.ndarray):
+    rows: list[Row] = []
+    budget = args.time
+    st = args.threads
+    # what the store trains on when a gallery reaches the threshold (smaller sizes: all of it)
+    threshold = min(n, faiss_sqlite.AUTO_THRESHOLD)
+    auto_factory = faiss_sqlite.auto_factory(threshold, DIM)
+    nlist = int(auto_factory.split(",")[0][3:])
+    train = data[:threshold]
+    want = set(args.indexes.split(","))
 
     def numpy_search(q: np.ndarray) -> np.ndarray:
         scores = data @ q[0]
-        top = np.argpartition(-scores, 10)[:10]
+        top = np.argpartition(-scores, K)[:K]
         return top[np.argsort(-scores[top])]
 
-    truth, truth_times = timed_queries(numpy_search, queries)
-    rows.append(("numpy brute force", 0.0, data.nbytes, *stats(truth_times), 1.0))
-    nlist = max(64, int(4 * np.sqrt(n)))
-    specs = [
-        ("Flat", {}),
-        ("HNSW32", {"efSearch": 128}),
-        (f"IVF{nlist},Flat", {"nprobe": 32}),
-        (f"IVF{nlist},PQ96", {"nprobe": 32}),
-    ]
-    for factory, params in specs:
-        index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
-        if "PQ" in factory:  # polysemous codes are for Hamming filtering, unused: 10x slower
-            faiss.downcast_index(index).do_polysemous_training = False
-        start = time.perf_counter()
-        if not index.is_trained:
-            sample = data[np.random.default_rng(1).choice(n, min(n, 40 * nlist), replace=False)]
-            index.train(sample)
-        index.add(data)
-        build = time.perf_counter() - start
-        ps = faiss.ParameterSpace()
-        for key, value in params.items():
-            ps.set_index_parameter(index, key, value)
-        memory = len(faiss.serialize_index(index))
-        found, times = timed_queries(lambda q, index=index: index.search(q, 10)[1][0], queries)
-        label = factory + "".join(f" {k}={v}" for k, v in params.items())
-        rows.append((label, build, memory, *stats(times), recall(found, truth)))
+    if "numpy" in want:
+        row = Row("numpy brute force (BLAS, 2 threads)", 0.0, data.nbytes / 2**20)
+        row.measure("-", numpy_search, queries, truth, budget)
+        rows.append(row)
+
+    if "flat" in want:
+        index, took, mem = build("Flat", data, None, args.build_threads)
+        faiss.omp_set_num_threads(st)
+        row = Row("Flat (exact)", took, mem)
+        row.measure("-", lambda q: index.search(q, K)[1][0], queries, truth, budget)
+        rows.append(row)
         del index
-    return rows
+
+    if "hnsw" in want and n > 0:
+        index, took, mem = build_hnsw(data, args.build_threads, args.hnsw_budget)
+        if index is None:
+            row = Row(
+                f"HNSW32: skipped, {mem:,} of {n:,} vectors in {took:.0f} s, the whole build "
+                f"would take over --hnsw-budget {args.hnsw_budget:.0f} s",
+                None,
+                None,
+            )
+        else:
+            faiss.omp_set_num_threads(st)
+            row = Row("HNSW32 (efConstruction 40)", took, mem)
+            for ef in (16, 32, 64, 128, 256, 512):
+                index.hnsw.efSearch = ef
+                row.measure(
+                    f"efSearch {ef}",
+                    lambda q: index.search(q, K)[1][0],
+                    queries,
+                    truth,
+                    budget,
+                )
+            del index
+        rows.append(row)
+
+    def ivf_row(factory: str, label: str, refine: int, probes, memory_extra: float = 0.0):
+        index, took, mem = build(factory, data, train, args.build_threads)
+        faiss.omp_set_num_threads(st)
+        row = Row(label, took, mem + memory_extra)
+        for nprobe in probes:
+            if nprobe > nlist:
+                continue
+            params = faiss.SearchParametersIVF(nprobe=nprobe)
+            for r in refine:
+
+                def search(q: np.ndarray, p=params, r=r) -> np.ndarray:
+                    ids = index.search(q, r, params=p)[1][0]
+                    return ids if r == K else rerank(data, q, ids)
+
+                setting = f"nprobe {nprobe}" + (f", re-score {r}" if r != K else "")
+                row.measure(setting, search, queries, truth, budget)
+        rows.append(row)
+        return index
+
+    if "ivf" in want:
+        ivf_row(f"IVF{nlist},Flat", f"IVF{nlist},Flat", (K,), (4, 8, 16, 32, 64, 128))
+    if "sq8" in want:
+        ivf_row(
+            f"IVF{nlist},SQ8", f"IVF{nlist},SQ8 (+ exact re-scoring)", (43,), (8, 16, 32, 64, 128)
+        )
+    if "auto" in want:
+        auto = ivf_row(
+            auto_factory,
+            f"auto: flat + {auto_factory} candidates (memory: both)",
+            (50, faiss_sqlite.AUTO_CANDIDATES, 200),
+            (32, 64, 128, 256, 512),
+            memory_extra=data.nbytes / 2**20,
+        )
+        return rows, auto, nlist
+    return rows, None, nlist
 
 
-def filter_rows(n: int, data: np.ndarray, queries: np.ndarray) -> list[tuple]:
+def filter_rows(args, n: int, data: np.ndarray, queries: np.ndarray, auto, nlist: int):
     rng = np.random.default_rng(2)
     cameras = rng.integers(0, CAMERAS, n)
     times = np.arange(n)  # time order = insertion order
-    index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
-    index.add_with_ids(data, np.arange(n, dtype=np.int64))
+    faiss.omp_set_num_threads(args.build_threads)
+    flat = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
+    for s in range(0, n, 100_000):
+        flat.add_with_ids(data[s : s + 100_000], np.arange(s, min(n, s + 100_000), dtype=np.int64))
+    faiss.omp_set_num_threads(args.threads)
     rows = []
     for label, allowed in [
         ("1 camera of 8", np.flatnonzero(cameras == 3)),
         ("10% time window", np.flatnonzero(times >= int(0.45 * n))[: n // 10]),
     ]:
-        selector = faiss.IDSelectorBatch(allowed.astype(np.int64))
+        allowed = allowed.astype(np.int64)
+        truth = top_k(data, queries, K, allowed)
+        selector = faiss.IDSelectorBatch(allowed)
         params = faiss.SearchParameters(sel=selector)
         found, took = timed_queries(
-            lambda q, params=params: index.search(q, 10, params=params)[1][0], queries
+            lambda q, p=params: flat.search(q, K, params=p)[1][0], queries, args.time
         )
-        exact = 0
-        for q, f in zip(queries, found, strict=True):
-            scores = data[allowed] @ q
-            expected = allowed[np.argsort(-scores)[:10]]
-            exact += int(list(f) == list(expected))
-        rows.append((label, len(allowed), *stats(took), exact / len(queries)))
+        exact = exact_share(found, truth, data, queries)
+        rows.append((label, len(allowed), "flat + IDSelector (the store)", *stats(took), exact))
+        if auto is not None:
+            p = faiss.SearchParametersIVF(sel=selector, nprobe=min(nlist, faiss_sqlite.AUTO_NPROBE))
+            r = faiss_sqlite.AUTO_CANDIDATES
+            found, took = timed_queries(
+                lambda q, p=p, r=r: rerank(data, q, auto.search(q, r, params=p)[1][0]),
+                queries,
+                args.time,
+            )
+            exact = exact_share(found, truth, data, queries)
+            rows.append((label, len(allowed), "candidate index + IDSelector", *stats(took), exact))
     return rows
 
 
-def store_rows(
-    n: int, data: np.ndarray, queries: np.ndarray, milvus: bool, count: int
-) -> list[tuple]:
-    queries = queries[:count]
+# ------------------------------------------------------------------------------------ stores
+
+
+def store_rows(args, n: int, data: np.ndarray, queries: np.ndarray, truth: np.ndarray):
     from service.store import FaissSqliteStore, NewItem, SearchFilter
 
-    backends = [("FAISS + SQLite (Flat)", lambda root: FaissSqliteStore(root, dim=DIM))]
-    if milvus:
+    queries = queries[: args.store_queries]
+    truth = truth[: args.store_queries]
+    backends: list[tuple[str, Callable]] = [
+        ("FAISS + SQLite, auto", lambda root: FaissSqliteStore(root, dim=DIM))
+    ]
+    if n <= args.flat_store_max:
+        backends.append(
+            ("FAISS + SQLite, Flat", lambda root: FaissSqliteStore(root, dim=DIM, index="Flat"))
+        )
+    if n <= args.milvus_max:
         from service.store.milvus import MilvusStore
 
         backends.append(
             ("Milvus Lite (FLAT)", lambda root: MilvusStore(str(root / "milvus.db"), dim=DIM))
         )
     base = datetime(2024, 1, 1, tzinfo=UTC)
+    camera_of = np.arange(n) % CAMERAS
+    window = (int(0.45 * n), int(0.45 * n) + n // 10 - 1)
+    filters = [
+        ("camera", SearchFilter(cameras=frozenset({"c3"})), np.flatnonzero(camera_of == 3)),
+        (
+            "window",
+            SearchFilter(
+                since=base + timedelta(seconds=window[0]),
+                until=base + timedelta(seconds=window[1]),
+            ),
+            np.arange(window[0], window[1] + 1),
+        ),
+    ]
     rows = []
     for label, make in backends:
-        root = Path(tempfile.mkdtemp(prefix="sona-bench-"))
+        root = Path(tempfile.mkdtemp(prefix="sona-bench-", dir=args.tmp))
         try:
+            gc.collect()
+            before = rss_mib()
             store = make(root)
+            position: dict[str, int] = {}
             start = time.perf_counter()
             for chunk in range(0, n, 1000):
-                store.add(
+                added = store.add(
                     "bench",
                     [
                         NewItem(
@@ -165,95 +393,134 @@ def store_rows(
                         for i in range(chunk, min(n, chunk + 1000))
                     ],
                 )
+                position.update((a.item_id, chunk + j) for j, a in enumerate(added))
             ingest = n / (time.perf_counter() - start)
-            camera = SearchFilter(cameras=frozenset({"c3"}))
-            plain, t_plain = timed_queries(
-                lambda q, store=store: store.search("bench", q[0], 10), queries
-            )
-            _, t_cam = timed_queries(
-                lambda q, store=store, camera=camera: store.search("bench", q[0], 10, camera),
-                queries,
-            )
-            exact = 0
-            for q, hits in zip(queries, plain, strict=True):
-                best = np.sort(data @ q)[::-1][:10]  # ids differ per store: compare the scores
-                exact += int(np.allclose([h.score for h in hits], best, atol=1e-5))
-            p50, p99, _ = stats(t_plain)
-            c50, c99, _ = stats(t_cam)
-            rows.append((label, ingest, p50, p99, c50, c99, exact / len(queries)))
+            memory = rss_mib() - before
+
+            def run(where, store=store, position=position):
+                return timed_queries(
+                    lambda q: np.array(
+                        [position[h.item.item_id] for h in store.search("bench", q[0], K, where)]
+                    ),
+                    queries,
+                    args.time,
+                )
+
+            found, took = run(None)
+            row = [label, ingest, memory, *stats(took)[:2], recall(found, truth)]
+            for _, where, allowed in filters:
+                f_truth = top_k(data, queries[: len(queries)], K, allowed)
+                found, took = run(where)
+                row += [*stats(took)[:2], exact_share(found, f_truth, data, queries)]
+            rows.append(row)
             store.close()
         finally:
             shutil.rmtree(root, ignore_errors=True)
     return rows
 
 
+# ------------------------------------------------------------------------------------ main
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--data", choices=("isotropic", "lowrank"), default="lowrank")
+    parser.add_argument("--rank", type=int, default=64, help="lowrank: identity subspace")
+    parser.add_argument("--vectors", help="a .npy of real embeddings instead of synthetic ones")
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=1, help="FAISS threads (default 1)")
-    parser.add_argument("--stores", action="store_true", help="also the two store backends")
+    parser.add_argument("--time", type=float, default=30.0, help="seconds of queries per setting")
+    parser.add_argument("--threads", type=int, default=1, help="FAISS search threads (1)")
+    parser.add_argument("--build-threads", type=int, default=2)
     parser.add_argument(
-        "--store-queries",
-        type=int,
-        default=30,
-        help="queries per store (Milvus Lite takes about 1 s each at 10k)",
+        "--indexes",
+        default="numpy,flat,hnsw,ivf,sq8,auto",
+        help="which of numpy,flat,hnsw,ivf,sq8,auto",
     )
+    parser.add_argument(
+        "--hnsw-budget",
+        type=float,
+        default=2400.0,
+        help="skip HNSW when its build would take longer (seconds)",
+    )
+    parser.add_argument("--stores", action="store_true", help="also the store backends")
     parser.add_argument("--only-stores", action="store_true", help="the store table alone")
+    parser.add_argument("--store-queries", type=int, default=100)
+    parser.add_argument("--flat-store-max", type=int, default=100_000)
     parser.add_argument(
-        "--milvus-max",
-        type=int,
-        default=10_000,
-        help="stores: Milvus Lite only up to this size (it is slow)",
+        "--milvus-max", type=int, default=0, help="stores: Milvus Lite up to this size (slow)"
     )
+    parser.add_argument("--tmp", default=None, help="where the stores' data go")
     args = parser.parse_args()
-    faiss.omp_set_num_threads(args.threads)
+    source = args.vectors or (
+        f"{args.data} (rank {args.rank})" if args.data == "lowrank" else args.data
+    )
     print(
-        f"1536-d clustered unit vectors, {args.queries} single queries, k=10, "
-        f"{args.threads} FAISS thread(s), faiss {faiss.__version__}"
+        f"1536-d unit vectors, {source}, up to {args.queries} single queries per setting "
+        f"(at most ~{args.time:.0f} s each), k={K}, {args.threads} FAISS search thread(s), "
+        f"{args.build_threads} build threads, faiss {faiss.__version__}; auto: exact below "
+        f"{faiss_sqlite.AUTO_THRESHOLD:,} items, then flat + "
+        f"{faiss_sqlite.auto_factory(faiss_sqlite.AUTO_THRESHOLD, DIM)} nprobe "
+        f"{faiss_sqlite.AUTO_NPROBE}, {faiss_sqlite.AUTO_CANDIDATES} candidates",
+        flush=True,
     )
     for n in (int(s) for s in args.sizes.split(",")):
-        rng = np.random.default_rng(0)
-        data = clustered(n, rng)
-        # queries: other views of gallery identities (a gallery vector plus fresh noise)
-        noise = np.random.default_rng(n).standard_normal((args.queries, DIM), dtype=np.float32)
-        queries = data[rng.choice(n, args.queries, replace=False)] + 0.03 * noise
-        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        print(f"\n### {n:,} vectors\n")
-        if args.only_stores:
-            args.stores = True
-        else:
-            print_index_tables(n, data, queries)
-        if args.stores:
+        began = time.perf_counter()
+        data, queries = load_data(args, n)
+        truth = top_k(data, queries, K)
+        print(f"\n### {n:,} vectors\n", flush=True)
+        if not args.only_stores:
+            rows, auto, nlist = index_rows(args, n, data, queries, truth)
+            print_rows(rows)
+            print_filters(filter_rows(args, n, data, queries, auto, nlist))
+            del auto
+        if args.stores or args.only_stores:
+            print_stores(store_rows(args, n, data, queries, truth))
+        print(f"\n({n:,}: {time.perf_counter() - began:.0f} s)", flush=True)
+        del data
+
+
+def print_rows(rows: list[Row]) -> None:
+    print("| index | build s | memory MiB | setting | recall@10 | p50 ms | p99 ms | queries/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        first = True
+        if not row.settings:
+            print(f"| {row.label} | | | | | | | |")
+        for setting, rec, p50, p99, qps, _count in row.settings:
+            build = f"{row.build:.1f}" if first and row.build is not None else ""
+            memory = f"{row.memory:,.0f}" if first and row.memory is not None else ""
+            label = row.label if first else ""
             print(
-                "\n| store | ingest items/s | p50 ms | p99 ms | 1-camera p50 ms | "
-                "1-camera p99 ms | exact top-10 |"
+                f"| {label} | {build} | {memory} | {setting} | {rec:.3f} | {p50:.2f} | "
+                f"{p99:.2f} | {qps:.0f} |"
             )
-            print("|---|---|---|---|---|---|---|")
-            for label, ingest, p50, p99, c50, c99, exact in store_rows(
-                n, data, queries, milvus=n <= args.milvus_max, count=args.store_queries
-            ):
-                print(
-                    f"| {label} | {ingest:.0f} | {p50:.2f} | {p99:.2f} | {c50:.2f} | "
-                    f"{c99:.2f} | {exact:.0%} |"
-                )
+            first = False
+    print(flush=True)
 
 
-def print_index_tables(n: int, data: np.ndarray, queries: np.ndarray) -> None:
-    print("| index | build s | memory MiB | p50 ms | p99 ms | queries/s | recall@10 |")
+def print_filters(rows: list[tuple]) -> None:
+    print("| filter | items passing | searched with | p50 ms | p99 ms | queries/s | exact top-10 |")
     print("|---|---|---|---|---|---|---|")
-    for label, build, memory, p50, p99, qps, rec in index_rows(n, data, queries):
+    for label, passing, how, p50, p99, qps, exact in rows:
         print(
-            f"| {label} | {build:.1f} | {memory / 2**20:.0f} | {p50:.2f} | {p99:.2f} | "
-            f"{qps:.0f} | {rec:.3f} |"
+            f"| {label} | {passing:,} | {how} | {p50:.2f} | {p99:.2f} | {qps:.0f} | {exact:.0%} |"
         )
+    print(flush=True)
+
+
+def print_stores(rows: list[list]) -> None:
     print(
-        "\n| filter (Flat + IDSelector) | items passing | p50 ms | p99 ms | queries/s | "
-        "exact top-10 |"
+        "| store | ingest items/s | memory MiB | p50 ms | p99 ms | recall@10 | 1-camera p50 | "
+        "p99 | exact | 10% window p50 | p99 | exact |"
     )
-    print("|---|---|---|---|---|---|")
-    for label, passing, p50, p99, qps, exact in filter_rows(n, data, queries):
-        print(f"| {label} | {passing:,} | {p50:.2f} | {p99:.2f} | {qps:.0f} | {exact:.0%} |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r[0]} | {r[1]:.0f} | {r[2]:,.0f} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.3f} | "
+            f"{r[6]:.2f} | {r[7]:.2f} | {r[8]:.0%} | {r[9]:.2f} | {r[10]:.2f} | {r[11]:.0%} |"
+        )
+    print(flush=True)
 
 
 if __name__ == "__main__":
