@@ -161,13 +161,15 @@ def quantize_int8(
     path: str | Path,
     calibration: Iterable[np.ndarray],
     *,
-    method: str = "percentile",
+    method: str = "minmax",
 ) -> Path:
     """Static int8 (QDQ, per-channel) model from an fp32 export and calibration batches.
 
     ``calibration`` yields normalised ``float32 [B, 3, H, W]`` batches of real crops: the
     activation ranges come from them, so they should look like what will be served.
-    ``method`` is ``minmax``, ``percentile`` (99.999th, robust to outliers) or ``entropy``.
+    ``method`` is ``minmax`` (the default: memory stays about 2.5 GB at 384x128 whatever the
+    number of crops), ``percentile`` (99.999th, robust to outliers) or ``entropy``; the last two
+    keep histograms whose memory grows with the crops (9 GB for 16 crops at 384x128).
     """
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -241,7 +243,7 @@ def export_checkpoint(
     *,
     int8: bool = False,
     calibration: torch.Tensor | None = None,
-    method: str = "percentile",
+    method: str = "minmax",
 ) -> Path:
     """Export a checkpoint file; ``int8`` quantises with ``calibration`` crops (``uint8``)."""
     from .checkpoint import file_sha256, load_checkpoint

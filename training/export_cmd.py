@@ -39,7 +39,7 @@ def export_and_check(
     int8: bool = False,
     calibrate: Path | None = None,
     calibration_images: int = 256,
-    method: str = "percentile",
+    method: str = "minmax",
     check: Path | None = None,
     check_images: int = 200,
     log=print,
@@ -127,8 +127,9 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--method",
         choices=["minmax", "percentile", "entropy"],
-        default="percentile",
-        help="--int8: how activation ranges are chosen from the calibration crops",
+        default="minmax",
+        help="--int8: how activation ranges are chosen from the calibration crops (minmax "
+        "needs the least memory; percentile and entropy grow with the crops)",
     )
     parser.add_argument(
         "--check",
