@@ -28,10 +28,11 @@ rowids as ids):
   bytes a vector), and keeps its flat index. Searches without a filter, or with exclusions only
   (``exclude_cameras``, ``exclude_item``), take ``AUTO_CANDIDATES`` candidates from
   ``AUTO_NPROBE`` lists of the candidate index and re-score them exactly with the flat index's
-  vectors: approximate, recall@10 about 0.97 at 1M in bench/search.py (widened, then exact, if
-  an exclusion leaves it too few). Searches with cameras or a time window go to the flat index
-  with the selector as under ``"Flat"``: exact, costing what they cost there. Memory: the flat
-  index plus dim/8 + 8 bytes a vector.
+  vectors: approximate (widened, then exact, if an exclusion leaves it too few); recall@10 at
+  1M in bench/search.py 0.96 on its low-rank set, 0.65 on its structureless worst case.
+  Searches with cameras or a time window go to the flat index with the selector as under
+  ``"Flat"``: exact, costing what they cost there. Memory: the flat index plus dim/8 + 8 bytes
+  a vector.
 * Kinds that need training (``"IVF1024,Flat"``, ``"IVF1024,PQ64"``, ``"PQ64"``, ...): the
   gallery is searched exactly with a flat index until it holds ``train_size`` vectors (default
   ``max(10_000, 40 * nlist)``); then the index is trained on the stored vectors (a sample of at
