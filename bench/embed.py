@@ -303,10 +303,13 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path,
                         default=Path("runs/bench-synthetic/sona-2+3/best.pt"))
     parser.add_argument("--quick", action="store_true", help="tiny config, short budgets")
+    parser.add_argument("--threads", type=int, help="threads for PyTorch and ONNX Runtime")
     parser.add_argument("--sections", default="speed,rankings", help="speed, rankings or both")
     args = parser.parse_args()
     if args.quick:
         args.config, args.seconds, args.crops, args.sizes = "tiny", 2, 16, "1,8"
+    if args.threads:
+        torch.set_num_threads(args.threads)  # ONNX Runtime sessions follow torch's count
     torch.manual_seed(0)
     bf16 = cpu_has_bf16()
     compile_ok = not args.no_compile
