@@ -20,7 +20,8 @@ its agreement is about numerics; the rankings table measures what quantisation d
 trained network's search results.
 
     python bench/train_synthetic.py --variants 2+3      # once: the trained tiny checkpoint
-    python bench/embed.py                               # about 15 minutes on 2 cores
+    python bench/embed.py --no-compile --crops 32       # about 15 minutes on 2 cores
+    python bench/embed.py                               # with torch.compile: much longer
     python bench/embed.py --quick                       # smaller, for a smoke run
 """
 
@@ -201,7 +202,9 @@ def ours_run(encoder: Encoder) -> Callable[[list[bytes]], np.ndarray]:
 
 def section_variants(net, jpegs, factories, batch, seconds):
     """Every variant and naive, interleaved; returns each variant's embeddings/s."""
-    print(f"\n## Variants: paper configuration, batch {batch}, {len(jpegs)} crops\n")
+    size = net.config.input_size
+    print(f"\n## Variants: depth {net.config.depth} at {size[0]}x{size[1]}, batch {batch}, "
+          f"{len(jpegs)} crops\n")
     encoders, builds, vectors = {}, {}, {}
     for name, factory in factories.items():
         start = time.perf_counter()
