@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export import INPUT_NAME, read_onnx_meta
+from .export import INPUT_NAME, parse_onnx_meta
 from .preprocess import normalize
 from .sona_net import SONANet, embed
 
@@ -70,7 +70,6 @@ class TorchEncoder(Encoder):
         net = net.to(self.device).eval()
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
-        self.net = net
         self._forward = torch.compile(net, dynamic=False) if compile else net
         parts = ["bf16" if bf16 else "fp32"] + ["channels_last"] * channels_last
         self.name = f"torch {' '.join(parts)}{' compiled' if compile else ''} ({self.device.type})"
@@ -94,9 +93,6 @@ class OnnxEncoder(Encoder):
         import onnxruntime as ort
 
         self.path = Path(path)
-        self.meta = read_onnx_meta(self.path)
-        self.input_size = tuple(self.meta["input_size"])
-        self.dim = int(self.meta["embedding_dim"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -107,6 +103,11 @@ class OnnxEncoder(Encoder):
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        # the session has parsed the file already: its metadata, not a second parse with onnx
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.meta = parse_onnx_meta(props, self.path)
+        self.input_size = tuple(self.meta["input_size"])
+        self.dim = int(self.meta["embedding_dim"])
         self.name = f"onnxruntime {self.meta.get('precision', 'fp32')} ({providers[0]})"
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:

@@ -36,6 +36,7 @@ __all__ = [
     "export_onnx",
     "image_files",
     "load_crops",
+    "parse_onnx_meta",
     "quantize_int8",
     "read_onnx_meta",
 ]
@@ -126,7 +127,11 @@ def read_onnx_meta(path: str | Path) -> dict[str, Any]:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise OnnxExportError(f"{path}: not an ONNX model ({exc})") from exc
-    props = {p.key: p.value for p in model.metadata_props}
+    return parse_onnx_meta({p.key: p.value for p in model.metadata_props}, path)
+
+
+def parse_onnx_meta(props: dict[str, str], path: str | Path) -> dict[str, Any]:
+    """The ``sona`` entry of a model's metadata properties, however they were read."""
     if META_KEY not in props:
         raise OnnxExportError(f"{path}: not a SONA-Net export (no '{META_KEY}' metadata)")
     return json.loads(props[META_KEY])
