@@ -46,7 +46,8 @@ import numpy as np
 # the repository first: bench/service.py would otherwise shadow the service package
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.store import faiss_sqlite
+from service.store.faiss import spec as faiss_spec
+from service.store.faiss.index import no_polysemous
 
 DIM = 1536
 CAMERAS = 8
@@ -181,7 +182,7 @@ def build(factory: str, data: np.ndarray, train: np.ndarray | None, threads: int
     before = rss_mib()
     start = time.perf_counter()
     index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
-    faiss_sqlite._no_polysemous(index)
+    no_polysemous(index)
     if not index.is_trained:
         index.train(train)
     for s in range(0, len(data), 100_000):
@@ -214,8 +215,8 @@ def index_rows(args, n: int, data: np.ndarray, queries: np.ndarray, truth: np.nd
     budget = args.time
     st = args.threads
     # what the store trains on when a gallery reaches the threshold (smaller sizes: all of it)
-    threshold = min(n, faiss_sqlite.AUTO_THRESHOLD)
-    auto_factory = faiss_sqlite.auto_factory(threshold, DIM)
+    threshold = min(n, faiss_spec.AUTO_THRESHOLD)
+    auto_factory = faiss_spec.auto_factory(threshold, DIM)
     nlist = int(auto_factory.split(",")[0][3:])
     train = data[:threshold]
     want = set(args.indexes.split(","))
@@ -291,7 +292,7 @@ def index_rows(args, n: int, data: np.ndarray, queries: np.ndarray, truth: np.nd
         auto = ivf_row(
             auto_factory,
             f"auto: flat + {auto_factory} candidates (memory: both)",
-            (50, faiss_sqlite.AUTO_CANDIDATES, 200),
+            (50, faiss_spec.AUTO_CANDIDATES, 200),
             (32, 64, 128, 256, 512),
             memory_extra=data.nbytes / 2**20,
         )
@@ -323,8 +324,8 @@ def filter_rows(args, n: int, data: np.ndarray, queries: np.ndarray, auto, nlist
         exact = exact_share(found, truth, data, queries)
         rows.append((label, len(allowed), "flat + IDSelector (the store)", *stats(took), exact))
         if auto is not None:
-            p = faiss.SearchParametersIVF(sel=selector, nprobe=min(nlist, faiss_sqlite.AUTO_NPROBE))
-            r = faiss_sqlite.AUTO_CANDIDATES
+            p = faiss.SearchParametersIVF(sel=selector, nprobe=min(nlist, faiss_spec.AUTO_NPROBE))
+            r = faiss_spec.AUTO_CANDIDATES
             found, took = timed_queries(
                 lambda q, p=p, r=r: rerank(data, q, auto.search(q, r, params=p)[1][0]),
                 queries,
@@ -459,9 +460,9 @@ def main() -> None:
         f"1536-d unit vectors, {source}, up to {args.queries} single queries per setting "
         f"(at most ~{args.time:.0f} s each), k={K}, {args.threads} FAISS search thread(s), "
         f"{args.build_threads} build threads, faiss {faiss.__version__}; auto: exact below "
-        f"{faiss_sqlite.AUTO_THRESHOLD:,} items, then flat + "
-        f"{faiss_sqlite.auto_factory(faiss_sqlite.AUTO_THRESHOLD, DIM)} nprobe "
-        f"{faiss_sqlite.AUTO_NPROBE}, {faiss_sqlite.AUTO_CANDIDATES} candidates",
+        f"{faiss_spec.AUTO_THRESHOLD:,} items, then flat + "
+        f"{faiss_spec.auto_factory(faiss_spec.AUTO_THRESHOLD, DIM)} nprobe "
+        f"{faiss_spec.AUTO_NPROBE}, {faiss_spec.AUTO_CANDIDATES} candidates",
         flush=True,
     )
     for n in (int(s) for s in args.sizes.split(",")):

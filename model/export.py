@@ -34,8 +34,6 @@ __all__ = [
     "OnnxExportError",
     "export_checkpoint",
     "export_onnx",
-    "image_files",
-    "load_crops",
     "parse_onnx_meta",
     "quantize_int8",
     "read_onnx_meta",
@@ -215,27 +213,6 @@ def quantize_int8(
             raise OnnxExportError(f"int8 quantisation failed: {exc}") from exc
     _set_metadata(path, {META_KEY: json.dumps({**meta, "precision": "int8"}, sort_keys=True)})
     return path
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-
-
-def image_files(folder: str | Path, limit: int | None = None) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted; evenly spread when ``limit`` cuts."""
-    files = sorted(
-        p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
-    if limit is not None and len(files) > limit:
-        step = len(files) / limit
-        files = [files[int(i * step)] for i in range(limit)]
-    return files
-
-
-def load_crops(files: list[Path], size: tuple[int, int]) -> torch.Tensor:
-    """``uint8 [N, 3, H, W]`` through the one preprocessing path (decode, resize)."""
-    from .preprocess import load_image, resize
-
-    return torch.stack([resize(load_image(f), size) for f in files])
 
 
 def export_checkpoint(

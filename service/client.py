@@ -19,16 +19,15 @@ from pathlib import Path
 
 import httpx
 
+from model.preprocess import IMAGE_MEDIA_TYPES
+
+from .imaging import MEDIA_TYPES as ACCEPTED
+
 __all__ = ["Crop", "crops_from_csv", "crops_from_folder", "upload"]
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)(?:s\d+)?_(\d+)")
-MEDIA_TYPES = {
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".webp": "image/webp",
-}
+#: The files worth sending: image suffixes whose format the service accepts.
+MEDIA_TYPES = {s: t for s, t in IMAGE_MEDIA_TYPES.items() if t in ACCEPTED.values()}
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ def crops_from_folder(
 ) -> list[Crop]:
     """Crops named like Market-1501's; junk (identity -1) is skipped, 0000 has no identity."""
     crops, unnamed = [], []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in MEDIA_TYPES):
         match = MARKET_NAME.match(path.name)
         if match is None:
             unnamed.append(path.name)

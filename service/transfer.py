@@ -15,9 +15,8 @@ this order, so that an import reads it once, front to back, holding only metadat
     embeddings.npy          float32 [count, dim]; row i belongs to line i
     crops/<item_id>.<ext>   one per item, in the order of items.jsonl
 
-Item ids are kept where the target store can keep them (``MilvusStore.restore``); an import
-run again skips the items already there. The FAISS store has no way to take ids from outside
-today, so importing into it gives new ids and returns the old-to-new mapping.
+Item ids and acknowledgement times are kept (``GalleryStore.restore``); an import run again
+skips the items already there.
 
 Consistency: export reads each crop twice (its checksum goes into items.jsonl before the crops
 follow) and fails if an item changes or vanishes in between; for the FAISS store the service
@@ -35,16 +34,17 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .store import GALLERY_NAME, GalleryStore, Item, NewItem, StoreError
-from .store.faiss_sqlite import _EXTENSIONS
+from model.preprocess import suffix_for
+
+from .store import GalleryStore, Item, NewItem, StoreError
+from .store.base import check_gallery
 
 __all__ = [
     "FORMAT",
@@ -75,48 +75,14 @@ class ImportResult:
     gallery: str
     added: int
     skipped: int  # already in the target gallery (an import run again)
-    id_map: dict[str, str] = field(default_factory=dict)  # old -> new where ids changed
-
-
-def _check_gallery(gallery: object) -> str:
-    if not isinstance(gallery, str) or GALLERY_NAME.fullmatch(gallery) is None:
-        raise StoreError(f"bad gallery name {gallery!r}: use [A-Za-z0-9_-]{{1,64}}")
-    return gallery
 
 
 # --------------------------------------------------------------------------------------------
 # export
 
 
-def _source(store: GalleryStore, gallery: str) -> Iterator[list[tuple[Item, np.ndarray]]]:
-    """The gallery's items and embeddings, in insertion order, a batch at a time.
-
-    A store with ``iter_items`` (Milvus) scans itself. Otherwise the interface alone serves:
-    a search with the zero vector scores every item 0, so with k = the gallery's size it
-    returns every item, ties in insertion order (the FAISS store breaks ties by rowid).
-    """
-    iter_items = getattr(store, "iter_items", None)
-    if iter_items is not None:
-        for batch in iter_items(gallery):
-            yield [(item, emb) for item, emb, *_ in batch]
-        return
-    n = sum(store.counts().get(gallery, {}).values())
-    if n == 0:
-        return
-    hits = store.search(gallery, np.zeros(store.dim, np.float32), n)
-    for start in range(0, len(hits), _BATCH):
-        out = []
-        for hit in hits[start : start + _BATCH]:
-            emb = store.get_embedding(hit.item.item_id)
-            if emb is None:
-                raise StoreError(f"item {hit.item.item_id} vanished during the export: try again")
-            out.append((hit.item, emb))
-        yield out
-
-
 def _crop_name(item: Item) -> str:
-    ext = _EXTENSIONS.get(item.image_type.lower(), "bin")
-    return f"crops/{item.item_id}.{ext}"
+    return f"crops/{item.item_id}{suffix_for(item.image_type)}"
 
 
 def _image(store: GalleryStore, item_id: str) -> bytes:
@@ -147,7 +113,7 @@ def export_gallery(store: GalleryStore, gallery: str, path: Path | str) -> Expor
 
     The archive appears whole or not at all (written beside it, then renamed).
     """
-    _check_gallery(gallery)
+    check_gallery(gallery)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)
@@ -156,7 +122,7 @@ def export_gallery(store: GalleryStore, gallery: str, path: Path | str) -> Expor
         items_path, raw_path = tmp / "items.jsonl", tmp / "embeddings.f32"
         order: list[tuple[str, str, str]] = []  # item_id, member name, crop sha256
         with items_path.open("w", encoding="utf-8") as items_fh, raw_path.open("wb") as raw:
-            for batch in _source(store, gallery):
+            for batch in store.iter_items(gallery, _BATCH):
                 for item, emb in batch:
                     emb = np.asarray(emb, dtype="<f4")
                     if emb.shape != (store.dim,):
@@ -243,7 +209,7 @@ def _check_manifest(manifest: Any) -> dict[str, Any]:
     for key in ("dim", "count"):
         if not isinstance(manifest.get(key), int) or manifest[key] < 1:
             raise StoreError(f"manifest.json: bad {key}")
-    _check_gallery(manifest.get("gallery"))
+    check_gallery(manifest.get("gallery"))
     return manifest
 
 
@@ -291,7 +257,7 @@ def import_gallery(
                     f"the archive holds {manifest['dim']}-d embeddings and the store "
                     f"{store.dim}-d: made by another model, so the crops need embedding again"
                 )
-            target = _check_gallery(gallery if gallery is not None else manifest["gallery"])
+            target = check_gallery(gallery if gallery is not None else manifest["gallery"])
             data = _read(tar, _next(tar, "items.jsonl"))
             if hashlib.sha256(data).hexdigest() != manifest.get("items_sha256"):
                 raise StoreError("items.jsonl does not match its checksum")
@@ -324,9 +290,7 @@ def _load(
     records: list[dict[str, Any]],
     x: np.ndarray,
 ) -> ImportResult:
-    restore = getattr(store, "restore", None)
     added = skipped = 0
-    id_map: dict[str, str] = {}
     batch: list[tuple[dict[str, Any], NewItem]] = []
 
     def flush() -> None:
@@ -335,14 +299,9 @@ def _load(
             return
         items = [new for _, new in batch]
         old_ids = [rec["item_id"] for rec, _ in batch]
-        if restore is not None:
-            done = restore(gallery, items, old_ids, [rec["created_at"] for rec, _ in batch])
-            added += len(done)
-            skipped += len(batch) - len(done)
-        else:
-            done = store.add(gallery, items)
-            added += len(done)
-            id_map.update({old: new.item_id for old, new in zip(old_ids, done, strict=True)})
+        done = store.restore(gallery, items, old_ids, [rec["created_at"] for rec, _ in batch])
+        added += len(done)
+        skipped += len(batch) - len(done)
         batch.clear()
 
     for n, rec in enumerate(records):
@@ -366,4 +325,4 @@ def _load(
     with contextlib.suppress(tarfile.TarError):
         if tar.next() is not None:
             raise StoreError("the archive holds more members than its items")
-    return ImportResult(gallery=gallery, added=added, skipped=skipped, id_map=id_map)
+    return ImportResult(gallery=gallery, added=added, skipped=skipped)

@@ -1,29 +1,36 @@
-"""Gallery stores: the interface and the embedded FAISS + SQLite backend."""
+"""Gallery stores: the interface (``base``), the embedded FAISS + SQLite backend (``faiss``)
+and the Milvus backend (``milvus``, imported on demand: it needs pymilvus)."""
 
 from __future__ import annotations
 
 from .base import (
     GALLERY_NAME,
+    ITEM_ID,
     GalleryStore,
+    GroupBy,
     Hit,
     Item,
     NewItem,
     SearchFilter,
     StoreError,
     StoreFullError,
+    StoreLockedError,
     StoreUnavailableError,
 )
-from .faiss_sqlite import FaissSqliteStore
+from .faiss import FaissSqliteStore
 
 __all__ = [
     "GALLERY_NAME",
+    "ITEM_ID",
     "FaissSqliteStore",
     "GalleryStore",
+    "GroupBy",
     "Hit",
     "Item",
     "NewItem",
     "SearchFilter",
     "StoreError",
     "StoreFullError",
+    "StoreLockedError",
     "StoreUnavailableError",
 ]

@@ -1,0 +1,145 @@
+"""Where crop bytes live: one crop store, one durability guarantee, for every backend.
+
+The FAISS store keeps its crops under its data directory; the Milvus store keeps them in a
+folder every replica mounts. Both write through ``LocalCropStore``: each crop goes to a
+temporary name, is fsynced, renamed into place and its directory fsynced, so a reader (on any
+replica) sees the whole crop or none, and rewriting a key (an import run again) replaces it
+atomically. A batch goes through a small thread pool: concurrent fsyncs share journal commits,
+several times faster per file than one after another.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from model.preprocess import suffix_for
+
+from .base import StoreError, StoreFullError
+from .durable import fsync_dir, is_full, mkdirs, write_new_file
+
+__all__ = ["CropStore", "LocalCropStore", "crop_key"]
+
+
+def crop_key(gallery: str, item_id: str, media_type: str) -> str:
+    """The key of an item's crop: ``<gallery>/<xx>/<item_id>.<ext>`` (xx: the id's first two
+    characters, so no folder grows past a few thousand entries)."""
+    return f"{gallery}/{item_id[:2]}/{item_id}{suffix_for(media_type)}"
+
+
+class CropStore(abc.ABC):
+    """Where crop bytes live so that every service replica reaches them.
+
+    Keys are relative paths made by ``crop_key``.
+    """
+
+    @abc.abstractmethod
+    def put_many(self, keys: Sequence[str], data: Sequence[bytes]) -> None:
+        """Store every crop durably, or none: on failure, remove what was written and raise."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove a crop; a missing one is not an error."""
+
+    @abc.abstractmethod
+    def entries(self) -> Iterator[tuple[str, float]]:
+        """Every stored key with its modification time (epoch seconds): for orphan sweeps."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (threads, connections)."""
+
+
+class LocalCropStore(CropStore):
+    """Crops as files under ``root`` (a data directory, or a folder every replica mounts)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise (StoreFullError if is_full(e) else StoreError)(f"crops dir: {e}") from e
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") for p in parts) or "\\" in key or "\0" in key:
+            raise StoreError(f"bad crop key {key!r}")
+        return self.root.joinpath(*parts)
+
+    def _write(self, key: str, data: bytes) -> Path:
+        path = self._path(key)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            write_new_file(tmp, data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return path
+
+    def put_many(self, keys: Sequence[str], data: Sequence[bytes]) -> None:
+        paths = [self._path(k) for k in keys]
+        try:
+            dirs = {p.parent for p in paths}
+            changed: set[Path] = set()
+            for d in sorted(dirs):
+                changed |= mkdirs(d)
+            if len(keys) == 1:
+                self._write(keys[0], data[0])
+            else:
+                with self._lock:
+                    if self._executor is None:
+                        self._executor = ThreadPoolExecutor(8, thread_name_prefix="crop-fsync")
+                futures = [
+                    self._executor.submit(self._write, k, d)
+                    for k, d in zip(keys, data, strict=True)
+                ]
+                errors = [f.exception() for f in futures]
+                first = next((e for e in errors if e is not None), None)
+                if first is not None:
+                    raise first
+            for d in sorted(dirs | changed):  # the renames, and directories made for them
+                fsync_dir(d)
+        except BaseException as e:
+            for p in paths:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            if is_full(e):
+                raise StoreFullError(f"disk full while writing crops: {e}") from e
+            if isinstance(e, OSError):
+                raise StoreError(f"cannot write crops: {e}") from e
+            raise
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def entries(self) -> Iterator[tuple[str, float]]:
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                path = Path(dirpath) / name
+                with contextlib.suppress(FileNotFoundError):
+                    yield path.relative_to(self.root).as_posix(), path.stat().st_mtime
+
+    def close(self) -> None:
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None

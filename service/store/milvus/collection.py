@@ -1,0 +1,109 @@
+"""The Milvus collection: its schema and indexes, created once and checked on every open.
+
+One collection, ``<prefix>items``, for every gallery, with ``gallery`` as its partition key
+(see the store's module doc for why). Several replicas may start at once: whoever loses the
+race to create the collection or its indexes uses the winner's; a collection left without
+indexes (its creator died in between) gets them here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from pymilvus import DataType, MilvusClient, MilvusException
+
+from ..base import StoreError
+
+__all__ = ["META_FIELDS", "TEXT_MAX", "open_collection"]
+
+log = logging.getLogger(__name__)
+
+#: Longest camera id, identity or track label, in UTF-8 bytes (the API allows 128 characters).
+TEXT_MAX = 1024
+_ID_MAX = 64
+#: The fields an item's metadata is read from.
+META_FIELDS = [
+    "item_id",
+    "gallery",
+    "camera_id",
+    "timestamp",
+    "identity",
+    "track_id",
+    "image_type",
+    "created_at",
+    "seq",
+]
+
+
+def _schema(dim: int) -> Any:
+    s = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    s.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=_ID_MAX)
+    s.add_field("gallery", DataType.VARCHAR, max_length=64, is_partition_key=True)
+    s.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+    s.add_field("camera_id", DataType.VARCHAR, max_length=TEXT_MAX)
+    s.add_field("ts", DataType.DOUBLE)
+    s.add_field("timestamp", DataType.VARCHAR, max_length=64)
+    s.add_field("identity", DataType.VARCHAR, max_length=TEXT_MAX, nullable=True)
+    s.add_field("track_id", DataType.VARCHAR, max_length=TEXT_MAX, nullable=True)
+    s.add_field("image_type", DataType.VARCHAR, max_length=255)
+    s.add_field("crop_key", DataType.VARCHAR, max_length=512)
+    s.add_field("created_at", DataType.VARCHAR, max_length=64)
+    s.add_field("seq", DataType.INT64)
+    return s
+
+
+def _index_params(client: MilvusClient, index_type: str) -> Any:
+    params = client.prepare_index_params()
+    vector_params: dict[str, Any] = {}
+    if index_type == "HNSW":
+        vector_params = {"M": 32, "efConstruction": 256}
+    elif index_type == "IVF_FLAT":
+        vector_params = {"nlist": 1024}
+    params.add_index(
+        field_name="embedding", index_type=index_type, metric_type="IP", params=vector_params
+    )
+    params.add_index(field_name="camera_id", index_type="INVERTED")
+    params.add_index(field_name="ts", index_type="INVERTED")
+    return params
+
+
+def open_collection(c: MilvusClient, name: str, dim: int, requested: str, t: float) -> str:
+    """Create the collection (indexes, Strong consistency) or check the existing one; load it.
+    Returns the vector index type it has (an existing collection keeps its own)."""
+    if not c.has_collection(name, timeout=t):
+        try:
+            c.create_collection(name, schema=_schema(dim), consistency_level="Strong", timeout=t)
+        except MilvusException:
+            if not c.has_collection(name, timeout=t):
+                raise  # not a race with another replica creating it
+    info = c.describe_collection(name, timeout=t)
+    fields = {f["name"]: f for f in info["fields"]}
+    missing = sorted({*META_FIELDS, "embedding", "ts", "crop_key"} - set(fields))
+    if missing:
+        raise StoreError(
+            f"collection {name} exists with another schema (missing {missing}): "
+            "use another collection prefix"
+        )
+    held = int(fields["embedding"].get("params", {}).get("dim", 0))
+    if held != dim:
+        raise StoreError(f"collection {name} holds {held}-d embeddings, not {dim}-d")
+    if not c.list_indexes(name, field_name="embedding", timeout=t):
+        try:
+            # sync=False: pymilvus would poll each new index with 0.5 s sleeps; the
+            # collection is empty and load_collection waits for what it needs
+            c.create_index(name, _index_params(c, requested), timeout=t, sync=False)
+        except MilvusException:
+            if not c.list_indexes(name, field_name="embedding", timeout=t):
+                raise
+    index_type = requested
+    with contextlib.suppress(MilvusException, KeyError, IndexError):
+        names = c.list_indexes(name, field_name="embedding", timeout=t)
+        index_type = str(c.describe_index(name, names[0], timeout=t)["index_type"]).upper()
+    if index_type != requested:
+        log.warning(
+            "collection %s has a %s index (not %s): keeping it", name, index_type, requested
+        )
+    c.load_collection(name, timeout=t)
+    return index_type

@@ -1,0 +1,269 @@
+"""The Milvus store's own behaviour: expressions, the top-k limit, replicas, index kinds,
+crops, failed inserts and Milvus Lite's kill -9 recovery (Milvus Lite, not a server)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.store import (
+    SearchFilter,
+    StoreFullError,
+)
+from service.store.crops import LocalCropStore
+
+from .support import (
+    FILTERS,
+    RARE,
+    REPO,
+    Backend,
+    Gallery,
+    assert_ranking,
+    grouped_reference,
+    needs_milvus,
+    new_item,
+    reference,
+    unit,
+)
+
+# ------------------------------------------------------------------------------------ Milvus only
+
+
+@needs_milvus
+def test_milvus_filter_literals_round_trip() -> None:
+    """User text in an expression is one string literal that parses back to exactly itself."""
+    from milvus_lite.search.filter.tokens import TokenKind, tokenize
+
+    from service.store.milvus.expressions import filter_expression, literal
+
+    rng = random.Random(15)
+    alphabet = ['"', "'", "\\", "\n", "\r", "\t", "\0", "{", "}", "[", "]", " ", "a", "é", "漢"]
+    samples = ["", 'x" or gallery != "', "\\", '\\"', "a\\nb", "{cams}", RARE]
+    samples += ["".join(rng.choices(alphabet, k=rng.randint(1, 12))) for _ in range(300)]
+    for text in samples:
+        tokens = [t for t in tokenize(literal(text)) if t.kind != TokenKind.EOF]
+        assert len(tokens) == 1 and tokens[0].kind == TokenKind.STRING
+        assert tokens[0].value == text
+    expr = filter_expression(
+        "g", SearchFilter(cameras=frozenset({'a" or "1" == "1'}), exclude_item='x" or "')
+    )
+    assert expr == 'gallery == "g" and camera_id in ["a\\" or \\"1\\" == \\"1"]'  # no id clause
+    assert filter_expression("g", SearchFilter(cameras=frozenset())) is None
+
+
+@needs_milvus
+@pytest.mark.parametrize("gallery", ["milvus"], indirect=True, ids=["milvus-lite"])
+def test_milvus_search_past_topk_limit(gallery: Gallery, monkeypatch) -> None:
+    """Past Milvus's top-k limit the store ranks the filtered items itself, exactly."""
+    from service.store.milvus import store as milvus_store
+
+    monkeypatch.setattr(milvus_store, "MAX_TOPK", 40)
+    f = FILTERS["combined"](gallery)
+    mask = gallery.mask(f)
+    for q in gallery.queries[:2]:
+        ref, s = reference(gallery.x, q, 100, mask)
+        assert_ranking(gallery.store.search("main", q, 100, where=f), gallery.ids, ref, s)
+        ref = grouped_reference(s, gallery.identity, 30)
+        hits = gallery.store.search("main", q, 30, group_by="identity")
+        assert_ranking(hits, gallery.ids, ref, s)
+
+
+@needs_milvus
+def test_milvus_replicas_see_each_others_writes(lite_db: Path, tmp_path: Path) -> None:
+    """Two stores on one Milvus (two service replicas): an acknowledged write is visible to the
+    other's next read (Strong consistency), and both reach the crops."""
+    a = Backend("milvus", tmp_path, lite_db)
+    b = Backend("milvus", tmp_path, lite_db)
+    b.prefix = a.prefix
+    x = unit(np.random.default_rng(16), 20)
+    with a.open() as one, b.open() as two:
+        for i, v in enumerate(x):
+            (added,) = one.add("g", [new_item(v, f"c{i % 2}", image=b"crop%d" % i)])
+            assert two.search("g", v, 1)[0].item == added
+            assert two.get_image(added.item_id) == (b"crop%d" % i, "image/jpeg")
+        victim = two.search("g", x[5], 1)[0].item.item_id
+        assert two.delete(victim)
+        assert one.get(victim) is None
+        assert victim not in {h.item.item_id for h in one.search("g", x[5], 20)}
+        assert one.counts() == two.counts() == {"g": {"c0": 10, "c1": 9}}
+
+
+@needs_milvus
+@pytest.mark.parametrize("index", ["IVF_FLAT", "HNSW", "AUTOINDEX"])
+def test_milvus_index_kinds(backend_milvus: Backend, index: str) -> None:
+    """Other index kinds open, report their kind, and find stored items and filtered ones."""
+    x = unit(np.random.default_rng(17), 300)
+    with backend_milvus.open(index=index) as s:
+        assert s.index_type == index
+        ids = [a.item_id for a in s.add("g", [new_item(v, f"c{i % 3}") for i, v in enumerate(x)])]
+        for p in range(0, 300, 37):
+            assert s.search("g", x[p], 1)[0].item.item_id == ids[p]
+            hits = s.search("g", x[p], 5, where=SearchFilter(cameras=frozenset({"c1"})))
+            assert len(hits) == 5 and {h.item.camera_id for h in hits} == {"c1"}
+    with backend_milvus.open(index="FLAT") as s:  # an existing collection keeps its index
+        assert s.index_type == index
+
+
+@pytest.fixture
+def backend_milvus(lite_db: Path, tmp_path: Path) -> Backend:
+    return Backend("milvus", tmp_path, lite_db)
+
+
+@needs_milvus
+def test_milvus_disk_full_writing_crops(backend_milvus: Backend, monkeypatch) -> None:
+
+    x = unit(np.random.default_rng(18), 20)
+    with backend_milvus.open() as store:
+        store.add("g", [new_item(v) for v in x[:5]])
+        files, counts = backend_milvus.crop_files(), store.counts()
+        real = LocalCropStore._write
+        calls = {"n": 0}
+        lock = threading.Lock()
+
+        def flaky(self: LocalCropStore, key: str, data: bytes) -> Path:
+            with lock:
+                calls["n"] += 1
+                n = calls["n"]
+            if n < 4:
+                return real(self, key, data)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(LocalCropStore, "_write", flaky)
+        with pytest.raises(StoreFullError):
+            store.add("g", [new_item(v) for v in x[5:15]])
+        with pytest.raises(StoreFullError):
+            store.add("g", [new_item(x[15])])
+        assert backend_milvus.crop_files() == files
+        assert store.counts() == counts
+        monkeypatch.setattr(LocalCropStore, "_write", real)
+        store.add("g", [new_item(v) for v in x[5:15]])
+        assert store.count("g") == 15
+        backend_milvus.assert_consistent(store)
+
+
+@needs_milvus
+def test_milvus_failed_insert_leaves_nothing(backend_milvus: Backend, monkeypatch) -> None:
+    """Milvus refusing the insert: the crops written for it are removed, nothing is stored."""
+    from service.store.milvus import MilvusUnavailableError
+
+    x = unit(np.random.default_rng(19), 6)
+    with backend_milvus.open() as store:
+        store.add("g", [new_item(x[0])])
+        files = backend_milvus.crop_files()
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            from pymilvus import MilvusException
+
+            raise MilvusException(message="node down")
+
+        monkeypatch.setattr(store._client, "insert", refuse)
+        with pytest.raises(MilvusUnavailableError, match="node down"):
+            store.add("g", [new_item(v) for v in x[1:]])
+        monkeypatch.undo()
+        assert backend_milvus.crop_files() == files
+        assert store.count("g") == 1
+        backend_milvus.assert_consistent(store)
+
+
+@needs_milvus
+def test_milvus_orphan_crops_swept(backend_milvus: Backend) -> None:
+    with backend_milvus.open() as s:
+        (kept,) = s.add("g", [new_item(unit(np.random.default_rng(0), 1)[0])])
+        stray = backend_milvus.root / "crops" / "g" / "ab" / ("ab" + "0" * 30 + ".jpg")
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        stray.write_bytes(b"left by a crash")
+        half = stray.with_name(".x.jpg.1234.tmp")
+        half.write_bytes(b"never renamed")
+        assert s.remove_orphan_crops() == 0  # young files: another replica may be mid-add
+        old = time.time() - 7200
+        for p in [stray, half, *(backend_milvus.root / "crops").rglob(f"{kept.item_id}.*")]:
+            os.utime(p, (old, old))
+        assert s.remove_orphan_crops() == 1
+        assert not stray.exists() and not half.exists()
+        assert s.get_image(kept.item_id) is not None
+        backend_milvus.assert_consistent(s)
+
+
+MILVUS_CHILD = textwrap.dedent(
+    """
+    import json, sys, threading
+    from datetime import datetime, timedelta, timezone
+    import numpy as np
+    sys.path.insert(0, sys.argv[3])
+    from service.store import NewItem
+    from service.store.milvus import MilvusStore
+
+    store = MilvusStore(sys.argv[1], dim=64, crops=sys.argv[2])
+    out = threading.Lock()
+
+    def writer(t):  # three at once, as the service's thread pool adds
+        for i in range(t, 100000, 3):
+            rng = np.random.default_rng(i)
+            x = rng.standard_normal((2, 64)).astype(np.float32)
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+            items = [NewItem(x[j], f"cam{j}", datetime(2024, 1, 1, tzinfo=timezone.utc)
+                             + timedelta(seconds=i), f"crop-{i}-{j}".encode(), "image/jpeg")
+                     for j in range(2)]
+            added = store.add("g", items)
+            with out:
+                print("A", json.dumps({"ids": [a.item_id for a in added], "i": i}), flush=True)
+
+    print("READY", flush=True)
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    """
+)
+
+
+@needs_milvus
+def test_milvus_lite_kill_9_keeps_acknowledged_items(tmp_path: Path) -> None:
+    """An add acknowledged by Milvus Lite survives kill -9 of its process and a restart, with
+    adds arriving from several threads at once (as from the service's thread pool)."""
+    script = tmp_path / "child.py"
+    script.write_text(MILVUS_CHILD)
+    db, crops = tmp_path / "kill.db", tmp_path / "crops"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(db), str(crops), str(REPO)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "READY", proc.stderr.read()
+        time.sleep(1.0)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, err
+    acked = [json.loads(line[2:]) for line in out.split("\n")[:-1] if line.startswith("A ")]
+    assert len(acked) > 5, err  # the child got real work done before the kill
+    from service.store.milvus import MilvusStore
+
+    with MilvusStore(str(db), dim=64, crops=crops) as s:
+        for rec in acked[:-10:25] + acked[-10:]:  # a spread, and the last ones before the kill
+            rng = np.random.default_rng(rec["i"])
+            x = rng.standard_normal((2, 64)).astype(np.float32)
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+            for j, item_id in enumerate(rec["ids"]):
+                assert s.get(item_id) is not None, rec
+                assert s.get_image(item_id) == (f"crop-{rec['i']}-{j}".encode(), "image/jpeg")
+                np.testing.assert_array_equal(s.get_embedding(item_id), x[j])
+        assert s.count("g") >= 2 * len(acked)  # an add cut by the kill may have landed too
+        assert s.search("g", x[0], 1)[0].item.item_id == acked[-1]["ids"][0]
+        everything = {r["item_id"] for b in s._scan("", ["item_id"]) for r in b}
+        assert {i for rec in acked for i in rec["ids"]} <= everything
