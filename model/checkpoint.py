@@ -9,6 +9,7 @@ temporary file that is fsynced and renamed, so a crash never leaves half a check
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -25,8 +26,12 @@ from .sona_net import SONANet
 __all__ = [
     "CheckpointError",
     "atomic_torch_save",
+    "build_network",
+    "checkpoint_config",
     "checkpoint_payload",
+    "file_sha256",
     "load_checkpoint",
+    "parse_checkpoint",
     "read_checkpoint",
     "save_checkpoint",
 ]
@@ -95,8 +100,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    return parse_checkpoint(path.read_bytes(), path)
+
+
+def parse_checkpoint(data: bytes, path: str | Path) -> dict[str, Any]:
+    """``read_checkpoint`` of bytes already read (``path`` names them in errors)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's message advises weights_only=False; never pass that on. Name the object.
         found = re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", str(exc))
@@ -130,10 +140,20 @@ def load_checkpoint(
 ) -> tuple[SONANet, dict[str, Any]]:
     """Rebuild the network from a checkpoint, in eval mode on ``device``; returns (net, meta)."""
     payload = read_checkpoint(path)
+    return build_network(payload, path).to(device), payload["meta"]
+
+
+def checkpoint_config(payload: dict[str, Any], path: str | Path) -> SONANetConfig:
+    """The configuration a checkpoint's payload holds."""
     try:
-        config = SONANetConfig.from_dict(payload["config"])
+        return SONANetConfig.from_dict(payload["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid configuration: {exc}") from exc
+
+
+def build_network(payload: dict[str, Any], path: str | Path) -> SONANet:
+    """The network of a payload from ``read_checkpoint``, on the CPU, in eval mode."""
+    config = checkpoint_config(payload, path)
     net = SONANet(config, load_backbone_weights=False)
     expected = net.state_dict()
     state = payload["state_dict"]
@@ -158,4 +178,4 @@ def load_checkpoint(
             + "; ".join(detail)
         )
     net.load_state_dict(state, strict=True)
-    return net.to(device).eval(), payload["meta"]
+    return net.eval()

@@ -115,13 +115,20 @@ class OnnxEncoder(Encoder):
         return self.session.run(None, {INPUT_NAME: batch})[0]
 
 
-def agreement(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> dict[str, float]:
+def agreement(
+    reference: np.ndarray, candidate: np.ndarray, k: int = 10, tie_tol: float = 1e-5
+) -> dict[str, float]:
     """How far ``candidate`` embeddings stray from ``reference`` ones of the same crops.
 
     Vector error (max absolute difference, min cosine) and what a user sees: each crop searched
-    against the others, the mean overlap of its top ``k`` and the share with an identical
-    (same items, same order) top ``k``.
+    against the others, the mean overlap of its top ``k``, the share with an identical (same
+    items, same order) top ``k``, and the share whose top ``k`` is the same ranking up to ties:
+    position by position, the item the candidate puts there scores, by the reference, within
+    ``tie_tol`` of the reference's item there. Near-ties swap with a CPU's float rounding, so
+    that last figure, not the identical share, is the one to hold an export to.
     """
+    ref_scores = reference @ reference.T
+    np.fill_diagonal(ref_scores, -np.inf)
 
     def top(x: np.ndarray) -> np.ndarray:
         scores = x @ x.T
@@ -130,9 +137,12 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> dict
 
     a, b = top(reference), top(candidate)
     overlap = [len(set(x) & set(y)) / k for x, y in zip(a, b, strict=True)]
+    rows = np.arange(len(a))[:, None]
+    tied = np.abs(ref_scores[rows, a] - ref_scores[rows, b]).max(axis=1) <= tie_tol
     return {
         "max_abs_diff": float(np.abs(reference - candidate).max()),
         "min_cosine": float(np.min(np.sum(reference * candidate, axis=1))),
         "topk_overlap": float(np.mean(overlap)),
         "identical_topk": float(np.mean(np.all(a == b, axis=1))),
+        "same_ranking": float(np.mean(tied)),
     }

@@ -22,11 +22,9 @@ from model.export import (
     OnnxExportError,
     export_checkpoint,
     export_onnx,
-    image_files,
-    load_crops,
     read_onnx_meta,
 )
-from model.preprocess import normalize, resize
+from model.preprocess import image_files, load_crops, normalize, resize
 from model.sona_net import embed
 from service.imaging import decode_image
 from tests.service_support import SONA, Server, jpeg, make_checkpoint
@@ -64,14 +62,17 @@ def embed_all(encoder, images: torch.Tensor) -> np.ndarray:
     return np.concatenate([encoder(b) for b in images.split(17)])  # odd batches: dynamic axis
 
 
-def test_fp32_export_equals_pytorch_and_keeps_every_top10(checkpoint, fp32_export, crops):
+def test_fp32_export_equals_pytorch_and_keeps_every_ranking(checkpoint, fp32_export, crops):
     net, _ = load_checkpoint(checkpoint)
     test = crops["bounding_box_test"]
     reference = embed(net, normalize(test)).numpy()
     exported = embed_all(OnnxEncoder(fp32_export), test)
     figures = agreement(reference, exported)
     assert figures["max_abs_diff"] < 1e-5
-    assert figures["identical_topk"] == 1.0
+    assert figures["min_cosine"] > 1 - 1e-6
+    # the same rankings, up to near-ties (which swap with a CPU's float rounding)
+    assert figures["same_ranking"] == 1.0
+    assert figures["topk_overlap"] > 0.98
     # and the batch axis is dynamic: one image alone gives the same vector
     alone = OnnxEncoder(fp32_export)(test[:1])
     np.testing.assert_allclose(alone[0], reference[0], atol=1e-5)
@@ -138,15 +139,14 @@ def test_export_onnx_of_a_network_in_training_mode_exports_eval(checkpoint, tmp_
 
 
 def run_sona(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SONA, *args], capture_output=True, text=True, timeout=300,
-                          check=False)
+    return subprocess.run([SONA, *args], capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_sona_export_command(checkpoint, tmp_path):
     out = tmp_path / "m.onnx"
     result = run_sona("export", str(checkpoint), "-o", str(out))
     assert result.returncode == 0, result.stderr
-    assert "identical top-10 100.0%" in result.stdout
+    assert "same top-10 up to near-ties 100.0%" in result.stdout
     assert "SONA_ONNX_MODEL=" in result.stdout
     assert read_onnx_meta(out)["precision"] == "fp32"
     refused = run_sona("export", str(checkpoint), "--int8", "-o", str(tmp_path / "q.onnx"))
@@ -171,7 +171,11 @@ def test_service_serves_the_onnx_export(checkpoint, int8_export, tmp_path):
 def serve_fails(**env: str) -> str:
     """``sona serve`` that must stop before listening: its one-line reason."""
     result = subprocess.run(
-        [SONA, "serve", "--port", "1"], capture_output=True, text=True, timeout=120, check=False,
+        [SONA, "serve", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         env={**os.environ, **env},
     )
     assert result.returncode == 2, result.stderr
@@ -182,8 +186,11 @@ def serve_fails(**env: str) -> str:
 
 def test_service_refuses_an_export_of_another_checkpoint(fp32_export, tmp_path):
     other = make_checkpoint(tmp_path / "other.pt", seed=4)
-    reason = serve_fails(SONA_CHECKPOINT=str(other), SONA_ONNX_MODEL=str(fp32_export),
-                         SONA_DATA_DIR=str(tmp_path / "d"))
+    reason = serve_fails(
+        SONA_CHECKPOINT=str(other),
+        SONA_ONNX_MODEL=str(fp32_export),
+        SONA_DATA_DIR=str(tmp_path / "d"),
+    )
     assert "another checkpoint" in reason
 
 
@@ -229,6 +236,25 @@ def test_int8_export_beside_the_checkpoint_is_served_by_default(checkpoint, int8
     finally:
         server.stop()
     make_checkpoint(models / "model.pt", seed=9)  # retrained: the export beside it is stale
-    reason = serve_fails(SONA_CHECKPOINT=str(models / "model.pt"),
-                         SONA_DATA_DIR=str(tmp_path / "data"))
+    reason = serve_fails(
+        SONA_CHECKPOINT=str(models / "model.pt"), SONA_DATA_DIR=str(tmp_path / "data")
+    )
     assert "another checkpoint" in reason and "SONA_BACKEND=torch" in reason
+
+
+def test_agreement_counts_near_ties_as_the_same_ranking():
+    """Two items whose scores differ by 1e-7 may swap on another CPU: still the same ranking;
+    a real change of order is not."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((30, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[2] = x[1]  # an exact tie for every query: either order of items 1 and 2 is right
+    nudge = rng.standard_normal(16).astype(np.float32) * 1e-6
+    swapped = x.copy()
+    swapped[1] -= nudge  # the tie broken one way for some queries, the other way for others
+    swapped[2] += nudge
+    figures = agreement(x, swapped)
+    assert figures["identical_topk"] < 1.0  # the order did change somewhere
+    assert figures["same_ranking"] == 1.0
+    noisy = x + rng.normal(0, 0.2, x.shape).astype(np.float32)  # a real change
+    assert agreement(x, noisy)["same_ranking"] < 0.5

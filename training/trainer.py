@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from model import SONANet
 from model.checkpoint import atomic_torch_save, checkpoint_payload, read_checkpoint, save_checkpoint
+from model.device import resolve_device
 
 from .config import TrainConfig
 from .data import BatchAugment, ImageDataset
@@ -46,16 +47,7 @@ from .losses import ReIDLoss
 from .sampler import PKSampler
 from .schedule import learning_rate
 
-__all__ = ["TrainResult", "Trainer", "resolve_device"]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: the current CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    return torch.device(name)
+__all__ = ["TrainResult", "Trainer"]
 
 
 @dataclass
@@ -301,7 +293,6 @@ class Trainer:
             if self.distributed:
                 dist.barrier()
         return TrainResult(self.run_dir, history, best)
-
 
     def _plot(self) -> None:
         """Loss, learning rate, rank-1 and mAP curves beside the metrics log."""
