@@ -12,6 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from model.loading import LoadedModel
+
 from .api import health_router, router
 from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
@@ -33,13 +35,15 @@ When API keys are configured every route but the health checks needs
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, model: LoadedModel | None = None) -> FastAPI:
+    """The service for ``settings``; ``model``: an encoder already opened (``sona serve`` opens
+    it before listening, so a bad checkpoint is one line, and reads the file once)."""
     settings = settings or Settings()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = await run_in_threadpool(Runtime.load, settings, metrics)
+        rt = await run_in_threadpool(Runtime.load, settings, metrics, model)
         app.state.runtime = rt
         await run_in_threadpool(rt.embedder.warm_up)
         await rt.embedder.start()

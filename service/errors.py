@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .store.base import StoreUnavailableError
+from .store import StoreError, StoreFullError, StoreUnavailableError
 
 __all__ = ["PROBLEM_TYPE", "Problem", "install_error_handlers", "problem_response"]
 
@@ -118,6 +118,20 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
             instance=request.url.path,
         )
+
+    @app.exception_handler(StoreFullError)
+    async def _full(request: Request, exc: StoreFullError) -> JSONResponse:
+        log.error("gallery store full: %s", exc)
+        return problem_response(
+            507,
+            f"the gallery's disk is full; nothing was stored ({exc})",
+            code="insufficient-storage",
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(StoreError)
+    async def _refused(request: Request, exc: StoreError) -> JSONResponse:
+        return problem_response(422, str(exc), code="invalid-item", instance=request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

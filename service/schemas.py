@@ -1,10 +1,10 @@
-"""Response bodies, as the OpenAPI document describes them."""
+"""Request and response bodies, as the OpenAPI document describes them."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from .store import Hit, Item
 
@@ -13,6 +13,7 @@ __all__ = [
     "GalleryCounts",
     "GalleryItem",
     "IngestResponse",
+    "ItemMeta",
     "ProblemDetails",
     "SearchResponse",
     "SearchResult",
@@ -122,3 +123,14 @@ class SearchResponse(BaseModel):
     gallery: str
     k: int
     took_ms: float
+
+
+class ItemMeta(BaseModel):
+    """One image's metadata in ``POST /gallery`` (form fields, or an object of ``metadata``)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    camera_id: str = Field(min_length=1, max_length=128)
+    timestamp: AwareDatetime
+    identity: str | None = Field(None, min_length=1, max_length=128)
+    track_id: str | None = Field(None, min_length=1, max_length=128)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.api import _names
+from service.api.routes.search import camera_names
 from service.store import FaissSqliteStore, NewItem, SearchFilter
 
 CAMERAS = ["c1", "c2", "lobby 3", "gate'4", 'd"5', "ñ6"]
@@ -19,7 +19,7 @@ BASE = datetime(2024, 1, 1, tzinfo=UTC)
 
 @given(st.lists(st.text(max_size=20), max_size=6))
 def test_camera_lists_split_on_commas_and_drop_blanks(values: list[str]) -> None:
-    names = _names(values)
+    names = camera_names(values)
     expected = {part.strip() for value in values for part in value.split(",") if part.strip()}
     assert names == (frozenset(expected) or None)
 

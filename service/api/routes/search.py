@@ -1,0 +1,150 @@
+"""``/search``: a gallery searched by a query id, a gallery item, or an uploaded crop."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from pydantic import AwareDatetime
+
+from ...errors import Problem
+from ...runtime import Runtime
+from ...schemas import SearchResponse, SearchResult
+from ...store import GroupBy, Hit, SearchFilter
+from ..deps import GALLERY_PATTERN, Rt
+from ..uploads import embed_upload
+from .gallery import check_item_id
+
+__all__ = ["SearchParams", "camera_names", "router"]
+
+router = APIRouter(tags=["search"])
+
+
+def camera_names(values: list[str] | None) -> frozenset[str] | None:
+    """Accept repeated parameters and comma-separated lists alike."""
+    if not values:
+        return None
+    names = frozenset(v.strip() for value in values for v in value.split(",") if v.strip())
+    return names or None
+
+
+class SearchParams:
+    """The parameters GET and POST /search share."""
+
+    def __init__(
+        self,
+        k: Annotated[int, Query(ge=1, description="results wanted (at most SONA_MAX_K)")] = 10,
+        gallery: Annotated[
+            str | None,
+            Query(
+                pattern=GALLERY_PATTERN,
+                max_length=64,
+                description="gallery to search (default: 'default', or the item's own)",
+            ),
+        ] = None,
+        cameras: Annotated[
+            list[str] | None, Query(description="only these cameras (repeat or comma-separate)")
+        ] = None,
+        exclude_camera: Annotated[
+            list[str] | None, Query(description="not these cameras (repeat or comma-separate)")
+        ] = None,
+        since: Annotated[AwareDatetime | None, Query(description="ISO 8601, inclusive")] = None,
+        until: Annotated[AwareDatetime | None, Query(description="ISO 8601, inclusive")] = None,
+        group_by: Annotated[
+            GroupBy | None,
+            Query(description="best item per identity or per track: k distinct people"),
+        ] = None,
+    ) -> None:
+        if since is not None and until is not None and since > until:
+            raise Problem(422, "since is after until", code="invalid-parameters")
+        self.k = k
+        self.gallery = gallery
+        self.cameras = camera_names(cameras)
+        self.exclude_cameras = camera_names(exclude_camera) or frozenset()
+        self.since: datetime | None = since
+        self.until: datetime | None = until
+        self.group_by = group_by
+
+
+async def _search(
+    rt: Runtime,
+    vector: np.ndarray,
+    params: SearchParams,
+    gallery: str,
+    exclude_item: str | None = None,
+) -> SearchResponse:
+    if params.k > rt.settings.max_k:
+        raise Problem(
+            422, f"k is {params.k}; at most {rt.settings.max_k}", code="invalid-parameters"
+        )
+    if not await run_in_threadpool(rt.store.count, gallery):
+        raise Problem(
+            404, f"gallery {gallery!r} does not exist (it has no items)", code="gallery-not-found"
+        )
+    where = SearchFilter(
+        cameras=params.cameras,
+        exclude_cameras=params.exclude_cameras,
+        since=params.since,
+        until=params.until,
+        exclude_item=exclude_item,
+    )
+    start = time.perf_counter()
+    hits: list[Hit] = await run_in_threadpool(
+        rt.store.search, gallery, vector, params.k, where, params.group_by
+    )
+    took = time.perf_counter() - start
+    rt.metrics.search_seconds.observe(took)
+    results = [SearchResult.from_hit(rank, hit) for rank, hit in enumerate(hits, start=1)]
+    return SearchResponse(results=results, gallery=gallery, k=params.k, took_ms=took * 1000)
+
+
+@router.get(
+    "/search",
+    response_model=SearchResponse,
+    summary="Search a gallery by a query_id from POST /embed or by a gallery item",
+)
+async def get_search(
+    rt: Rt,
+    params: Annotated[SearchParams, Depends()],
+    query_id: Annotated[str | None, Query(max_length=64, description="from POST /embed")] = None,
+    item_id: Annotated[
+        str | None, Query(max_length=64, description="a gallery item; it is not returned itself")
+    ] = None,
+) -> SearchResponse:
+    if (query_id is None) == (item_id is None):
+        raise Problem(422, "give exactly one of query_id and item_id", code="invalid-parameters")
+    if query_id is not None:
+        vector = rt.queries.get(query_id)
+        if vector is None:
+            raise Problem(
+                404,
+                f"query_id unknown or expired (kept {rt.settings.query_ttl_s:g} s "
+                "after POST /embed)",
+                code="query-not-found",
+            )
+        return await _search(rt, vector, params, params.gallery or "default")
+    check_item_id(item_id)
+    item = await run_in_threadpool(rt.store.get, item_id)
+    vector = await run_in_threadpool(rt.store.get_embedding, item_id)
+    if item is None or vector is None:
+        raise Problem(404, f"no gallery item {item_id}", code="item-not-found")
+    return await _search(rt, vector, params, params.gallery or item.gallery, exclude_item=item_id)
+
+
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    summary="Search a gallery with an uploaded crop",
+)
+async def post_search(
+    rt: Rt,
+    request: Request,
+    params: Annotated[SearchParams, Depends()],
+    image: Annotated[UploadFile, File(description="JPEG, PNG or WebP crop")],
+) -> SearchResponse:
+    vector = await embed_upload(rt, request, image)
+    return await _search(rt, vector, params, params.gallery or "default")
