@@ -15,8 +15,8 @@ import httpx
 import pytest
 import yaml
 
+from cli.main import build_parser
 from tests.service_support import free_port
-from training.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +43,9 @@ def test_dockerfiles(name: str) -> None:
     # dependencies before code: pyproject is copied and installed before the packages
     copies = d["COPY"]
     assert copies.index("pyproject.toml README.md ./") < copies.index("model ./model")
+    # every package the project installs is in the image (the `sona` entry point is cli/)
+    for package in ("cli", "model", "training", "service"):
+        assert f"{package} ./{package}" in copies, package
     # the start command is `sona serve`, with options the real parser accepts
     command = json.loads(d["CMD"][0])
     assert command[:2] == ["sona", "serve"]
@@ -99,7 +102,11 @@ def test_make_serve_builds_a_demo_that_answers_a_search(tmp_path: Path) -> None:
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
         ["make", "-s", "serve", f"PORT={port}", f"VENV={Path(sys.executable).parents[1]}"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -108,8 +115,7 @@ def test_make_serve_builds_a_demo_that_answers_a_search(tmp_path: Path) -> None:
         while time.monotonic() < deadline and process.poll() is None:
             try:
                 counts = httpx.get(f"{url}/gallery", timeout=2).json()
-                indexed = next((g for g in counts["galleries"] if g["gallery"] == "default"),
-                               None)
+                indexed = next((g for g in counts["galleries"] if g["gallery"] == "default"), None)
                 if indexed and "SONA DEMO ready" in (tmp_path / "serve.log").read_text():
                     break
             except (httpx.TransportError, ValueError, KeyError):
@@ -133,7 +139,10 @@ def test_make_serve_builds_a_demo_that_answers_a_search(tmp_path: Path) -> None:
     # the second start reuses the demo (no new training) and the indexed gallery
     second = subprocess.Popen(
         [str(Path(sys.executable).parent / "sona"), "serve", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120

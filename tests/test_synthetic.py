@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli.main import build_parser, main
 from training.datasets.base import DatasetError
 from training.synthetic import (
     METADATA_FILE,
     SPLITS,
     SyntheticSummary,
-    add_synth_parser,
     is_complete,
     make_dataset,
     read_metadata,
@@ -200,27 +200,45 @@ def test_rejects_bad_parameters(tmp_path: Path, kwargs) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sona")
-    add_synth_parser(parser.add_subparsers(dest="command", required=True))
-    return parser
+    return build_parser()
 
 
 def test_cli_synth(tmp_path: Path, capsys) -> None:
     out = tmp_path / "cli"
-    argv = ["synth", str(out), "--identities", "6", "--cameras", "3", "--images-per-camera",
-            "2", "--distractors", "1", "--size", "64x32", "--seed", "3"]
+    argv = [
+        "synth",
+        str(out),
+        "--identities",
+        "6",
+        "--cameras",
+        "3",
+        "--images-per-camera",
+        "2",
+        "--distractors",
+        "1",
+        "--size",
+        "64x32",
+        "--seed",
+        "3",
+    ]
     args = _parser().parse_args(argv)
     assert args.handler(args) == 0
     assert "train" in capsys.readouterr().out
     meta = read_metadata(out)
     assert meta["seed"] == 3
     assert meta["parameters"] | {"train_fraction": 0, "quality": 0} == {
-        "identities": 6, "cameras": 3, "images_per_camera": 2, "distractors": 1,
-        "image_size": [64, 32], "train_fraction": 0, "quality": 0,
+        "identities": 6,
+        "cameras": 3,
+        "images_per_camera": 2,
+        "distractors": 1,
+        "image_size": [64, 32],
+        "train_fraction": 0,
+        "quality": 0,
     }
 
-    args = _parser().parse_args(argv)  # again, without --overwrite: refused, exit code 2
-    assert args.handler(args) == 2
+    capsys.readouterr()
+    assert main(argv) == 2  # again, without --overwrite: refused in one line, exit code 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
     args = _parser().parse_args([*argv, "--overwrite"])
     assert args.handler(args) == 0
 
@@ -235,8 +253,16 @@ def test_cli_every_option_has_help() -> None:
     for action in sub._actions:
         assert action.help, action.dest
     text = sub.format_help()
-    for option in ("OUTPUT", "--identities", "--cameras", "--images-per-camera", "--distractors",
-                   "--size", "--seed", "--overwrite"):
+    for option in (
+        "OUTPUT",
+        "--identities",
+        "--cameras",
+        "--images-per-camera",
+        "--distractors",
+        "--size",
+        "--seed",
+        "--overwrite",
+    ):
         assert option in text
 
 

@@ -95,7 +95,7 @@ def test_torchrun_two_processes_with_gloo(synthetic_root: Path, tmp_path: Path) 
         "--master-port",
         "29517",
         "-m",
-        "training.cli",
+        "cli",
         "train",
         "--dataset",
         "synthetic",
@@ -193,7 +193,8 @@ def test_single_camera_data_trains_but_is_not_evaluated(
     )
     messages: list[str] = []
     config = dataclasses.replace(small_train_config, epochs=1)
-    result = Trainer(config, one_camera, tmp_path / "run", progress=False,
-                     log=messages.append).fit()
+    result = Trainer(
+        config, one_camera, tmp_path / "run", progress=False, log=messages.append
+    ).fit()
     assert any("without evaluation" in m and "camera" in m for m in messages), messages
     assert "mAP" not in result.history[-1] and (tmp_path / "run" / "last.pt").exists()

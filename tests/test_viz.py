@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cli.main import build_parser, main
 from model import PRESETS, SONANet, save_checkpoint
 from training import viz
 from training.datasets import load_dataset
@@ -237,23 +235,6 @@ def test_curves_keep_the_last_row_of_a_repeated_epoch(tmp_path: Path) -> None:
 
 
 # -- command line -----------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sona")
-    sub = parser.add_subparsers(dest="command", required=True)
-    viz.add_viz_parser(sub)
-    return parser
-
-
-def main(argv: Sequence[str]) -> int:
-    """The way training.cli.main runs a handler: user errors become one line and exit code 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"sona {args.command}: error: {exc}", file=sys.stderr)
-        return 2
 
 
 def test_every_option_has_help() -> None:

@@ -14,12 +14,10 @@ output is the same bytes for a given seed on a given machine, independent of ren
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +32,6 @@ __all__ = [
     "METADATA_FILE",
     "SPLITS",
     "SyntheticSummary",
-    "add_synth_parser",
     "is_complete",
     "make_dataset",
     "read_metadata",
@@ -56,21 +53,51 @@ RGB = tuple[int, int, int]
 # Clothing palette: dark colours are commoner (as in real footage) and several entries are
 # near-duplicates of each other, so that a colour alone rarely identifies a person.
 _CLOTHES: list[tuple[RGB, float]] = [
-    ((22, 22, 26), 4.0), ((40, 40, 46), 3.0), ((62, 60, 64), 2.0), ((95, 95, 100), 2.0),
-    ((140, 140, 145), 1.5), ((190, 190, 192), 1.0), ((236, 236, 232), 2.0),
-    ((222, 214, 196), 1.0), ((24, 32, 72), 2.5), ((32, 46, 98), 2.0), ((44, 84, 168), 1.5),
-    ((116, 156, 206), 1.0), ((168, 30, 36), 1.2), ((136, 22, 44), 1.0), ((96, 28, 36), 0.8),
-    ((222, 140, 160), 0.7), ((224, 120, 40), 0.7), ((226, 196, 52), 0.6), ((104, 108, 52), 0.8),
-    ((46, 118, 60), 0.8), ((30, 70, 44), 0.8), ((178, 156, 112), 1.0), ((104, 70, 44), 1.0),
-    ((200, 176, 140), 0.8), ((92, 50, 120), 0.6), ((60, 100, 110), 0.6),
+    ((22, 22, 26), 4.0),
+    ((40, 40, 46), 3.0),
+    ((62, 60, 64), 2.0),
+    ((95, 95, 100), 2.0),
+    ((140, 140, 145), 1.5),
+    ((190, 190, 192), 1.0),
+    ((236, 236, 232), 2.0),
+    ((222, 214, 196), 1.0),
+    ((24, 32, 72), 2.5),
+    ((32, 46, 98), 2.0),
+    ((44, 84, 168), 1.5),
+    ((116, 156, 206), 1.0),
+    ((168, 30, 36), 1.2),
+    ((136, 22, 44), 1.0),
+    ((96, 28, 36), 0.8),
+    ((222, 140, 160), 0.7),
+    ((224, 120, 40), 0.7),
+    ((226, 196, 52), 0.6),
+    ((104, 108, 52), 0.8),
+    ((46, 118, 60), 0.8),
+    ((30, 70, 44), 0.8),
+    ((178, 156, 112), 1.0),
+    ((104, 70, 44), 1.0),
+    ((200, 176, 140), 0.8),
+    ((92, 50, 120), 0.6),
+    ((60, 100, 110), 0.6),
 ]
 _SKIN: list[RGB] = [
-    (246, 214, 190), (232, 190, 160), (214, 164, 128), (184, 132, 96), (150, 100, 70),
-    (112, 74, 50), (86, 58, 42),
+    (246, 214, 190),
+    (232, 190, 160),
+    (214, 164, 128),
+    (184, 132, 96),
+    (150, 100, 70),
+    (112, 74, 50),
+    (86, 58, 42),
 ]
 _HAIR: list[RGB] = [
-    (18, 16, 16), (34, 26, 22), (60, 42, 30), (96, 66, 40), (150, 110, 64), (196, 168, 110),
-    (120, 120, 120), (200, 200, 200),
+    (18, 16, 16),
+    (34, 26, 22),
+    (60, 42, 30),
+    (96, 66, 40),
+    (150, 110, 64),
+    (196, 168, 110),
+    (120, 120, 120),
+    (200, 200, 200),
 ]
 _PATTERNS = ("plain", "hstripes", "vstripes", "checks", "logo")
 _PATTERN_P = (0.4, 0.15, 0.1, 0.1, 0.25)
@@ -153,9 +180,22 @@ def _make_identity(rng: np.random.Generator) -> _Identity:
         hair=_jitter(rng, _choice(rng, _HAIR), 5.0),
         hair_style=_choice(rng, _HAIR_STYLES, _HAIR_STYLE_P),
         hat=_clothing_colour(rng),
-        shoes=_jitter(rng, _choice(rng, [(20, 20, 20), (60, 40, 30), (230, 230, 230),
-                                          (40, 40, 110), (150, 30, 30), (120, 120, 120)],
-                                   [0.4, 0.15, 0.2, 0.1, 0.05, 0.1]), 8.0),
+        shoes=_jitter(
+            rng,
+            _choice(
+                rng,
+                [
+                    (20, 20, 20),
+                    (60, 40, 30),
+                    (230, 230, 230),
+                    (40, 40, 110),
+                    (150, 30, 30),
+                    (120, 120, 120),
+                ],
+                [0.4, 0.15, 0.2, 0.1, 0.05, 0.1],
+            ),
+            8.0,
+        ),
         head=float(rng.uniform(0.115, 0.14)),
         shoulders=float(rng.uniform(0.11, 0.16)),
         hips=float(rng.uniform(0.08, 0.12)),
@@ -220,12 +260,18 @@ def _make_camera(rng: np.random.Generator, height: int, width: int) -> _Camera:
         colour = _muted(rng, 20, 200, 20)
         if rng.random() < 0.5:
             x = rng.uniform(0, scene_w)
-            draw.line([(x, 0), (x, rng.uniform(horizon, scene_h))], fill=colour,
-                      width=int(rng.integers(2, 3 + width // 20)))
+            draw.line(
+                [(x, 0), (x, rng.uniform(horizon, scene_h))],
+                fill=colour,
+                width=int(rng.integers(2, 3 + width // 20)),
+            )
         else:
             y = rng.uniform(horizon, scene_h)
-            draw.line([(0, y), (scene_w, y + rng.normal(0, height * 0.1))], fill=colour,
-                      width=int(rng.integers(2, 3 + height // 60)))
+            draw.line(
+                [(0, y), (scene_w, y + rng.normal(0, height * 0.1))],
+                fill=colour,
+                width=int(rng.integers(2, 3 + height // 60)),
+            )
     for _ in range(int(rng.integers(1, 4) * _SCENE_WIDTHS)):  # blotches on the ground
         colour = _muted(rng, 40, 180, 25)
         clutter.append(colour)
@@ -263,8 +309,16 @@ def _limb(draw: ImageDraw.ImageDraw, a, b, w_a: float, w_b: float, colour: RGB) 
     dx, dy = b[0] - a[0], b[1] - a[1]
     n = math.hypot(dx, dy) or 1.0
     px, py = -dy / n / 2, dx / n / 2
-    _poly(draw, [(a[0] + px * w_a, a[1] + py * w_a), (b[0] + px * w_b, b[1] + py * w_b),
-                 (b[0] - px * w_b, b[1] - py * w_b), (a[0] - px * w_a, a[1] - py * w_a)], colour)
+    _poly(
+        draw,
+        [
+            (a[0] + px * w_a, a[1] + py * w_a),
+            (b[0] + px * w_b, b[1] + py * w_b),
+            (b[0] - px * w_b, b[1] - py * w_b),
+            (a[0] - px * w_a, a[1] - py * w_a),
+        ],
+        colour,
+    )
 
 
 def _lerp(a, b, t: float):
@@ -284,14 +338,25 @@ def _patterned_torso(canvas: Image.Image, points, p: _Identity, u: float) -> Non
     half = max(1.0, p.stripe_period * u / 2)
     rows = (np.arange(h) // half).astype(np.int32)[:, None] % 2
     cols = (np.arange(w) // half).astype(np.int32)[None, :] % 2
-    second = {"hstripes": rows + 0 * cols, "vstripes": cols + 0 * rows,
-              "checks": (rows + cols) % 2}[p.top_pattern].astype(bool)
+    second = {
+        "hstripes": rows + 0 * cols,
+        "vstripes": cols + 0 * rows,
+        "checks": (rows + cols) % 2,
+    }[p.top_pattern].astype(bool)
     tile = np.where(second[..., None], np.array(p.top_second, np.uint8), np.array(p.top, np.uint8))
     canvas.paste(Image.fromarray(tile), (x0, y0), mask)
 
 
-def _draw_person(canvas: Image.Image, p: _Identity, view: str, facing: int,
-                 cx: float, top: float, u: float, rng: np.random.Generator) -> None:
+def _draw_person(
+    canvas: Image.Image,
+    p: _Identity,
+    view: str,
+    facing: int,
+    cx: float,
+    top: float,
+    u: float,
+    rng: np.random.Generator,
+) -> None:
     """Draw one pedestrian of height u whose head top is at (cx, top).
 
     facing: for side views, +1 walks to the right of the image, -1 to the left.
@@ -309,7 +374,7 @@ def _draw_person(canvas: Image.Image, p: _Identity, view: str, facing: int,
     sw = p.shoulders * u * (0.55 if side else 1.0)
     hw = p.hips * u * (0.7 if side else 1.0)
     limb = 0.05 * u * p.build
-    leg_w = (hw * 0.95 if not side else limb * 1.5)
+    leg_w = hw * 0.95 if not side else limb * 1.5
     y_knee = y_waist + (y_foot - y_waist) * 0.5
     dark = 0.72  # the far limb in a side view is in shadow
 
@@ -324,8 +389,10 @@ def _draw_person(canvas: Image.Image, p: _Identity, view: str, facing: int,
             _limb(draw, hip, knee, leg_w, leg_w * 0.85, _shade(p.bottom, shade))
         sx = 0.05 * u * facing if side else 0.0
         sl = 0.07 * u if side else 0.045 * u
-        draw.ellipse([foot[0] - sl + sx, foot[1] - shoe_h * 0.3, foot[0] + sl + sx,
-                      foot[1] + shoe_h], fill=_shade(p.shoes, shade))
+        draw.ellipse(
+            [foot[0] - sl + sx, foot[1] - shoe_h * 0.3, foot[0] + sl + sx, foot[1] + shoe_h],
+            fill=_shade(p.shoes, shade),
+        )
 
     def arm(x_sh: float, x_hand: float, shade: float) -> None:
         sh, hand = (x_sh, y_sh + 0.02 * u), (x_hand, y_waist + 0.07 * u)
@@ -334,15 +401,18 @@ def _draw_person(canvas: Image.Image, p: _Identity, view: str, facing: int,
         _limb(draw, elbow, hand, limb * 0.95, limb * 0.8, _shade(fore, shade))
         _limb(draw, sh, elbow, limb * 1.1, limb, _shade(p.top, shade))
         r = limb * 0.55
-        draw.ellipse([hand[0] - r, hand[1] - r, hand[0] + r, hand[1] + r],
-                     fill=_shade(p.skin, shade))
+        draw.ellipse(
+            [hand[0] - r, hand[1] - r, hand[0] + r, hand[1] + r], fill=_shade(p.skin, shade)
+        )
 
     # Backpack seen from the side sits behind the body: drawn first.
     if p.backpack is not None and side:
         bx = cx - facing * (sw + 0.055 * u)
         draw.rounded_rectangle(
             [min(bx, cx), y_sh + 0.02 * u, max(bx, cx), y_sh + 0.27 * u],
-            radius=0.02 * u, fill=_shade(p.backpack, 0.9))
+            radius=0.02 * u,
+            fill=_shade(p.backpack, 0.9),
+        )
 
     if side:
         leg(cx, cx - facing * stride, dark)
@@ -352,41 +422,85 @@ def _draw_person(canvas: Image.Image, p: _Identity, view: str, facing: int,
         leg(cx - hw * 0.5, cx - hw * 0.55 - stride, 1.0)
         leg(cx + hw * 0.5, cx + hw * 0.55 + stride, 1.0)
         if p.bottom_kind == "skirt":
-            _poly(draw, [(cx - hw, y_waist - 0.01 * u), (cx + hw, y_waist - 0.01 * u),
-                         (cx + hw * 1.45, y_knee), (cx - hw * 1.45, y_knee)], p.bottom)
+            _poly(
+                draw,
+                [
+                    (cx - hw, y_waist - 0.01 * u),
+                    (cx + hw, y_waist - 0.01 * u),
+                    (cx + hw * 1.45, y_knee),
+                    (cx - hw * 1.45, y_knee),
+                ],
+                p.bottom,
+            )
         else:
-            _poly(draw, [(cx - hw, y_waist - 0.01 * u), (cx + hw, y_waist - 0.01 * u),
-                         (cx + hw, y_waist + 0.06 * u), (cx - hw, y_waist + 0.06 * u)], p.bottom)
+            _poly(
+                draw,
+                [
+                    (cx - hw, y_waist - 0.01 * u),
+                    (cx + hw, y_waist - 0.01 * u),
+                    (cx + hw, y_waist + 0.06 * u),
+                    (cx - hw, y_waist + 0.06 * u),
+                ],
+                p.bottom,
+            )
     if side and p.bottom_kind == "skirt":
-        _poly(draw, [(cx - hw, y_waist - 0.01 * u), (cx + hw, y_waist - 0.01 * u),
-                      (cx + hw * 1.7, y_knee), (cx - hw * 1.7, y_knee)], p.bottom)
+        _poly(
+            draw,
+            [
+                (cx - hw, y_waist - 0.01 * u),
+                (cx + hw, y_waist - 0.01 * u),
+                (cx + hw * 1.7, y_knee),
+                (cx - hw * 1.7, y_knee),
+            ],
+            p.bottom,
+        )
 
     # Torso (with pattern), then the front details.
-    torso = [(cx - sw, y_sh), (cx + sw, y_sh), (cx + hw, y_waist + 0.01 * u),
-             (cx - hw, y_waist + 0.01 * u)]
+    torso = [
+        (cx - sw, y_sh),
+        (cx + sw, y_sh),
+        (cx + hw, y_waist + 0.01 * u),
+        (cx - hw, y_waist + 0.01 * u),
+    ]
     _patterned_torso(canvas, torso, p, u)
     r = sw * 0.3
     for x in (cx - sw + r * 0.7, cx + sw - r * 0.7):  # round shoulders
         draw.ellipse([x - r, y_sh - r * 0.25, x + r, y_sh + r * 1.2], fill=p.top)
     if view == "front":
         if p.jacket_inner is not None:
-            _poly(draw, [(cx - sw * 0.28, y_sh), (cx + sw * 0.28, y_sh),
-                         (cx + hw * 0.22, y_waist), (cx - hw * 0.22, y_waist)], p.jacket_inner)
+            _poly(
+                draw,
+                [
+                    (cx - sw * 0.28, y_sh),
+                    (cx + sw * 0.28, y_sh),
+                    (cx + hw * 0.22, y_waist),
+                    (cx - hw * 0.22, y_waist),
+                ],
+                p.jacket_inner,
+            )
         if p.top_pattern == "logo":
             s = 0.045 * u
             lx, ly = cx + sw * 0.1, y_sh + 0.09 * u
             draw.rectangle([lx - s, ly - s * 0.8, lx + s, ly + s * 0.8], fill=p.top_second)
-            draw.ellipse([lx - s * 0.45, ly - s * 0.45, lx + s * 0.45, ly + s * 0.45],
-                         fill=p.top)
+            draw.ellipse([lx - s * 0.45, ly - s * 0.45, lx + s * 0.45, ly + s * 0.45], fill=p.top)
         if p.backpack is not None:  # only the straps show
             for sgn in (-1, 1):
-                draw.line([(cx + sgn * sw * 0.6, y_sh), (cx + sgn * sw * 0.5, y_sh + 0.2 * u)],
-                          fill=_shade(p.backpack, 0.8), width=max(1, int(0.022 * u)))
+                draw.line(
+                    [(cx + sgn * sw * 0.6, y_sh), (cx + sgn * sw * 0.5, y_sh + 0.2 * u)],
+                    fill=_shade(p.backpack, 0.8),
+                    width=max(1, int(0.022 * u)),
+                )
     elif view == "back" and p.backpack is not None:
-        draw.rounded_rectangle([cx - sw * 0.78, y_sh + 0.025 * u, cx + sw * 0.78,
-                                y_sh + p.torso * u * 0.8], radius=0.025 * u, fill=p.backpack)
-        draw.line([(cx - sw * 0.6, y_sh + 0.12 * u), (cx + sw * 0.6, y_sh + 0.12 * u)],
-                  fill=_shade(p.backpack, 0.7), width=max(1, int(0.01 * u)))
+        draw.rounded_rectangle(
+            [cx - sw * 0.78, y_sh + 0.025 * u, cx + sw * 0.78, y_sh + p.torso * u * 0.8],
+            radius=0.025 * u,
+            fill=p.backpack,
+        )
+        draw.line(
+            [(cx - sw * 0.6, y_sh + 0.12 * u), (cx + sw * 0.6, y_sh + 0.12 * u)],
+            fill=_shade(p.backpack, 0.7),
+            width=max(1, int(0.01 * u)),
+        )
 
     # Arms over the torso (near arm only in a side view).
     if side:
@@ -399,21 +513,30 @@ def _draw_person(canvas: Image.Image, p: _Identity, view: str, facing: int,
     if p.handbag is not None:
         hs = p.handbag_side * (-1 if view == "back" else 1)
         hx = cx + hs * (sw + limb * 0.9) if not side else cx + facing * 0.01 * u
-        draw.line([(cx + hs * sw * 0.6, y_sh), (hx, y_waist - 0.02 * u)],
-                  fill=_shade(p.handbag, 0.6), width=max(1, int(0.012 * u)))
+        draw.line(
+            [(cx + hs * sw * 0.6, y_sh), (hx, y_waist - 0.02 * u)],
+            fill=_shade(p.handbag, 0.6),
+            width=max(1, int(0.012 * u)),
+        )
         bw, bh = 0.06 * u, 0.075 * u
-        draw.rectangle([hx - bw / 2, y_waist - 0.03 * u, hx + bw / 2, y_waist - 0.03 * u + bh],
-                       fill=p.handbag)
+        draw.rectangle(
+            [hx - bw / 2, y_waist - 0.03 * u, hx + bw / 2, y_waist - 0.03 * u + bh], fill=p.handbag
+        )
 
     # Neck, head, hair.
     nx = cx + (facing * 0.01 * u if side else 0.0)
-    draw.rectangle([nx - head_w * 0.22, top + head_h * 0.8, nx + head_w * 0.22, y_sh + 0.01 * u],
-                   fill=_shade(p.skin, 0.9))
+    draw.rectangle(
+        [nx - head_w * 0.22, top + head_h * 0.8, nx + head_w * 0.22, y_sh + 0.01 * u],
+        fill=_shade(p.skin, 0.9),
+    )
     hx0, hx1 = nx - head_w / 2, nx + head_w / 2
     if p.hair_style == "long" and view != "front":
         back_x = nx - facing * head_w * 0.35 if side else nx
-        draw.rounded_rectangle([back_x - head_w * 0.5, top + head_h * 0.3, back_x + head_w * 0.5,
-                                y_sh + 0.09 * u], radius=head_w * 0.3, fill=p.hair)
+        draw.rounded_rectangle(
+            [back_x - head_w * 0.5, top + head_h * 0.3, back_x + head_w * 0.5, y_sh + 0.09 * u],
+            radius=head_w * 0.3,
+            fill=p.hair,
+        )
     face = p.skin if view != "back" else p.hair
     if view == "back" and p.hair_style in ("bald", "hat"):
         face = p.skin
@@ -423,25 +546,42 @@ def _draw_person(canvas: Image.Image, p: _Identity, view: str, facing: int,
             draw.chord([hx0, top, hx1, top + head_h], 180, 360, fill=p.hair)
             if p.hair_style == "long":
                 for x in (hx0 - head_w * 0.05, hx1 - head_w * 0.25):
-                    draw.rectangle([x, top + head_h * 0.4, x + head_w * 0.3,
-                                    top + head_h * 1.25], fill=p.hair)
+                    draw.rectangle(
+                        [x, top + head_h * 0.4, x + head_w * 0.3, top + head_h * 1.25], fill=p.hair
+                    )
         elif side:
             # From the nape round the back of the head to the forehead.
             start, end = (120, 330) if facing > 0 else (210, 60)
             draw.pieslice([hx0, top, hx1, top + head_h], start, end, fill=p.hair)
     elif p.hair_style == "hat":
-        draw.chord([hx0 - head_w * 0.04, top - head_h * 0.05, hx1 + head_w * 0.04,
-                    top + head_h * 0.95], 180, 360, fill=p.hat)
+        draw.chord(
+            [hx0 - head_w * 0.04, top - head_h * 0.05, hx1 + head_w * 0.04, top + head_h * 0.95],
+            180,
+            360,
+            fill=p.hat,
+        )
         bx = facing * head_w * 0.3 if side else 0.0
-        draw.rectangle([hx0 - head_w * 0.08 + bx, top + head_h * 0.36, hx1 + head_w * 0.08 + bx,
-                        top + head_h * 0.46], fill=_shade(p.hat, 0.8))
+        draw.rectangle(
+            [
+                hx0 - head_w * 0.08 + bx,
+                top + head_h * 0.36,
+                hx1 + head_w * 0.08 + bx,
+                top + head_h * 0.46,
+            ],
+            fill=_shade(p.hat, 0.8),
+        )
 
 
 # --------------------------------------------------------------------------- one image
 
 
-def _render(p: _Identity, cam: _Camera, size: tuple[int, int], rng: np.random.Generator,
-            bad_detection: bool = False) -> Image.Image:
+def _render(
+    p: _Identity,
+    cam: _Camera,
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    bad_detection: bool = False,
+) -> Image.Image:
     """One crop of identity p seen by camera cam, at size (height, width)."""
     height, width = size
     big_h, big_w = height * _SUPERSAMPLE, width * _SUPERSAMPLE
@@ -501,13 +641,15 @@ class SyntheticSummary:
 
     def __str__(self) -> str:
         c = self.counts
-        return "\n".join([
-            f"synthetic Market-1501-style dataset at {self.root} ({self.elapsed_s:.1f} s)",
-            f"  train    {c['train_identities']:>6} ids {c['train_images']:>7} images",
-            f"  query    {c['query_identities']:>6} ids {c['query_images']:>7} images",
-            f"  gallery  {c['gallery_identities']:>6} ids {c['gallery_images']:>7} images "
-            f"(of which {c['distractor_images']} distractors labelled 0000)",
-        ])
+        return "\n".join(
+            [
+                f"synthetic Market-1501-style dataset at {self.root} ({self.elapsed_s:.1f} s)",
+                f"  train    {c['train_identities']:>6} ids {c['train_images']:>7} images",
+                f"  query    {c['query_identities']:>6} ids {c['query_images']:>7} images",
+                f"  gallery  {c['gallery_identities']:>6} ids {c['gallery_images']:>7} images "
+                f"(of which {c['distractor_images']} distractors labelled 0000)",
+            ]
+        )
 
 
 def is_complete(root: str | os.PathLike[str]) -> bool:
@@ -519,8 +661,10 @@ def read_metadata(root: str | os.PathLike[str]) -> dict:
     """The parameters and counts of a finished dataset; an interrupted one raises DatasetError."""
     path = Path(root) / METADATA_FILE
     if not path.is_file():
-        raise DatasetError(f"{root}: no {METADATA_FILE}; not a synthetic dataset, or its "
-                           "generation was interrupted (regenerate with overwrite)")
+        raise DatasetError(
+            f"{root}: no {METADATA_FILE}; not a synthetic dataset, or its "
+            "generation was interrupted (regenerate with overwrite)"
+        )
     meta = json.loads(path.read_text())
     if meta.get("format") != FORMAT:
         raise DatasetError(f"{path}: unexpected format {meta.get('format')!r}")
@@ -532,11 +676,17 @@ def _prepare(root: Path, overwrite: bool) -> None:
         raise NotADirectoryError(f"{root} exists and is not a folder")
     if root.is_dir() and any(root.iterdir()):
         if not overwrite:
-            state = ("a synthetic dataset" if is_complete(root) else
-                     "an incomplete synthetic dataset" if any((root / s).exists() for s in SPLITS)
-                     else "other files")
-            raise FileExistsError(f"{root} is not empty (it holds {state}); "
-                                  "pass overwrite=True (--overwrite) to replace it")
+            state = (
+                "a synthetic dataset"
+                if is_complete(root)
+                else "an incomplete synthetic dataset"
+                if any((root / s).exists() for s in SPLITS)
+                else "other files"
+            )
+            raise FileExistsError(
+                f"{root} is not empty (it holds {state}); "
+                "pass overwrite=True (--overwrite) to replace it"
+            )
         # Metadata first: if clearing is interrupted, the folder reads as incomplete.
         (root / METADATA_FILE).unlink(missing_ok=True)
         for split in SPLITS:
@@ -575,13 +725,16 @@ def make_dataset(
     height, width = (int(v) for v in image_size)
     n_train = round(identities * train_fraction)
     if not 2 <= cameras <= 9:
-        raise ValueError(f"cameras must be 2..9 (a Market name holds one camera digit), "
-                         f"got {cameras}")
+        raise ValueError(
+            f"cameras must be 2..9 (a Market name holds one camera digit), got {cameras}"
+        )
     if identities < 2 or identities > 9999:
         raise ValueError(f"identities must be 2..9999, got {identities}")
     if not 1 <= n_train < identities:
-        raise ValueError(f"train_fraction {train_fraction} leaves no train or no test identity "
-                         f"out of {identities}")
+        raise ValueError(
+            f"train_fraction {train_fraction} leaves no train or no test identity "
+            f"out of {identities}"
+        )
     if images_per_camera < 2:
         raise ValueError("images_per_camera must be at least 2 (one query, one gallery image)")
     if distractors < 0:
@@ -602,7 +755,8 @@ def make_dataset(
     step = min(40, 999_000 // per_camera)
     frames = [int(_rng(seed, _T_CAMERA, c, 1).integers(1, 500)) for c in range(cameras)]
     counts = dict.fromkeys(
-        ("train_images", "query_images", "gallery_images", "distractor_images"), 0)
+        ("train_images", "query_images", "gallery_images", "distractor_images"), 0
+    )
 
     def write(split: str, pid: int, cam: int, image: Image.Image) -> None:
         frames[cam] += int(_rng(seed, _T_FRAME, pid, cam, frames[cam]).integers(1, step + 1))
@@ -621,11 +775,19 @@ def make_dataset(
             for k in range(images_per_camera):
                 rng = _rng(seed, _T_IMAGE, pid, cam, k)
                 image = _render(person, cams[cam], (height, width), rng)
-                split = ("bounding_box_train" if not test else
-                         "query" if k == query_k else "bounding_box_test")
+                split = (
+                    "bounding_box_train"
+                    if not test
+                    else "query"
+                    if k == query_k
+                    else "bounding_box_test"
+                )
                 write(split, pid, cam, image)
-                key = {"bounding_box_train": "train_images", "query": "query_images",
-                       "bounding_box_test": "gallery_images"}[split]
+                key = {
+                    "bounding_box_train": "train_images",
+                    "query": "query_images",
+                    "bounding_box_test": "gallery_images",
+                }[split]
                 counts[key] += 1
 
     for d in range(distractors):
@@ -633,23 +795,32 @@ def make_dataset(
         for cam in camera_subset(_rng(seed, _T_DISTRACTOR, d, 1), 1, 2):
             for k in range(images_per_camera):
                 rng = _rng(seed, _T_DISTRACTOR, d, cam, k)
-                image = _render(person, cams[cam], (height, width), rng,
-                                bad_detection=bool(rng.random() < 0.4))
+                image = _render(
+                    person, cams[cam], (height, width), rng, bad_detection=bool(rng.random() < 0.4)
+                )
                 write("bounding_box_test", 0, cam, image)
                 counts["gallery_images"] += 1
                 counts["distractor_images"] += 1
 
-    counts |= {"train_identities": n_train, "query_identities": identities - n_train,
-               "gallery_identities": identities - n_train, "distractor_identities": distractors}
+    counts |= {
+        "train_identities": n_train,
+        "query_identities": identities - n_train,
+        "gallery_identities": identities - n_train,
+        "distractor_identities": distractors,
+    }
     meta = {
         "format": FORMAT,
         "generator": "training.synthetic",
         "version": _VERSION,
         "seed": seed,
         "parameters": {
-            "identities": identities, "cameras": cameras, "images_per_camera": images_per_camera,
-            "distractors": distractors, "image_size": [height, width],
-            "train_fraction": train_fraction, "quality": quality,
+            "identities": identities,
+            "cameras": cameras,
+            "images_per_camera": images_per_camera,
+            "distractors": distractors,
+            "image_size": [height, width],
+            "train_fraction": train_fraction,
+            "quality": quality,
         },
         "counts": counts,
         "splits": {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"},
@@ -658,66 +829,3 @@ def make_dataset(
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, root / METADATA_FILE)
     return SyntheticSummary(root=root, counts=counts, elapsed_s=time.perf_counter() - start)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected HEIGHTxWIDTH such as 128x64, got {text!r}") from None
-    return height, width
-
-
-def _cmd_synth(args: argparse.Namespace) -> int:
-    try:
-        summary = make_dataset(
-            args.output, args.identities, args.cameras,
-            images_per_camera=args.images_per_camera, distractors=args.distractors,
-            image_size=args.size, seed=args.seed, train_fraction=args.train_fraction,
-            quality=args.quality, overwrite=args.overwrite,
-        )
-    except (FileExistsError, NotADirectoryError) as exc:
-        print(f"sona synth: error: {exc}", file=sys.stderr)
-        return 2
-    print(summary)
-    return 0
-
-
-def add_synth_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``synth`` on an argparse subparsers object; returns the new parser."""
-    parser = subparsers.add_parser(
-        "synth",
-        help="generate a synthetic pedestrian dataset in the Market-1501 layout",
-        description="Render a seeded synthetic re-ID dataset (bounding_box_train/, query/, "
-        "bounding_box_test/, synthetic.json) for tests, demos and smoke-training. "
-        "The same seed gives the same files.",
-    )
-    parser.add_argument("output", metavar="OUTPUT",
-                        help="folder to write; must be empty or absent unless --overwrite")
-    parser.add_argument("--identities", type=int, default=100, metavar="N",
-                        help="labelled identities, split between train and test (default: 100)")
-    parser.add_argument("--cameras", type=int, default=6, metavar="N",
-                        help="cameras, 2 to 9; each identity appears in at least 2 (default: 6)")
-    parser.add_argument("--images-per-camera", type=int, default=3, metavar="N",
-                        help="images of an identity in each camera it appears in; for test "
-                        "identities one of them is the query (default: 3)")
-    parser.add_argument("--distractors", type=int, default=None, metavar="N",
-                        help="extra gallery-only identities labelled 0000 "
-                        "(default: identities // 5)")
-    parser.add_argument("--size", type=_size, default=(128, 64), metavar="HxW",
-                        help="image height x width in pixels (default: 128x64, as Market-1501)")
-    parser.add_argument("--train-fraction", type=float, default=0.5, metavar="F",
-                        help="share of the identities used for training (default: 0.5)")
-    parser.add_argument("--quality", type=int, default=90, metavar="Q",
-                        help="JPEG quality, 1 to 100 (default: 90)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="random seed; the same seed gives the same files (default: 0)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the splits and synthetic.json of a non-empty OUTPUT "
-                        "(other files there are left alone)")
-    parser.set_defaults(handler=_cmd_synth)
-    return parser

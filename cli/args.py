@@ -1,0 +1,62 @@
+"""Argument types shared by the command groups: each turns text into a value or says why not."""
+
+from __future__ import annotations
+
+import argparse
+
+from model.preprocess import parse_hw
+
+__all__ = ["batch_shape", "hw", "points", "positive", "stages"]
+
+
+def hw(text: str) -> tuple[int, int]:
+    """``384x128`` -> (384, 128)."""
+    try:
+        return parse_hw(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def stages(text: str) -> tuple[int, ...]:
+    """``2,3``, ``2+3`` or ``none`` -> SONA stages."""
+    if text.lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(v) for v in text.replace("+", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected stages such as 2,3 or none, got {text!r}"
+        ) from None
+
+
+def batch_shape(text: str) -> tuple[int, int]:
+    """``32x4`` -> (identities, images per identity)."""
+    try:
+        p, k = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PxK such as 32x4, got {text!r}") from None
+    return p, k
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def points(text: str) -> list[tuple[float, float]]:
+    """``40,32;200,64`` -> [(40.0, 32.0), (200.0, 64.0)]: row,col pixel pairs."""
+    try:
+        pairs = [p for p in text.replace(" ", "").split(";") if p]
+        found = [tuple(float(v) for v in p.split(",")) for p in pairs]
+    except ValueError:
+        found = []
+    if not found or any(len(p) != 2 for p in found):
+        raise argparse.ArgumentTypeError(
+            f"expected row,col pixel pairs separated by ';' such as '40,32;200,64', got {text!r}"
+        )
+    return found  # type: ignore[return-value]

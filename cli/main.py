@@ -1,0 +1,45 @@
+"""``sona``: one entry point, a subcommand per job, dispatched to the group that owns it.
+
+Each command imports what it needs when it runs, so ``sona --help`` stays instant and
+``sona info`` never loads the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import model_cmds, service_cmds, training_cmds
+from .errors import UserError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sona",
+        description="SONA-Net person re-identification: model, training, gallery search.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    model_cmds.add_parsers(sub)
+    training_cmds.add_parsers(sub)
+    service_cmds.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"sona {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        # The user's to fix (library errors of this kind are ValueErrors): one line, no traceback.
+        print(f"sona {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

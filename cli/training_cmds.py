@@ -1,0 +1,320 @@
+"""Training commands: ``sona synth``, ``sona train`` and ``sona eval``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from .args import batch_shape, hw
+from .errors import UserError
+from .model_cmds import add_architecture_options, add_device_option
+
+__all__ = ["add_parsers"]
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from training.synthetic import make_dataset
+
+    try:
+        summary = make_dataset(
+            args.output,
+            args.identities,
+            args.cameras,
+            images_per_camera=args.images_per_camera,
+            distractors=args.distractors,
+            image_size=args.size,
+            seed=args.seed,
+            train_fraction=args.train_fraction,
+            quality=args.quality,
+            overwrite=args.overwrite,
+        )
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise UserError(str(exc)) from exc
+    print(summary)
+    return 0
+
+
+def _add_synth(sub: Any) -> None:
+    parser = sub.add_parser(
+        "synth",
+        help="generate a synthetic pedestrian dataset in the Market-1501 layout",
+        description="Render a seeded synthetic re-ID dataset (bounding_box_train/, query/, "
+        "bounding_box_test/, synthetic.json) for tests, demos and smoke-training. "
+        "The same seed gives the same files.",
+    )
+    parser.add_argument(
+        "output",
+        metavar="OUTPUT",
+        help="folder to write; must be empty or absent unless --overwrite",
+    )
+    parser.add_argument(
+        "--identities",
+        type=int,
+        default=100,
+        metavar="N",
+        help="labelled identities, split between train and test (default: 100)",
+    )
+    parser.add_argument(
+        "--cameras",
+        type=int,
+        default=6,
+        metavar="N",
+        help="cameras, 2 to 9; each identity appears in at least 2 (default: 6)",
+    )
+    parser.add_argument(
+        "--images-per-camera",
+        type=int,
+        default=3,
+        metavar="N",
+        help="images of an identity in each camera it appears in; for test "
+        "identities one of them is the query (default: 3)",
+    )
+    parser.add_argument(
+        "--distractors",
+        type=int,
+        default=None,
+        metavar="N",
+        help="extra gallery-only identities labelled 0000 (default: identities // 5)",
+    )
+    parser.add_argument(
+        "--size",
+        type=hw,
+        default=(128, 64),
+        metavar="HxW",
+        help="image height x width in pixels (default: 128x64, as Market-1501)",
+    )
+    parser.add_argument(
+        "--train-fraction",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="share of the identities used for training (default: 0.5)",
+    )
+    parser.add_argument(
+        "--quality", type=int, default=90, metavar="Q", help="JPEG quality, 1 to 100 (default: 90)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed; the same seed gives the same files (default: 0)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the splits and synthetic.json of a non-empty OUTPUT "
+        "(other files there are left alone)",
+    )
+    parser.set_defaults(handler=_cmd_synth)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.config import TRAIN_PRESETS
+    from training.datasets import load_dataset
+    from training.trainer import Trainer
+
+    config = TRAIN_PRESETS[args.preset]
+    model = dataclasses.replace(
+        config.model,
+        **{
+            k: v
+            for k, v in {
+                "depth": args.depth,
+                "sona_stages": args.sona_stages,
+                "input_size": args.input,
+                "backbone_weights": args.backbone_weights,
+            }.items()
+            if v is not None
+        },
+    )
+    overrides = {
+        "epochs": args.epochs,
+        "base_lr": args.lr,
+        "eval_every": args.eval_every,
+        "seed": args.seed,
+        "triplet_margin": args.triplet_margin,
+    }
+    if args.batch:
+        overrides["ids_per_batch"], overrides["images_per_id"] = args.batch
+    if args.no_amp:
+        overrides["amp"] = False
+    config = dataclasses.replace(
+        config, model=model, **{k: v for k, v in overrides.items() if v is not None}
+    )
+    data = load_dataset(args.dataset, args.data)
+    trainer = Trainer(
+        config,
+        data,
+        args.output,
+        device=args.device,
+        workers=args.workers,
+        preload=not args.no_preload,
+        progress=not args.quiet,
+        stop_after=args.stop_after,
+    )
+    if trainer.is_main:
+        print(data.summary())
+    result = trainer.fit(resume=not args.no_resume)
+    if trainer.is_main and result.best:
+        best = result.best
+        print(
+            f"best: epoch {best['epoch']}  rank-1 {best['rank1']:.2%}  mAP {best['mAP']:.2%}  "
+            f"-> {result.run_dir / 'best.pt'}"
+        )
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from model import load_checkpoint
+    from model.device import resolve_device
+    from training.data import ImageDataset
+    from training.datasets import load_dataset, require_evaluable
+    from training.features import evaluate_net
+
+    data = require_evaluable(load_dataset(args.dataset, args.data))
+    device = resolve_device(args.device)
+    images: dict[tuple[int, int], tuple[ImageDataset, ImageDataset]] = {}
+    rows = []
+    columns = ("mAP", "rank1", "rank5", "rank10", "mINP")
+    print(f"{'checkpoint':<40} {'mAP':>7} {'R-1':>7} {'R-5':>7} {'R-10':>7} {'mINP':>7}")
+    for path in args.checkpoints:
+        net, _ = load_checkpoint(path, device)
+        size = net.config.input_size
+        if size not in images:
+            preload = not args.no_preload
+            images[size] = (
+                ImageDataset(data.query, size, preload=preload),
+                ImageDataset(data.gallery, size, preload=preload),
+            )
+        query, gallery = images[size]
+        metrics = evaluate_net(
+            net,
+            data,
+            device,
+            query=query,
+            gallery=gallery,
+            rerank=args.rerank,
+            batch_size=args.batch_size,
+            workers=args.workers,
+        )
+        row = [getattr(metrics, c) * 100 for c in columns]
+        rows.append(row)
+        print(f"{str(path)[-40:]:<40} " + " ".join(f"{v:>7.2f}" for v in row))
+    if len(rows) > 1:
+        table = np.array(rows)
+        print(
+            f"{'mean (' + str(len(rows)) + ' runs)':<40} "
+            + " ".join(f"{v:>7.2f}" for v in table.mean(0))
+        )
+        print(f"{'std':<40} " + " ".join(f"{v:>7.2f}" for v in table.std(0, ddof=1)))
+    print(
+        f"({data.name}: {len(data.query)} queries, {len(data.gallery)} gallery images"
+        + (", k-reciprocal re-ranking" if args.rerank else "")
+        + ")"
+    )
+    return 0
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    from training.datasets import DATASET_NAMES
+
+    parser.add_argument(
+        "--dataset", required=True, choices=DATASET_NAMES, help="dataset layout under --data"
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="ROOT",
+        help="dataset folder (for custom: a folder per identity, or a CSV file)",
+    )
+    add_device_option(parser)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="data-loading processes when images are not preloaded (default 2)",
+    )
+    parser.add_argument(
+        "--no-preload",
+        action="store_true",
+        help="decode images per batch instead of once into memory "
+        "(for datasets larger than memory)",
+    )
+
+
+def add_parsers(sub: Any) -> None:
+    _add_synth(sub)
+    train = sub.add_parser(
+        "train",
+        help="train SONA-Net (resumes when OUTPUT holds an unfinished run)",
+        description="Train SONA-Net with the paper's recipe (or the tiny preset). Writes "
+        "last.pt (resumable), best.pt, metrics.jsonl and config.json into --output. Run under "
+        "torchrun for several GPUs: torchrun --nproc-per-node N -m cli train ...",
+    )
+    _add_data_options(train)
+    train.add_argument("--output", required=True, metavar="DIR", help="run folder")
+    train.add_argument(
+        "--preset",
+        choices=["paper", "tiny"],
+        default="paper",
+        help="paper: ResNet-50 at 384x128, 400 epochs; tiny: ResNet-18 for CPUs",
+    )
+    train.add_argument("--epochs", type=int, help="total epochs (schedule milestones unchanged)")
+    train.add_argument(
+        "--batch",
+        type=batch_shape,
+        metavar="PxK",
+        help="identities x images per identity per batch (paper: 32x4)",
+    )
+    train.add_argument("--lr", type=float, help="peak learning rate after warm-up (paper: 1e-3)")
+    train.add_argument(
+        "--triplet-margin",
+        type=float,
+        metavar="M",
+        help="hinge triplet loss with this margin (default: soft margin)",
+    )
+    add_architecture_options(train)
+    train.add_argument(
+        "--backbone-weights",
+        metavar="PATH",
+        help="torchvision ResNet state dict to start from (e.g. ImageNet weights)",
+    )
+    train.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help="evaluate every N epochs and at the end (0: only at the end)",
+    )
+    train.add_argument("--seed", type=int, help="random seed (default 0)")
+    train.add_argument("--no-amp", action="store_true", help="CUDA: train in float32")
+    train.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start afresh even if --output holds a run (its files are replaced)",
+    )
+    train.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="N",
+        help="stop after N epochs in this call; run again to resume",
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_cmd_train)
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="rank-1/5/10, mAP and mINP of one or more checkpoints",
+        description="Evaluate checkpoints on a dataset's query/gallery split (Market-1501 "
+        "protocol, flip-averaged embeddings, cosine distance). With several checkpoints (the "
+        "paper reports four runs per configuration) prints mean and standard deviation.",
+    )
+    evaluate.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
+    _add_data_options(evaluate)
+    evaluate.add_argument(
+        "--rerank", action="store_true", help="k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)"
+    )
+    evaluate.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    evaluate.set_defaults(handler=_cmd_eval)
