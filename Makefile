@@ -26,10 +26,12 @@ test: $(STAMP)
 	@if [ -n "$$CI" ] && ! command -v chromium >/dev/null; then \
 		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; fi
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

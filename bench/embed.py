@@ -157,9 +157,11 @@ def calibration_batches(records, size: tuple[int, int], count: int, batch: int =
         yield normalize(crops[i : i + batch]).numpy()
 
 
-def variants(net: SONANet, workdir: Path, calibration: list, *, compile: bool,
-             bf16: bool) -> dict[str, Factory]:
+def variants(
+    net: SONANet, workdir: Path, calibration: list, *, compile: bool, bf16: bool
+) -> dict[str, Factory]:
     """The candidate encoders of ``net``, built lazily (exports and compilation take a while)."""
+
     def onnx(precision: str) -> Encoder:
         fp32 = workdir / "fp32.onnx"
         if not fp32.exists():
@@ -203,8 +205,10 @@ def ours_run(encoder: Encoder) -> Callable[[list[bytes]], np.ndarray]:
 def section_variants(net, jpegs, factories, batch, seconds):
     """Every variant and naive, interleaved; returns each variant's embeddings/s."""
     size = net.config.input_size
-    print(f"\n## Variants: depth {net.config.depth} at {size[0]}x{size[1]}, batch {batch}, "
-          f"{len(jpegs)} crops\n")
+    print(
+        f"\n## Variants: depth {net.config.depth} at {size[0]}x{size[1]}, batch {batch}, "
+        f"{len(jpegs)} crops\n"
+    )
     encoders, builds, vectors = {}, {}, {}
     for name, factory in factories.items():
         start = time.perf_counter()
@@ -216,19 +220,25 @@ def section_variants(net, jpegs, factories, batch, seconds):
     runs |= {name: (ours_run(e), batch, 1) for name, e in encoders.items()}
     latencies = rounds(runs, jpegs, seconds)
     naive_rate = 1 / statistics.mean(latencies["naive"])
-    print(f"naive (per image: Pillow, eager fp32 at batch 1): {naive_rate:.2f} embeddings/s, "
-          f"{1000 / naive_rate:.0f} ms each; {len(latencies['naive']) // batch} rounds\n")
-    print("| variant | embeddings/s | ms/image | vs naive | build s | min cosine vs fp32 "
-          "| top-10 overlap vs fp32 |")
+    print(
+        f"naive (per image: Pillow, eager fp32 at batch 1): {naive_rate:.2f} embeddings/s, "
+        f"{1000 / naive_rate:.0f} ms each; {len(latencies['naive']) // batch} rounds\n"
+    )
+    print(
+        "| variant | embeddings/s | ms/image | vs naive | build s | min cosine vs fp32 "
+        "| top-10 overlap vs fp32 |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     reference = vectors[next(iter(vectors))]
     rates = {}
     for name in encoders:
         rates[name] = rate = batch / statistics.mean(latencies[name])
         close = agreement(reference, vectors[name])
-        print(f"| {name} | {rate:.2f} | {1000 / rate:.0f} | {rate / naive_rate:.2f}x | "
-              f"{builds[name]:.0f} | {close['min_cosine']:.5f} | {close['topk_overlap']:.3f} |",
-              flush=True)
+        print(
+            f"| {name} | {rate:.2f} | {1000 / rate:.0f} | {rate / naive_rate:.2f}x | "
+            f"{builds[name]:.0f} | {close['min_cosine']:.5f} | {close['topk_overlap']:.3f} |",
+            flush=True,
+        )
     return rates
 
 
@@ -240,8 +250,10 @@ def section_sweep(net, jpegs, encoder, sizes, seconds, macs, peaks):
     latencies = rounds(runs, jpegs, seconds)
     naive_rate = 1 / statistics.mean(latencies["naive"])
     print(f"\n## Sweep: naive against {encoder.name}, interleaved\n")
-    print("| path | batch | batches timed | embeddings/s | vs naive | p50 ms/batch "
-          "| p99 ms/batch | GFLOP/s | of GEMM peak |")
+    print(
+        "| path | batch | batches timed | embeddings/s | vs naive | p50 ms/batch "
+        "| p99 ms/batch | GFLOP/s | of GEMM peak |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     precision = "int8" if "int8" in encoder.name else "bf16" if "bf16" in encoder.name else "fp32"
     for name, lat in latencies.items():
@@ -250,9 +262,12 @@ def section_sweep(net, jpegs, encoder, sizes, seconds, macs, peaks):
         gflops = 2 * macs * rate / 1e9
         peak = peaks["fp32" if name == "naive" else precision]
         label = "naive (Pillow, eager fp32)" if name == "naive" else encoder.name
-        print(f"| {label} | {batch} | {len(lat)} | {rate:.2f} | {rate / naive_rate:.2f}x | "
-              f"{1000 * p(lat, 50):.0f} | {1000 * p(lat, 99):.0f} | {gflops:.0f} | "
-              f"{gflops / peak:.0%} |", flush=True)
+        print(
+            f"| {label} | {batch} | {len(lat)} | {rate:.2f} | {rate / naive_rate:.2f}x | "
+            f"{1000 * p(lat, 50):.0f} | {1000 * p(lat, 99):.0f} | {gflops:.0f} | "
+            f"{gflops / peak:.0%} |",
+            flush=True,
+        )
 
 
 def section_rankings(checkpoint: Path, data: Path, workdir: Path, compile: bool, bf16: bool):
@@ -271,8 +286,10 @@ def section_rankings(checkpoint: Path, data: Path, workdir: Path, compile: bool,
     calibration = list(calibration_batches(dataset.train, size, 256, batch=32))
     factories = variants(net, workdir / "trained", calibration, compile=compile, bf16=bf16)
     c = net.config
-    print(f"\n## Rankings: trained {checkpoint} (depth {c.depth}, "
-          f"{c.input_size[0]}x{c.input_size[1]}), {len(q_img)} queries, {len(g_img)} gallery\n")
+    print(
+        f"\n## Rankings: trained {checkpoint} (depth {c.depth}, "
+        f"{c.input_size[0]}x{c.input_size[1]}), {len(q_img)} queries, {len(g_img)} gallery\n"
+    )
     print("| variant | rank-1 % | mAP % | Δ rank-1 | Δ mAP | top-10 overlap | identical top-10 |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     ref = None
@@ -287,9 +304,12 @@ def section_rankings(checkpoint: Path, data: Path, workdir: Path, compile: bool,
             ref = (cmc[0], mean_ap, order)
         overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(order, ref[2], strict=True)])
         same = np.mean([list(a) == list(b) for a, b in zip(order, ref[2], strict=True)])
-        print(f"| {name} | {100 * cmc[0]:.2f} | {100 * mean_ap:.2f} | "
-              f"{100 * (cmc[0] - ref[0]):+.2f} | {100 * (mean_ap - ref[1]):+.2f} | "
-              f"{overlap:.3f} | {same:.1%} |", flush=True)
+        print(
+            f"| {name} | {100 * cmc[0]:.2f} | {100 * mean_ap:.2f} | "
+            f"{100 * (cmc[0] - ref[0]):+.2f} | {100 * (mean_ap - ref[1]):+.2f} | "
+            f"{overlap:.3f} | {same:.1%} |",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -298,13 +318,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="batch of the variants table")
     parser.add_argument("--sizes", default="1,8,32,64", help="batch sizes of the sweep")
     parser.add_argument("--crops", type=int, default=64, help="distinct crops timed")
-    parser.add_argument("--seconds", type=float, default=120,
-                        help="timing budget of each table (at least 3 interleaved rounds)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=120,
+        help="timing budget of each table (at least 3 interleaved rounds)",
+    )
     parser.add_argument("--default", help="variant of the sweep (default: the fastest)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--data", type=Path, default=Path("runs/bench-synthetic/data"))
-    parser.add_argument("--checkpoint", type=Path,
-                        default=Path("runs/bench-synthetic/sona-2+3/best.pt"))
+    parser.add_argument(
+        "--checkpoint", type=Path, default=Path("runs/bench-synthetic/sona-2+3/best.pt")
+    )
     parser.add_argument("--quick", action="store_true", help="tiny config, short budgets")
     parser.add_argument("--threads", type=int, help="threads for PyTorch and ONNX Runtime")
     parser.add_argument("--sections", default="speed,rankings", help="speed, rankings or both")
@@ -321,17 +346,25 @@ def main() -> None:
     net = SONANet(config, load_backbone_weights=False).eval()
     info = describe(config)
     dataset = load_dataset("market1501", args.data)
-    peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16),
-             "int8": gemm_peak(torch.int8)}
-    print(f"# bench/embed.py: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"bf16 instructions: {bf16}")
-    print(f"config {args.config}: depth {config.depth}, SONA {config.sona_stages}, input "
-          f"{config.input_size[0]}x{config.input_size[1]}, {info.macs / 1e9:.2f} GMACs per "
-          f"forward, {info.macs_per_embedding / 1e9:.2f} per flip-averaged embedding")
-    print("GEMM peak measured on these threads (3072^3 matmul, best of 5): "
-          + ", ".join(f"{k} {v:.0f} G{'OP' if k == 'int8' else 'FLOP'}/s"
-                      for k, v in peaks.items()))
+    peaks = {
+        "fp32": gemm_peak(torch.float32),
+        "bf16": gemm_peak(torch.bfloat16),
+        "int8": gemm_peak(torch.int8),
+    }
+    print(
+        f"# bench/embed.py: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"bf16 instructions: {bf16}"
+    )
+    print(
+        f"config {args.config}: depth {config.depth}, SONA {config.sona_stages}, input "
+        f"{config.input_size[0]}x{config.input_size[1]}, {info.macs / 1e9:.2f} GMACs per "
+        f"forward, {info.macs_per_embedding / 1e9:.2f} per flip-averaged embedding"
+    )
+    print(
+        "GEMM peak measured on these threads (3072^3 matmul, best of 5): "
+        + ", ".join(f"{k} {v:.0f} G{'OP' if k == 'int8' else 'FLOP'}/s" for k, v in peaks.items())
+    )
 
     sections = set(args.sections.split(","))
     with tempfile.TemporaryDirectory(prefix="sona-bench-embed-") as tmp:
@@ -353,8 +386,9 @@ def speed(args, net, dataset, tmp: Path, info, peaks, compile_ok: bool, bf16: bo
     rates = section_variants(net, jpegs, factories, args.batch, args.seconds)
     default = args.default or max(rates, key=rates.get)
     sizes = [int(s) for s in args.sizes.split(",")]
-    section_sweep(net, jpegs, factories[default](), sizes, args.seconds,
-                  info.macs_per_embedding, peaks)
+    section_sweep(
+        net, jpegs, factories[default](), sizes, args.seconds, info.macs_per_embedding, peaks
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.service_support import Server, jpeg, make_checkpoint
+from bench._support import crop_jpegs, random_checkpoint, served
 
 MODES = {
     "batched": {"SONA_MAX_BATCH_SIZE": "32", "SONA_MAX_WAIT_MS": "5"},
@@ -32,8 +32,11 @@ MODES = {
 }
 
 
+CROPS: list[bytes] = []  # 48 synthetic pedestrian crops: 16 to send, 32 to seed the gallery
+
+
 async def level(url: str, route: str, concurrency: int, requests: int) -> tuple[float, ...]:
-    images = [jpeg(i) for i in range(16)]
+    images = CROPS[:16]
     latencies: list[float] = []
     errors = 0
     counter = iter(range(requests))
@@ -74,29 +77,26 @@ SEED_ITEMS: list[str] = []
 
 
 def run_mode(checkpoint: Path, env: dict[str, str], args) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        server = Server(checkpoint, Path(tmp) / "data", **env).start()
-        try:
-            with server.client() as c:  # a gallery to search
-                files = [("images", (f"{i}.jpg", jpeg(500 + i), "image/jpeg")) for i in range(32)]
-                items = c.post(
-                    "/gallery",
-                    params={"gallery": "default"},
-                    files=files,
-                    data={"camera_id": "c0", "timestamp": "2024-05-01T11:00:00Z"},
+    with tempfile.TemporaryDirectory() as tmp, served(checkpoint, Path(tmp) / "data", **env) as r:
+        url = r[0]
+        with httpx.Client(base_url=url, timeout=120) as c:  # a gallery to search
+            files = [("images", (f"{i}.jpg", CROPS[16 + i], "image/jpeg")) for i in range(32)]
+            items = c.post(
+                "/gallery",
+                params={"gallery": "default"},
+                files=files,
+                data={"camera_id": "c0", "timestamp": "2024-05-01T11:00:00Z"},
+            )
+            SEED_ITEMS[:] = [item["item_id"] for item in items.json()["items"]]
+        results = {}
+        for route in args.routes.split(","):  # warm-up: the first requests run slower
+            asyncio.run(level(url, route, 8, 64))
+        for route in args.routes.split(","):
+            for concurrency in (int(c) for c in args.concurrency.split(",")):
+                results[(route, concurrency)] = asyncio.run(
+                    level(url, route, concurrency, args.requests)
                 )
-                SEED_ITEMS[:] = [item["item_id"] for item in items.json()["items"]]
-            results = {}
-            for route in args.routes.split(","):  # warm-up: the first requests run slower
-                asyncio.run(level(server.url, route, 8, 64))
-            for route in args.routes.split(","):
-                for concurrency in (int(c) for c in args.concurrency.split(",")):
-                    results[(route, concurrency)] = asyncio.run(
-                        level(server.url, route, concurrency, args.requests)
-                    )
-            return results
-        finally:
-            server.stop()
+        return results
 
 
 def main() -> None:
@@ -106,7 +106,10 @@ def main() -> None:
     parser.add_argument("--routes", default="embed,gallery,search")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = Path(os.environ.get("SONA_CHECKPOINT") or make_checkpoint(Path(tmp) / "m.pt"))
+        CROPS[:] = crop_jpegs(Path(tmp) / "crops", 48)
+        checkpoint = Path(
+            os.environ.get("SONA_CHECKPOINT") or random_checkpoint(Path(tmp) / "m.pt")
+        )
         runs = {mode: run_mode(checkpoint, env, args) for mode, env in MODES.items()}
     print(
         f"sona serve on 127.0.0.1, {os.cpu_count()} CPUs, {args.requests} requests per level, "

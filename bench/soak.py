@@ -24,7 +24,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.service_support import Server, jpeg, make_checkpoint
+from bench._support import crop_jpegs, random_checkpoint, served
+
+CROPS: list[bytes] = []  # synthetic pedestrian crops, made once in main()
 
 
 def rss_mib(pid: int) -> float:
@@ -38,10 +40,12 @@ async def client(url: str, stop: float, seed: int, stats: dict, acked: dict, del
     rng = random.Random(seed)
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         while time.monotonic() < stop:
-            action = rng.choices(["embed", "ingest", "counts", "search_item", "post_search",
-                                  "delete"], weights=[4, 3, 1, 3, 2, 1])[0]
+            action = rng.choices(
+                ["embed", "ingest", "counts", "search_item", "post_search", "delete"],
+                weights=[4, 3, 1, 3, 2, 1],
+            )[0]
             start = time.perf_counter()
-            image = jpeg(rng.randrange(10_000))
+            image = rng.choice(CROPS)
             if action == "embed":
                 r = await http.post("/embed", files={"image": ("q.jpg", image, "image/jpeg")})
                 if r.status_code == 200:
@@ -53,10 +57,13 @@ async def client(url: str, stop: float, seed: int, stats: dict, acked: dict, del
                 n = rng.randint(1, 4)
                 r = await http.post(
                     "/gallery",
-                    files=[("images", ("c.jpg", jpeg(rng.randrange(10_000)), "image/jpeg"))
-                           for _ in range(n)],
-                    data={"camera_id": f"cam{rng.randrange(8)}",
-                          "timestamp": "2024-05-01T12:00:00Z"},
+                    files=[
+                        ("images", ("c.jpg", rng.choice(CROPS), "image/jpeg")) for _ in range(n)
+                    ],
+                    data={
+                        "camera_id": f"cam{rng.randrange(8)}",
+                        "timestamp": "2024-05-01T12:00:00Z",
+                    },
                 )
                 if r.status_code == 201:
                     for item in r.json()["items"]:
@@ -67,8 +74,11 @@ async def client(url: str, stop: float, seed: int, stats: dict, acked: dict, del
                 if r.status_code == 404 and item_id in deleted:
                     r = httpx.Response(200)  # deleted meanwhile by another client: expected
             elif action == "post_search":
-                r = await http.post("/search", params={"k": 10, "group_by": "identity"},
-                                    files={"image": ("q.jpg", image, "image/jpeg")})
+                r = await http.post(
+                    "/search",
+                    params={"k": 10, "group_by": "identity"},
+                    files={"image": ("q.jpg", image, "image/jpeg")},
+                )
                 if r.status_code == 404:  # no gallery yet
                     r = httpx.Response(200)
             elif action == "delete" and len(acked) > 20:
@@ -97,8 +107,9 @@ async def soak(url: str, seconds: float, clients: int, pid: int) -> dict:
             await asyncio.sleep(1)
             memory.append(rss_mib(pid))
 
-    await asyncio.gather(sample(), *(client(url, stop, i, stats, acked, deleted)
-                                     for i in range(clients)))
+    await asyncio.gather(
+        sample(), *(client(url, stop, i, stats, acked, deleted) for i in range(clients))
+    )
     lost = []
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         for item_id, item in acked.items():
@@ -108,8 +119,13 @@ async def soak(url: str, seconds: float, clients: int, pid: int) -> dict:
                     lost.append(f"{item_id} deleted but still there")
             elif r.status_code != 200 or r.json() != item:
                 lost.append(f"{item_id}: {r.status_code}")
-    return {"stats": stats, "acked": len(acked), "deleted": len(deleted), "lost": lost,
-            "memory": memory}
+    return {
+        "stats": stats,
+        "acked": len(acked),
+        "deleted": len(deleted),
+        "lost": lost,
+        "memory": memory,
+    }
 
 
 def main() -> None:
@@ -119,15 +135,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        checkpoint = os.environ.get("SONA_CHECKPOINT") or make_checkpoint(root / "tiny.pt")
-        server = Server(Path(checkpoint), root / "data").start()
-        try:
-            result = asyncio.run(soak(server.url, args.seconds, args.clients,
-                                      server.process.pid))
-        finally:
-            server.stop()
-    print(f"{args.clients} clients for {args.seconds:.0f} s against sona serve on 127.0.0.1 "
-          f"({os.cpu_count()} CPUs)\n")
+        CROPS[:] = crop_jpegs(root / "crops", 200)
+        checkpoint = os.environ.get("SONA_CHECKPOINT") or random_checkpoint(root / "tiny.pt")
+        with served(Path(checkpoint), root / "data") as (url, pid):
+            result = asyncio.run(soak(url, args.seconds, args.clients, pid))
+    print(
+        f"{args.clients} clients for {args.seconds:.0f} s against sona serve on 127.0.0.1 "
+        f"({os.cpu_count()} CPUs)\n"
+    )
     print("| request | count | errors | p50 ms | p99 ms |")
     print("|---|---|---|---|---|")
     total = errors = 0
@@ -136,16 +151,22 @@ def main() -> None:
         bad = sum(1 for _, status in rows if status >= 400)
         total, errors = total + len(rows), errors + bad
         p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
-        print(f"| {action} | {len(rows)} | {bad} | {statistics.median(times) * 1000:.1f} | "
-              f"{p99 * 1000:.1f} |")
+        print(
+            f"| {action} | {len(rows)} | {bad} | {statistics.median(times) * 1000:.1f} | "
+            f"{p99 * 1000:.1f} |"
+        )
     memory = result["memory"]
     settle = memory[len(memory) // 4]
     lost = len(result["lost"])
-    print(f"\nrequests {total} ({total / args.seconds:.1f}/s), errors {errors}, items "
-          f"acknowledged {result['acked']}, deleted {result['deleted']}, lost {lost}")
-    print(f"server RSS: start {memory[0]:.0f} MiB, after a quarter {settle:.0f} MiB, "
-          f"end {memory[-1]:.0f} MiB, max {max(memory):.0f} MiB "
-          f"(growth after the first quarter {memory[-1] - settle:+.0f} MiB)")
+    print(
+        f"\nrequests {total} ({total / args.seconds:.1f}/s), errors {errors}, items "
+        f"acknowledged {result['acked']}, deleted {result['deleted']}, lost {lost}"
+    )
+    print(
+        f"server RSS: start {memory[0]:.0f} MiB, after a quarter {settle:.0f} MiB, "
+        f"end {memory[-1]:.0f} MiB, max {max(memory):.0f} MiB "
+        f"(growth after the first quarter {memory[-1] - settle:+.0f} MiB)"
+    )
     for line in result["lost"][:10]:
         print("  LOST", line)
     sys.exit(1 if errors or result["lost"] else 0)

@@ -54,9 +54,12 @@ def jpeg(seed: int = 0, size: tuple[int, int] = (128, 64), fmt: str = "JPEG") ->
 
 
 class Server:
-    """A ``sona serve`` subprocess; ``kill()`` is SIGKILL, ``stop()`` SIGTERM."""
+    """A ``sona serve`` subprocess; ``kill()`` is SIGKILL, ``stop()`` SIGTERM. Its log goes
+    beside ``data_dir`` unless ``log_dir`` is given (a disk under test must not hold it)."""
 
-    def __init__(self, checkpoint: Path, data_dir: Path, **env: str) -> None:
+    def __init__(
+        self, checkpoint: Path, data_dir: Path, log_dir: Path | None = None, **env: str
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -67,15 +70,25 @@ class Server:
             "SONA_AMP": "false",  # fp32: vectors comparable exactly with model.embed
             **env,
         }
-        self.log = data_dir.parent / f"server-{self.port}.log"
+        self.log = (log_dir or data_dir.parent) / f"server-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90.0) -> Server:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [SONA, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--log-level", "warning"],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    SONA,
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

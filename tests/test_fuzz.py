@@ -44,8 +44,13 @@ CHECKS = [
     response_schema_conformance,
     response_headers_conformance,
 ]
-FUZZ = settings(max_examples=8, deadline=None, derandomize=True, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 def check(case, headers: dict[str, str]) -> None:

@@ -40,8 +40,11 @@ def test_csv(tmp_path: Path) -> None:
         "crops/b.png,lobby,2024-05-01T09:00:00+02:00,,t7\n"
     )
     a, b = crops_from_csv(table)
-    assert a.metadata() == {"camera_id": "gate", "timestamp": "2024-05-01T08:00:00Z",
-                            "identity": "alice"}
+    assert a.metadata() == {
+        "camera_id": "gate",
+        "timestamp": "2024-05-01T08:00:00Z",
+        "identity": "alice",
+    }
     assert b.metadata()["track_id"] == "t7" and "identity" not in b.metadata()
     table.write_text("path,camera_id,timestamp\ncrops/missing.jpg,gate,2024-05-01T08:00:00Z\n")
     with pytest.raises(ValueError, match=r"crops.csv:2: no file"):

@@ -28,8 +28,14 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("service")
-    srv = Server(checkpoint, root / "data", SONA_MAX_WAIT_MS="30", SONA_QUERY_TTL_S="600",
-                 SONA_MAX_UPLOAD_BYTES="200000", SONA_MAX_IMAGES_PER_REQUEST="40").start()
+    srv = Server(
+        checkpoint,
+        root / "data",
+        SONA_MAX_WAIT_MS="30",
+        SONA_QUERY_TTL_S="600",
+        SONA_MAX_UPLOAD_BYTES="200000",
+        SONA_MAX_IMAGES_PER_REQUEST="40",
+    ).start()
     yield srv
     srv.stop()
 
@@ -67,20 +73,42 @@ def test_health_ready_and_metrics(client: httpx.Client) -> None:
     assert ready["status"] == "ready" and ready["model"].startswith("sona-net-r18-sona2-64x32@")
     assert ready["device"] == "cpu" and ready["demo"] is False
     text = client.get("/metrics").text
-    for name in ("sona_http_request_duration_seconds", "sona_embed_batch_size",
-                 "sona_embed_queue_depth", "sona_gallery_items", "sona_search_seconds"):
+    for name in (
+        "sona_http_request_duration_seconds",
+        "sona_embed_batch_size",
+        "sona_embed_queue_depth",
+        "sona_gallery_items",
+        "sona_search_seconds",
+    ):
         assert name in text
     assert 'route="/readyz"' in text
 
 
 def test_openapi_describes_every_route(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
-    for path in ("/embed", "/gallery", "/gallery/{item_id}", "/gallery/{item_id}/image",
-                 "/search", "/healthz", "/readyz", "/metrics"):
+    for path in (
+        "/embed",
+        "/gallery",
+        "/gallery/{item_id}",
+        "/gallery/{item_id}/image",
+        "/search",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
         assert path in spec["paths"], path
     params = {p["name"] for p in spec["paths"]["/search"]["get"]["parameters"]}
-    assert {"query_id", "item_id", "k", "gallery", "cameras", "exclude_camera", "since",
-            "until", "group_by"} <= params
+    assert {
+        "query_id",
+        "item_id",
+        "k",
+        "gallery",
+        "cameras",
+        "exclude_camera",
+        "since",
+        "until",
+        "group_by",
+    } <= params
     assert "422" in spec["paths"]["/search"]["get"]["responses"]
 
 
@@ -135,8 +163,14 @@ def _batch_histogram(client: httpx.Client) -> dict[str, float]:
 
 def test_ingest_get_image_delete(client: httpx.Client) -> None:
     images = [jpeg(200), jpeg(201, fmt="PNG")]
-    response = add(client, images, gallery="lobby", camera_id="cam-1",
-                   timestamp="2024-05-01T12:00:00+02:00", identity="alice")
+    response = add(
+        client,
+        images,
+        gallery="lobby",
+        camera_id="cam-1",
+        timestamp="2024-05-01T12:00:00+02:00",
+        identity="alice",
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["count"] == 2
@@ -164,8 +198,7 @@ def test_ingest_with_per_image_metadata(client: httpx.Client) -> None:
         {"camera_id": "c1", "timestamp": "2024-05-01T10:00:00Z", "track_id": "t1"},
         {"camera_id": "c2", "timestamp": "2024-05-01T10:05:00Z", "identity": "bob"},
     ]
-    response = add(client, [jpeg(300), jpeg(301)], gallery="meta",
-                   metadata=json.dumps(metadata))
+    response = add(client, [jpeg(300), jpeg(301)], gallery="meta", metadata=json.dumps(metadata))
     assert response.status_code == 201, response.text
     items = response.json()["items"]
     assert [i["camera_id"] for i in items] == ["c1", "c2"]
@@ -180,8 +213,12 @@ def test_ingest_with_per_image_metadata(client: httpx.Client) -> None:
 def search_gallery(server: Server) -> dict:
     """40 items over 4 cameras, 10 identities, a day apart each camera, with tracks."""
     metadata = [
-        {"camera_id": f"cam{i % 4}", "timestamp": f"2024-06-0{1 + i % 4}T08:{i:02d}:00Z",
-         "identity": f"person{i % 10}", "track_id": f"track{i % 7}"}
+        {
+            "camera_id": f"cam{i % 4}",
+            "timestamp": f"2024-06-0{1 + i % 4}T08:{i:02d}:00Z",
+            "identity": f"person{i % 10}",
+            "track_id": f"track{i % 7}",
+        }
         for i in range(40)
     ]
     images = [jpeg(1000 + i) for i in range(40)]
@@ -189,10 +226,12 @@ def search_gallery(server: Server) -> dict:
         response = add(c, images, gallery="search", metadata=json.dumps(metadata))
         assert response.status_code == 201, response.text
         items = response.json()["items"]
-        vectors = np.array([
-            c.post("/embed", files={"image": ("x.jpg", d, "image/jpeg")}).json()["embedding"]
-            for d in images
-        ])
+        vectors = np.array(
+            [
+                c.post("/embed", files={"image": ("x.jpg", d, "image/jpeg")}).json()["embedding"]
+                for d in images
+            ]
+        )
     return {"items": items, "vectors": vectors, "images": images}
 
 
@@ -211,8 +250,9 @@ def test_search_by_query_id_and_by_image(client: httpx.Client, search_gallery: d
     image = jpeg(1003)
     embedded = client.post("/embed", files={"image": ("q.jpg", image, "image/jpeg")}).json()
     query = np.array(embedded["embedding"])
-    response = client.get("/search", params={"query_id": embedded["query_id"], "k": 5,
-                                             "gallery": "search"})
+    response = client.get(
+        "/search", params={"query_id": embedded["query_id"], "k": 5, "gallery": "search"}
+    )
     assert ids(response) == brute_force(search_gallery, query, 5)
     results = response.json()["results"]
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
@@ -220,8 +260,11 @@ def test_search_by_query_id_and_by_image(client: httpx.Client, search_gallery: d
     assert results[0]["score"] == pytest.approx(1.0, abs=1e-5)
     assert all(a["score"] >= b["score"] for a, b in itertools.pairwise(results))
     assert response.json()["took_ms"] >= 0
-    posted = client.post("/search", params={"k": 5, "gallery": "search"},
-                         files={"image": ("q.jpg", image, "image/jpeg")})
+    posted = client.post(
+        "/search",
+        params={"k": 5, "gallery": "search"},
+        files={"image": ("q.jpg", image, "image/jpeg")},
+    )
     assert ids(posted) == ids(response)
 
 
@@ -229,8 +272,12 @@ def test_search_by_item_excludes_the_item(client: httpx.Client, search_gallery: 
     item = search_gallery["items"][5]
     found = ids(client.get("/search", params={"item_id": item["item_id"], "k": 39}))
     assert item["item_id"] not in found and len(found) == 39
-    expected = brute_force(search_gallery, search_gallery["vectors"][5], 40,
-                           keep=lambda i: i["item_id"] != item["item_id"])
+    expected = brute_force(
+        search_gallery,
+        search_gallery["vectors"][5],
+        40,
+        keep=lambda i: i["item_id"] != item["item_id"],
+    )
     assert found == expected
 
 
@@ -240,20 +287,26 @@ def test_search_by_item_excludes_the_item(client: httpx.Client, search_gallery: 
         ({"cameras": "cam1"}, lambda i: i["camera_id"] == "cam1"),
         ({"cameras": ["cam0", "cam2"]}, lambda i: i["camera_id"] in ("cam0", "cam2")),
         ({"exclude_camera": "cam3"}, lambda i: i["camera_id"] != "cam3"),
-        ({"since": "2024-06-02T00:00:00Z", "until": "2024-06-03T23:59:59Z"},
-         lambda i: i["timestamp"][:10] in ("2024-06-02", "2024-06-03")),
-        ({"cameras": "cam2", "since": "2024-06-03T08:10:00+00:00"},
-         lambda i: i["camera_id"] == "cam2" and i["timestamp"] >= "2024-06-03T08:10"),
+        (
+            {"since": "2024-06-02T00:00:00Z", "until": "2024-06-03T23:59:59Z"},
+            lambda i: i["timestamp"][:10] in ("2024-06-02", "2024-06-03"),
+        ),
+        (
+            {"cameras": "cam2", "since": "2024-06-03T08:10:00+00:00"},
+            lambda i: i["camera_id"] == "cam2" and i["timestamp"] >= "2024-06-03T08:10",
+        ),
     ],
 )
 def test_filters_return_exactly_the_top_k_that_pass(
     client: httpx.Client, search_gallery: dict, params: dict, keep
 ) -> None:
     query = search_gallery["vectors"][11]
-    embedded = client.post("/embed", files={"image": ("q.jpg", search_gallery["images"][11],
-                                                      "image/jpeg")}).json()
-    response = client.get("/search", params={"query_id": embedded["query_id"], "k": 6,
-                                             "gallery": "search", **params})
+    embedded = client.post(
+        "/embed", files={"image": ("q.jpg", search_gallery["images"][11], "image/jpeg")}
+    ).json()
+    response = client.get(
+        "/search", params={"query_id": embedded["query_id"], "k": 6, "gallery": "search", **params}
+    )
     assert ids(response) == brute_force(search_gallery, query, 6, keep)
 
 
@@ -261,10 +314,18 @@ def test_filters_return_exactly_the_top_k_that_pass(
 def test_group_by_gives_k_distinct_people(
     client: httpx.Client, search_gallery: dict, group_by: str, field: str
 ) -> None:
-    embedded = client.post("/embed", files={"image": ("q.jpg", search_gallery["images"][0],
-                                                      "image/jpeg")}).json()
-    results = client.get("/search", params={"query_id": embedded["query_id"], "k": 5,
-                                            "gallery": "search", "group_by": group_by}).json()
+    embedded = client.post(
+        "/embed", files={"image": ("q.jpg", search_gallery["images"][0], "image/jpeg")}
+    ).json()
+    results = client.get(
+        "/search",
+        params={
+            "query_id": embedded["query_id"],
+            "k": 5,
+            "gallery": "search",
+            "group_by": group_by,
+        },
+    ).json()
     groups = [r[field] for r in results["results"]]
     assert len(groups) == 5 and len(set(groups)) == 5
     scores = search_gallery["vectors"] @ search_gallery["vectors"][0]
@@ -288,12 +349,20 @@ def _huge_png_header() -> bytes:
     import zlib
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(
@@ -315,8 +384,7 @@ def test_bad_images_are_refused_and_change_nothing(
     body = problem(client.post("/embed", files={"image": ("x.jpg", data, "image/jpeg")}), status)
     assert "image" in body["detail"]
     # a bad image among good ones: the whole request is refused, nothing is stored
-    problem(add(client, [jpeg(9), data], camera_id="c", timestamp="2024-01-01T00:00:00Z"),
-            status)
+    problem(add(client, [jpeg(9), data], camera_id="c", timestamp="2024-01-01T00:00:00Z"), status)
     assert total(client) == before
 
 
@@ -326,12 +394,13 @@ def test_oversized_upload_is_refused_before_it_is_read(client: httpx.Client) -> 
     problem(client.post("/embed", files={"image": ("x.jpg", big, "image/jpeg")}), 413)
 
     def chunked():  # no Content-Length: counted as it streams
-        yield b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x\"\r\n\r\n"
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="x"\r\n\r\n'
         for _ in range(100):
             yield b"\x00" * 10_000
 
-    response = client.post("/embed", content=chunked(),
-                           headers={"content-type": "multipart/form-data; boundary=b"})
+    response = client.post(
+        "/embed", content=chunked(), headers={"content-type": "multipart/form-data; boundary=b"}
+    )
     problem(response, 413)
     too_many = [jpeg(i) for i in range(41)]
     problem(add(client, too_many, camera_id="c", timestamp="2024-01-01T00:00:00Z"), 413)
@@ -347,8 +416,11 @@ def test_oversized_upload_is_refused_before_it_is_read(client: httpx.Client) -> 
         {"camera_id": "c", "timestamp": "2024-01-01T00:00:00"},  # no offset
         {"camera_id": "c", "timestamp": "2024-01-01T00:00:00Z", "metadata": "[{"},
         {"camera_id": "c", "timestamp": "2024-01-01T00:00:00Z", "metadata": "[{}, {}]"},
-        {"metadata": json.dumps([{"camera_id": "c", "timestamp": "2024-01-01T00:00:00Z",
-                                  "colour": "red"}])},
+        {
+            "metadata": json.dumps(
+                [{"camera_id": "c", "timestamp": "2024-01-01T00:00:00Z", "colour": "red"}]
+            )
+        },
         {"camera_id": "x" * 200, "timestamp": "2024-01-01T00:00:00Z"},
     ],
 )
@@ -361,11 +433,16 @@ def test_bad_metadata_is_refused(client: httpx.Client, fields: dict) -> None:
 @pytest.mark.parametrize(
     ("params", "status"),
     [
-        ({"k": 0}, 422), ({"k": -3}, 422), ({"k": 10**9}, 422), ({"k": "ten"}, 422),
-        ({"gallery": "../etc"}, 422), ({"gallery": "a b"}, 422), ({"gallery": "x" * 65}, 422),
+        ({"k": 0}, 422),
+        ({"k": -3}, 422),
+        ({"k": 10**9}, 422),
+        ({"k": "ten"}, 422),
+        ({"gallery": "../etc"}, 422),
+        ({"gallery": "a b"}, 422),
+        ({"gallery": "x" * 65}, 422),
         ({"gallery": "nowhere"}, 404),
-        ({"since": "not-a-time"}, 422), ({"since": "2024-01-02T00:00:00Z",
-                                          "until": "2024-01-01T00:00:00Z"}, 422),
+        ({"since": "not-a-time"}, 422),
+        ({"since": "2024-01-02T00:00:00Z", "until": "2024-01-01T00:00:00Z"}, 422),
         ({"group_by": "colour"}, 422),
     ],
 )
@@ -373,9 +450,11 @@ def test_bad_search_parameters(
     client: httpx.Client, search_gallery: dict, params: dict, status: int
 ) -> None:
     query_id = client.post("/embed", files={"image": ("q.jpg", jpeg(1), "image/jpeg")}).json()[
-        "query_id"]
-    problem(client.get("/search", params={"query_id": query_id, "gallery": "search", **params}),
-            status)
+        "query_id"
+    ]
+    problem(
+        client.get("/search", params={"query_id": query_id, "gallery": "search", **params}), status
+    )
 
 
 def test_bad_search_targets(client: httpx.Client, search_gallery: dict) -> None:
@@ -393,8 +472,14 @@ def test_bad_search_targets(client: httpx.Client, search_gallery: dict) -> None:
 
 def test_sql_metacharacters_are_data(client: httpx.Client) -> None:
     nasty = "c'; DROP TABLE items; --"
-    response = add(client, [jpeg(77)], gallery="nasty", camera_id=nasty,
-                   timestamp="2024-01-01T00:00:00Z", identity='" OR 1=1 --')
+    response = add(
+        client,
+        [jpeg(77)],
+        gallery="nasty",
+        camera_id=nasty,
+        timestamp="2024-01-01T00:00:00Z",
+        identity='" OR 1=1 --',
+    )
     assert response.status_code == 201, response.text
     item = response.json()["items"][0]
     assert client.get(f"/gallery/{item['item_id']}").json()["camera_id"] == nasty
@@ -423,23 +508,39 @@ def test_http_ranking_equals_sona_eval(
         records = data.gallery
         for start in range(0, len(records), 32):
             chunk = records[start : start + 32]
-            metadata = [{"camera_id": str(r.camid), "timestamp": "2024-01-01T00:00:00Z",
-                         "identity": str(r.pid)} for r in chunk]
-            response = add(c, [r.path.read_bytes() for r in chunk], gallery=gallery_name,
-                           metadata=json.dumps(metadata))
+            metadata = [
+                {
+                    "camera_id": str(r.camid),
+                    "timestamp": "2024-01-01T00:00:00Z",
+                    "identity": str(r.pid),
+                }
+                for r in chunk
+            ]
+            response = add(
+                c,
+                [r.path.read_bytes() for r in chunk],
+                gallery=gallery_name,
+                metadata=json.dumps(metadata),
+            )
             assert response.status_code == 201, response.text
             for offset, item in enumerate(response.json()["items"]):
                 item_index[item["item_id"]] = start + offset
         distances = np.zeros((len(data.query), len(records)), dtype=np.float32)
         for row, record in enumerate(data.query):
             results = c.post(
-                "/search", params={"k": len(records), "gallery": gallery_name},
+                "/search",
+                params={"k": len(records), "gallery": gallery_name},
                 files={"image": ("q.jpg", record.path.read_bytes(), "image/jpeg")},
             ).json()["results"]
             assert len(results) == len(records)
             for result in results:
                 distances[row, item_index[result["item_id"]]] = 1 - result["score"]
-    got = evaluate(distances, [r.pid for r in data.query], [r.pid for r in records],
-                   [r.camid for r in data.query], [r.camid for r in records])
+    got = evaluate(
+        distances,
+        [r.pid for r in data.query],
+        [r.pid for r in records],
+        [r.camid for r in data.query],
+        [r.camid for r in records],
+    )
     assert got.rank1 == pytest.approx(expected.rank1, abs=1e-9)
     assert got.mAP == pytest.approx(expected.mAP, abs=1e-4)

@@ -17,8 +17,12 @@ def tiny_disk(tmp_path: Path):
     mount.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     yield mount
@@ -29,14 +33,15 @@ def tiny_disk(tmp_path: Path):
 def test_a_full_disk_answers_507_and_keeps_what_was_acknowledged(
     tiny_disk: Path, tmp_path: Path
 ) -> None:
-    server = Server(make_checkpoint(tmp_path / "tiny.pt"), tiny_disk / "data").start()
+    server = Server(make_checkpoint(tmp_path / "tiny.pt"), tiny_disk / "data", tmp_path).start()
     acknowledged, refused = [], None
     try:
         with server.client() as c:
             for round_ in range(300):
                 images = [jpeg(round_ * 8 + i, size=(256, 128)) for i in range(8)]
                 response = c.post(
-                    "/gallery", files=[("images", ("x.jpg", d, "image/jpeg")) for d in images],
+                    "/gallery",
+                    files=[("images", ("x.jpg", d, "image/jpeg")) for d in images],
                     data={"camera_id": "c", "timestamp": "2024-01-01T00:00:00Z"},
                 )
                 if response.status_code != 201:
@@ -61,7 +66,7 @@ def test_a_full_disk_answers_507_and_keeps_what_was_acknowledged(
     finally:
         server.kill()
     # and after a restart on the same full disk, the same items are there
-    server = Server(make_checkpoint(tmp_path / "tiny2.pt"), tiny_disk / "data").start()
+    server = Server(make_checkpoint(tmp_path / "tiny2.pt"), tiny_disk / "data", tmp_path).start()
     try:
         with server.client() as c:
             assert c.get("/gallery").json()["total"] == len(acknowledged)

@@ -23,8 +23,12 @@ def serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     import os
 
     return subprocess.run(
-        [SONA, "serve", "--port", "1"], capture_output=True, text=True, timeout=120,
-        env={**os.environ, **env}, check=False,
+        [SONA, "serve", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        check=False,
     )
 
 
@@ -58,9 +62,14 @@ def test_api_keys(checkpoint: Path, tmp_path: Path) -> None:
         with server.client() as c:
             assert c.get("/healthz").status_code == 200
             assert c.get("/readyz").status_code == 200
-            for method, path in [("GET", "/gallery"), ("GET", "/metrics"),
-                                 ("GET", "/search?query_id=x"), ("POST", "/embed"),
-                                 ("GET", "/gallery/abc"), ("DELETE", "/gallery/abc")]:
+            for method, path in [
+                ("GET", "/gallery"),
+                ("GET", "/metrics"),
+                ("GET", "/search?query_id=x"),
+                ("POST", "/embed"),
+                ("GET", "/gallery/abc"),
+                ("DELETE", "/gallery/abc"),
+            ]:
                 response = c.request(method, path)
                 assert response.status_code == 401, (method, path)
                 assert response.headers["www-authenticate"].startswith("Bearer")
@@ -71,8 +80,11 @@ def test_api_keys(checkpoint: Path, tmp_path: Path) -> None:
             for key in ("k1-secret", "k2-secret"):
                 ok = c.get("/gallery", headers={"Authorization": f"Bearer {key}"})
                 assert ok.status_code == 200
-            embedded = c.post("/embed", headers={"Authorization": "Bearer k2-secret"},
-                              files={"image": ("x.jpg", jpeg(1), "image/jpeg")})
+            embedded = c.post(
+                "/embed",
+                headers={"Authorization": "Bearer k2-secret"},
+                files={"image": ("x.jpg", jpeg(1), "image/jpeg")},
+            )
             assert embedded.status_code == 200
         assert "k1-secret" not in server.log.read_text()
     finally:
@@ -97,10 +109,10 @@ def test_acknowledged_items_survive_kill_9(checkpoint: Path, tmp_path: Path) -> 
                     images = [jpeg(round_ * 1000 + i + j) for j in range(3)]
                     try:
                         response = c.post(
-                            "/gallery", params={"gallery": "crash"},
+                            "/gallery",
+                            params={"gallery": "crash"},
                             files=[("images", ("x.jpg", d, "image/jpeg")) for d in images],
-                            data={"camera_id": f"c{i % 3}",
-                                  "timestamp": "2024-01-01T00:00:00Z"},
+                            data={"camera_id": f"c{i % 3}", "timestamp": "2024-01-01T00:00:00Z"},
                         )
                     except httpx.TransportError:
                         return  # the server died mid-request: not acknowledged
@@ -130,8 +142,9 @@ def test_acknowledged_items_survive_kill_9(checkpoint: Path, tmp_path: Path) -> 
                 assert c.get(f"/gallery/{item['item_id']}/image").status_code == 200
             # the index agrees with the database: every item is found by its own vector
             for item in acknowledged[:: max(1, len(acknowledged) // 15)]:
-                response = c.get("/search", params={"item_id": item["item_id"],
-                                                    "k": counts["total"]})
+                response = c.get(
+                    "/search", params={"item_id": item["item_id"], "k": counts["total"]}
+                )
                 assert len(response.json()["results"]) == counts["total"] - 1
     finally:
         server.stop()
@@ -143,13 +156,14 @@ def test_sigterm_drains_in_flight_requests(checkpoint: Path, tmp_path: Path) -> 
     server = Server(checkpoint, tmp_path / "data").start()
     boundary = "sona-test-boundary"
     parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-        .encode()
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
         for name, value in (("camera_id", "c"), ("timestamp", "2024-01-01T00:00:00Z"))
     ]
     parts.append(
         f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="x.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n".encode() + jpeg(3) + f"\r\n--{boundary}--\r\n".encode()
+        "Content-Type: image/jpeg\r\n\r\n".encode()
+        + jpeg(3)
+        + f"\r\n--{boundary}--\r\n".encode()
     )
     body = b"".join(parts)
     half_sent, finish = threading.Event(), threading.Event()
@@ -163,9 +177,14 @@ def test_sigterm_drains_in_flight_requests(checkpoint: Path, tmp_path: Path) -> 
 
     def ingest() -> None:
         with httpx.Client(base_url=server.url, timeout=60) as c:
-            response = c.post("/gallery", content=held_body(), headers={
-                "content-type": f"multipart/form-data; boundary={boundary}",
-                "content-length": str(len(body))})
+            response = c.post(
+                "/gallery",
+                content=held_body(),
+                headers={
+                    "content-type": f"multipart/form-data; boundary={boundary}",
+                    "content-length": str(len(body)),
+                },
+            )
             results.append(response.status_code)
 
     worker = threading.Thread(target=ingest)

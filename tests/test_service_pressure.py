@@ -16,8 +16,13 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("pressure")
     checkpoint = make_checkpoint(root / "tiny.pt")
     # a small queue, and batches that wait long for company: easy to fill, easy to leave
-    srv = Server(checkpoint, root / "data", SONA_QUEUE_SIZE="3", SONA_MAX_WAIT_MS="1000",
-                 SONA_MAX_BATCH_SIZE="64").start()
+    srv = Server(
+        checkpoint,
+        root / "data",
+        SONA_QUEUE_SIZE="3",
+        SONA_MAX_WAIT_MS="1000",
+        SONA_MAX_BATCH_SIZE="64",
+    ).start()
     yield srv
     srv.stop()
 
@@ -31,7 +36,8 @@ def metric(server: Server, name: str) -> float:
 def test_a_full_queue_answers_503_with_retry_after_and_stores_nothing(server: Server) -> None:
     with server.client() as c:
         response = c.post(
-            "/gallery", files=[("images", (f"{i}.jpg", jpeg(i), "image/jpeg")) for i in range(5)],
+            "/gallery",
+            files=[("images", (f"{i}.jpg", jpeg(i), "image/jpeg")) for i in range(5)],
             data={"camera_id": "c", "timestamp": "2024-01-01T00:00:00Z"},
         )
         assert response.status_code == 503, response.text
@@ -44,14 +50,16 @@ def test_a_full_queue_answers_503_with_retry_after_and_stores_nothing(server: Se
 def test_requests_whose_client_left_never_reach_the_network(server: Server) -> None:
     batches = metric(server, "sona_embed_batch_size_count")
     with pytest.raises(httpx.ReadTimeout):  # the batch waits 1 s; the client leaves at 0.3 s
-        httpx.post(f"{server.url}/embed", files={"image": ("x.jpg", jpeg(1), "image/jpeg")},
-                   timeout=httpx.Timeout(30, read=0.3))
+        httpx.post(
+            f"{server.url}/embed",
+            files={"image": ("x.jpg", jpeg(1), "image/jpeg")},
+            timeout=httpx.Timeout(30, read=0.3),
+        )
     time.sleep(2.0)
     assert metric(server, "sona_embed_dropped_total") == 1
     assert metric(server, "sona_embed_batch_size_count") == batches, "no forward pass ran"
     # and the service still answers the next one
-    response = httpx.post(f"{server.url}/embed", timeout=30,
-                          files={"image": ("x.jpg", jpeg(2), "image/jpeg")})
+    response = httpx.post(
+        f"{server.url}/embed", timeout=30, files={"image": ("x.jpg", jpeg(2), "image/jpeg")}
+    )
     assert response.status_code == 200
-
-
