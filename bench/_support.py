@@ -44,15 +44,22 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(checkpoint: Path, data_dir: Path, **env: str) -> Iterator[tuple[str, int]]:
-    """``sona serve`` on 127.0.0.1 until the block ends: yields (url, pid)."""
+def served(
+    checkpoint: Path, data_dir: Path, command: list[str] | None = None, **env: str
+) -> Iterator[tuple[str, int]]:
+    """``sona serve`` (or ``command``, which takes ``--port``) on 127.0.0.1 until the block
+    ends: yields (url, pid)."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     settings = {"SONA_CHECKPOINT": str(checkpoint), "SONA_DATA_DIR": str(data_dir), **env}
     log = data_dir.parent / f"sona-serve-{port}.log"
     with log.open("wb") as out:  # a file, not a pipe: a full pipe would stall the server
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "sona"), "serve", "--port", str(port)],
+            [
+                *(command or [str(Path(sys.executable).parent / "sona"), "serve"]),
+                "--port",
+                str(port),
+            ],
             env={**os.environ, **settings},
             stdout=out,
             stderr=subprocess.STDOUT,

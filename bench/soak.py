@@ -36,7 +36,9 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def client(url: str, stop: float, seed: int, stats: dict, acked: dict, deleted: set) -> None:
+async def client(
+    url: str, stop: float, seed: int, stats: dict, acked: dict, deleted: set, max_items: int
+) -> None:
     rng = random.Random(seed)
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         while time.monotonic() < stop:
@@ -44,6 +46,8 @@ async def client(url: str, stop: float, seed: int, stats: dict, acked: dict, del
                 ["embed", "ingest", "counts", "search_item", "post_search", "delete"],
                 weights=[4, 3, 1, 3, 2, 1],
             )[0]
+            if action == "ingest" and max_items and len(acked) - len(deleted) >= max_items:
+                action = "delete"  # a steady gallery: memory growth is then not the data's
             start = time.perf_counter()
             image = rng.choice(CROPS)
             if action == "embed":
@@ -95,7 +99,7 @@ async def client(url: str, stop: float, seed: int, stats: dict, acked: dict, del
             stats[action].append((time.perf_counter() - start, r.status_code))
 
 
-async def soak(url: str, seconds: float, clients: int, pid: int) -> dict:
+async def soak(url: str, seconds: float, clients: int, pid: int, max_items: int = 0) -> dict:
     stats: dict[str, list] = defaultdict(list)
     acked: dict[str, dict] = {}
     deleted: set[str] = set()
@@ -108,7 +112,8 @@ async def soak(url: str, seconds: float, clients: int, pid: int) -> dict:
             memory.append(rss_mib(pid))
 
     await asyncio.gather(
-        sample(), *(client(url, stop, i, stats, acked, deleted) for i in range(clients))
+        sample(),
+        *(client(url, stop, i, stats, acked, deleted, max_items) for i in range(clients)),
     )
     lost = []
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
@@ -132,13 +137,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--max-items",
+        type=int,
+        default=0,
+        help="keep the gallery at about this many items (deletes instead of ingests past it), "
+        "so memory that still grows is not the gallery's; 0: let it grow",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         CROPS[:] = crop_jpegs(root / "crops", 200)
         checkpoint = os.environ.get("SONA_CHECKPOINT") or random_checkpoint(root / "tiny.pt")
         with served(Path(checkpoint), root / "data") as (url, pid):
-            result = asyncio.run(soak(url, args.seconds, args.clients, pid))
+            result = asyncio.run(soak(url, args.seconds, args.clients, pid, args.max_items))
     print(
         f"{args.clients} clients for {args.seconds:.0f} s against sona serve on 127.0.0.1 "
         f"({os.cpu_count()} CPUs)\n"

@@ -20,7 +20,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
-    from service.runtime import StartupError, load_model
+    from service.protocol import limited_protocol
+    from service.runtime import StartupError, load_model, open_store
 
     settings = _settings(
         {"checkpoint": args.checkpoint, "data_dir": args.data_dir, "device": args.device}
@@ -31,8 +32,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         demo = build(settings, args)
         settings = settings.model_copy(update={"checkpoint": demo.checkpoint})
+    # the model and the store open before listening: a bad checkpoint or export, or a data
+    # directory another service holds, is one line
     try:
-        model = load_model(settings)  # a bad checkpoint or export: one line, before listening
+        model = load_model(settings)
+        store = open_store(settings, model.encoder.dim)
     except StartupError as exc:
         raise UserError(str(exc)) from None
     if demo is not None:
@@ -40,11 +44,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         index_in_background(demo, args, settings)
     uvicorn.run(
-        create_app(settings, model),
+        create_app(settings, model, store),
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         timeout_graceful_shutdown=args.graceful_timeout,
+        http=limited_protocol(settings.max_header_bytes, settings.header_timeout_s),
     )
     return 0
 

@@ -138,10 +138,10 @@ def parse_onnx_meta(props: dict[str, str], path: str | Path) -> dict[str, Any]:
 class _Calibration:
     """``onnxruntime.quantization.CalibrationDataReader`` feeding normalised crops one by one.
 
-    Calibration runs a copy of the model with a reduction on every intermediate tensor; at
-    384x128 one crop's pass peaks at about 1.8 GB (a batch of 8 took over 14 GB), so crops go
-    through singly. MinMax keeps only each crop's minima and maxima; the histogram methods
-    (percentile, entropy) keep every activation of every crop.
+    Calibration runs a copy of the model with a reduction on every intermediate tensor, whose
+    memory grows with the batch (bench/RESULTS.md has the figures), so crops go through singly.
+    MinMax keeps only each crop's minima and maxima; the histogram methods (percentile,
+    entropy) keep every activation of every crop.
     """
 
     def __init__(self, batches: Iterable[np.ndarray]) -> None:
@@ -171,9 +171,9 @@ def quantize_int8(
 
     ``calibration`` yields normalised ``float32 [B, 3, H, W]`` batches of real crops: the
     activation ranges come from them, so they should look like what will be served.
-    ``method`` is ``minmax`` (the default: memory stays about 2.5 GB at 384x128 whatever the
-    number of crops), ``percentile`` (99.999th, robust to outliers) or ``entropy``; the last two
-    keep histograms whose memory grows with the crops (9 GB for 16 crops at 384x128).
+    ``method`` is ``minmax`` (the default: its memory stays flat whatever the number of crops),
+    ``percentile`` (99.999th, robust to outliers) or ``entropy``; the last two keep histograms
+    whose memory grows with the crops.
     """
     from onnxruntime.quantization import (
         CalibrationMethod,

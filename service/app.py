@@ -1,4 +1,4 @@
-"""The FastAPI application: ``create_app(settings)``; the model loads once in the lifespan."""
+"""The FastAPI application: ``create_app(settings)``, with its middleware and its lifespan."""
 
 from __future__ import annotations
 
@@ -15,35 +15,43 @@ from fastapi.staticfiles import StaticFiles
 from model.loading import LoadedModel
 
 from .api import health_router, router
+from .auth import AuthMiddleware
 from .errors import install_error_handlers
+from .head import HeadMiddleware
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, RequestMetricsMiddleware
 from .runtime import Runtime
 from .settings import Settings
+from .store import GalleryStore
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("sona.service")
-STATIC = Path(__file__).parent / "static"  # the search page: open, its API calls carry the key
+STATIC = Path(__file__).parent / "static"  # the search page; its API calls carry the key
 
 DESCRIPTION = """
 Person re-identification gallery search with SONA-Net. Crops go into named galleries with
 camera, time and optional identity and track labels; a query crop returns the gallery items of
 the same person, best first, with cosine similarity. Errors are RFC 9457 problem details.
-When API keys are configured every route but the health checks needs
-`Authorization: Bearer <key>`.
+When API keys are configured every route needs `Authorization: Bearer <key>`, except the
+health checks and (unless `SONA_PUBLIC_PAGES=false`) the search page and these docs.
 """
 
 
-def create_app(settings: Settings | None = None, model: LoadedModel | None = None) -> FastAPI:
-    """The service for ``settings``; ``model``: an encoder already opened (``sona serve`` opens
-    it before listening, so a bad checkpoint is one line, and reads the file once)."""
+def create_app(
+    settings: Settings | None = None,
+    model: LoadedModel | None = None,
+    store: GalleryStore | None = None,
+) -> FastAPI:
+    """The service for ``settings``. ``model`` and ``store``: opened already (``sona serve``
+    opens both before listening, so a bad checkpoint or a data directory another process holds
+    is one line, and the checkpoint is read once); otherwise they open in the lifespan."""
     settings = settings or Settings()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = await run_in_threadpool(Runtime.load, settings, metrics, model)
+        rt = await run_in_threadpool(Runtime.load, settings, metrics, model, store)
         app.state.runtime = rt
         await run_in_threadpool(rt.embedder.warm_up)
         await rt.embedder.start()
@@ -82,6 +90,10 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
             return per_image * settings.max_images_per_request + slack
         return per_image + slack
 
-    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    # the last added runs first: metrics, then the key (before any body is read), then the
+    # body's size and pace, then HEAD as GET
+    app.add_middleware(HeadMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for, timeout=settings.body_timeout_s)
+    app.add_middleware(AuthMiddleware, keys=settings.keys, public_pages=settings.public_pages)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app

@@ -3,9 +3,10 @@
 Requests put preprocessed crops on a bounded queue and await a future. One worker task takes
 the first waiting crop, gathers more until ``max_batch_size`` or ``max_wait_ms`` after the
 first, drops crops whose request was cancelled (the client went away) before the network sees
-them, and runs the batch on a single worker thread so the event loop keeps serving. A full
-queue is refused at once (``Overloaded``: 503 with Retry-After) instead of growing without
-bound.
+them, and runs the batch on a single worker thread so the event loop keeps serving. At most
+``queue_size`` crops are pending (queued, or gathered into a batch not yet answered); past
+that a request is refused at once (``Overloaded``: 503 with Retry-After) instead of the queue
+growing without bound.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Embedder:
         self.queue_size = queue_size
         self.metrics = metrics or Metrics()
         self._queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future]] | None = None
+        self.pending = 0  # crops accepted and not yet answered (or dropped)
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sona-embed")
 
@@ -58,6 +60,13 @@ class Embedder:
     def dim(self) -> int:
         return self.encoder.dim
 
+    def has_room(self, count: int) -> bool:
+        """Whether ``count`` more crops can be accepted now (checked before decoding them)."""
+        return self.pending + count <= self.queue_size
+
+    def _done(self, _: asyncio.Future) -> None:
+        self.pending -= 1
+
     def embed_now(self, images: torch.Tensor) -> np.ndarray:
         """Synchronously embed ``uint8 [B, 3, H, W]``: the forward pass a batch runs."""
         return self.encoder(images)
@@ -67,7 +76,7 @@ class Embedder:
         self.encoder.warm_up(tuple(sorted({1, min(self.max_batch_size, 8)})))
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue(self.queue_size)
+        self._queue = asyncio.Queue()  # unbounded: ``pending`` bounds what is accepted
         self._worker = asyncio.create_task(self._run(), name="sona-embed-batcher")
 
     async def stop(self) -> None:
@@ -81,18 +90,19 @@ class Embedder:
         """The flip-averaged, L2-normalised embedding of one crop, batched with its peers."""
         if self._queue is None:
             raise RuntimeError("embedder not started")
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait((image, future))
-        except asyncio.QueueFull:
+        if not self.has_room(1):
             self.metrics.rejected.inc()
-            raise Overloaded("the embedding queue is full") from None
+            raise Overloaded("the embedding queue is full")
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((image, future))  # never full: pending bounds it
+        self.pending += 1
+        future.add_done_callback(self._done)
         self.metrics.queue_depth.set(self._queue.qsize())
         return await future
 
     async def embed_many(self, images: list[torch.Tensor]) -> np.ndarray:
         """Several crops of one request, ``[N, D]``; all queued at once so they batch together."""
-        if self._queue is not None and self._queue.qsize() + len(images) > self.queue_size:
+        if not self.has_room(len(images)):
             self.metrics.rejected.inc(len(images))
             raise Overloaded("the embedding queue is full")
         return np.stack(await asyncio.gather(*(self.embed(i) for i in images)))

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .store import StoreError, StoreFullError, StoreUnavailableError
+from .store import CropMissingError, StoreError, StoreFullError, StoreUnavailableError
 
 __all__ = ["PROBLEM_TYPE", "Problem", "install_error_handlers", "problem_response"]
 
@@ -126,6 +126,15 @@ def install_error_handlers(app: FastAPI) -> None:
             507,
             f"the gallery's disk is full; nothing was stored ({exc})",
             code="insufficient-storage",
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(CropMissingError)
+    async def _crop_missing(request: Request, exc: CropMissingError) -> JSONResponse:
+        return problem_response(
+            404,
+            f"{exc}: the item is there, its image is not (the server's log says where)",
+            code="crop-missing",
             instance=request.url.path,
         )
 

@@ -4,10 +4,14 @@ The service must feed the network exactly what training's evaluation feeds it, a
 decodes files with Pillow through ``model.preprocess.load_image``. So Pillow reads every header
 and makes every decision, and pixels come out of the same ``model.preprocess.pil_to_tensor``
 (EXIF orientation, transparency composited on black): a file embedded here and in ``sona eval``
-gets the same pixels. The one exception is speed-only: a plain RGB or greyscale JPEG (no EXIF
-rotation, not CMYK) is decoded by torchvision's libjpeg-turbo, which gives identical pixels
-there: decode_image is up to 1.7x faster on 4:2:0 crops, less on 4:4:4 (``bench/decode.py``).
-Anything torchvision fails on goes back to Pillow, whose verdict stands.
+gets the same pixels. Two exceptions, both for plain RGB or greyscale JPEGs (no EXIF rotation,
+not CMYK), which simplejpeg decodes with the same libjpeg-turbo settings as Pillow and
+identical pixels (checked once per process, and by the tests on a corpus): it is faster
+(``bench/decode.py``), and when the caller names the size it needs, an upload at least four
+times that size in each direction is decoded at a reduced DCT scale (1/2 to 1/8, still at least
+twice the size needed) before the resize: a 4000 x 4000 JPEG then costs 1000 x 1000 pixels of
+memory, not 16 million, at the price of pixels that differ slightly from a full decode. Other
+images that large are box-reduced by Pillow right after decoding, for the same reason.
 
 Everything is checked from the header before pixels are decoded: the format against an
 allow-list (JPEG, PNG, WebP: by the bytes, never by a file name or a client's content type),
@@ -43,10 +47,11 @@ from io import BytesIO
 from typing import ClassVar, Literal
 
 import numpy as np
+import simplejpeg
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
-from model.preprocess import pil_to_tensor
+from model.preprocess import pil_to_tensor, resize
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -155,6 +160,8 @@ def decode_image(
     max_side: int = DEFAULT_MAX_SIDE,
     min_side: int = DEFAULT_MIN_SIDE,
     decoder: Literal["auto", "pillow"] = "auto",
+    size: tuple[int, int] | None = None,
+    reserve: Callable[[int], contextlib.AbstractContextManager[object]] | None = None,
 ) -> DecodedImage:
     """Validate and decode one uploaded JPEG, PNG or WebP image.
 
@@ -162,7 +169,13 @@ def decode_image(
     the limits (``max_side`` and ``min_side`` per side, ``max_pixels`` in all, checked on the
     declared size before any pixel is decoded). Pixels equal ``model.preprocess.load_image`` on
     the same bytes, except that 16-bit greyscale is scaled instead of clipped. ``decoder``
-    "auto" lets torchvision decode plain JPEGs (same pixels, faster); "pillow" never does.
+    "auto" lets simplejpeg decode plain JPEGs (same pixels, faster); "pillow" never does.
+
+    ``size`` (height, width): return the pixels resized to it, so the full-size pixels live
+    only inside this call (and large JPEGs are decoded at a reduced scale, see the module doc);
+    ``width`` and ``height`` still give the upload's own size. ``reserve(pixels)``: a context
+    manager entered with the declared pixel count before anything is decoded and left once the
+    full-size pixels are gone, for a budget of decoded pixels in flight; it may raise to refuse.
     """
     if decoder not in ("auto", "pillow"):
         raise ValueError(f"decoder must be 'auto' or 'pillow', not {decoder!r}")
@@ -184,10 +197,10 @@ def decode_image(
             f"The upload is {_phrase(detected)}; only JPEG, PNG and WebP images are accepted.",
             detected,
         )
-    if (size := _declared_size(fmt, data)) is not None:
+    if (declared := _declared_size(fmt, data)) is not None:
         # For WebP this matters (libwebp allocates its canvas when Pillow opens the file); for
         # PNG it names the size where Pillow's own bomb check would refuse first, anonymously.
-        _check_size(*size, max_pixels=max_pixels, max_side=max_side, min_side=min_side)
+        _check_size(*declared, max_pixels=max_pixels, max_side=max_side, min_side=min_side)
 
     try:
         image = Image.open(BytesIO(data), formats=[fmt])
@@ -206,22 +219,32 @@ def decode_image(
                 f"The {_name(fmt)} image is animated ({frames} frames); only still images are "
                 "accepted, so send a single frame."
             )
-        try:
-            pixels = _fast_jpeg(data, image) if decoder == "auto" else None
-            if pixels is None:
-                if fmt == "PNG":
-                    _verify_png(data)
-                image.load()
-                pixels = pil_to_tensor(image)
-        except Exception as exc:  # truncation, checksums, broken streams, bad EXIF
-            raise _corrupt(fmt, exc) from exc
+        budget = reserve(image.size[0] * image.size[1]) if reserve else contextlib.nullcontext()
+        with budget:
+            try:
+                pixels = _fast_jpeg(data, image, size) if decoder == "auto" else None
+                if pixels is None:
+                    if fmt == "JPEG":
+                        _check_jpeg(data, image)  # strict, as the fast path: no grey-filling
+                    if fmt == "PNG":
+                        _verify_png(data)
+                    image.load()
+                    ImageOps.exif_transpose(image, in_place=True)  # no copy of the pixels
+                    width, height = image.size
+                    pixels = pil_to_tensor(_reduced(image, size))
+                else:  # no rotation on this path; the pixels may be at a reduced scale
+                    width, height = image.size
+            except Exception as exc:  # truncation, checksums, broken streams, bad EXIF
+                raise _corrupt(fmt, exc) from exc
+            if size is not None:
+                pixels = resize(pixels, size).contiguous()  # the full-size pixels go here
 
     return DecodedImage(
         pixels=pixels,
         format=fmt,
         media_type=MEDIA_TYPES[fmt],
-        width=int(pixels.shape[2]),
-        height=int(pixels.shape[1]),
+        width=int(width),
+        height=int(height),
     )
 
 
@@ -360,61 +383,79 @@ def _corrupt(fmt: str, exc: BaseException) -> CorruptImage:
     )
 
 
-def _fast_jpeg(data: bytes, image: Image.Image) -> torch.Tensor | None:
-    """torchvision's decode of a plain JPEG, or None where Pillow must decode it.
+def _reduced(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:
+    """With ``size``, an image at least 4x larger in both directions box-averaged by Pillow
+    (in C, on the decoded image) to at least 2x ``size``, before it becomes a tensor: the
+    float and RGB copies of 16 million pixels are never made."""
+    if size is None or image.mode not in ("L", "RGB", "RGBA"):
+        return image
+    factor = min(image.height // (2 * size[0]), image.width // (2 * size[1]))
+    return image.reduce(factor) if factor >= 2 else image
+
+
+def _check_jpeg(data: bytes, image: Image.Image) -> None:
+    """Decode the entropy-coded data strictly (at 1/8 scale: the whole scan is still read) and
+    raise on any libjpeg warning, e.g. a scan cut short by an early EOI marker."""
+    colorspace = "CMYK" if image.mode == "CMYK" else "GRAY" if image.mode == "L" else "RGB"
+    simplejpeg.decode_jpeg(data, colorspace=colorspace, min_factor=8, strict=True)
+
+
+def _fast_jpeg(
+    data: bytes, image: Image.Image, size: tuple[int, int] | None
+) -> torch.Tensor | None:
+    """simplejpeg's decode of a plain JPEG, or None where Pillow must decode it.
 
     Only for baseline/progressive RGB or greyscale JPEGs without an EXIF rotation: there both
     decoders run libjpeg-turbo with the same settings (accurate integer IDCT, fancy
-    upsampling) and give identical pixels, which ``_torchvision_jpeg`` checks once per process
+    upsampling) and give identical pixels, which ``_simplejpeg_equal`` checks once per process
     and the tests check on a corpus and on randomly damaged files. CMYK, MPO and rotated files
-    stay on Pillow's path, and so does any file torchvision fails on: its refusals are Pillow's.
+    stay on Pillow's path, and so does any file simplejpeg fails on: its refusals are Pillow's.
+    With ``size``, an image at least 4x larger in both directions is decoded at the largest DCT
+    scale that keeps it at least 2x ``size``.
     """
     if image.format != "JPEG" or image.mode not in ("RGB", "L"):
         return None
     if image.getexif().get(_ORIENTATION, 1) in _ROTATIONS:
         return None
-    decode = _torchvision_jpeg()
-    if decode is None:
+    if not _simplejpeg_equal():
         return None
+    min_height = min_width = 0
+    if size is not None and image.height >= 4 * size[0] and image.width >= 4 * size[1]:
+        min_height, min_width = 2 * size[0], 2 * size[1]
     try:
-        pixels = decode(data)
+        array = simplejpeg.decode_jpeg(
+            data,
+            colorspace="RGB",
+            fastdct=False,
+            fastupsample=False,
+            min_height=min_height,
+            min_width=min_width,
+            strict=True,
+        )
     except Exception:  # any refusal is Pillow's to make, with its message
         return None
-    if tuple(pixels.shape) != (3, image.height, image.width):
+    pixels = torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    if not min_height and tuple(pixels.shape) != (3, image.height, image.width):
         return None
     return pixels
 
 
 @cache
-def _torchvision_jpeg() -> Callable[[bytes], torch.Tensor] | None:
-    """torchvision's CPU JPEG decoder, if present and equal to Pillow on a probe image.
-
-    Calls the ``image::decode_jpeg`` operator that ``torchvision.io.decode_jpeg`` wraps: the
-    wrapper only adds a DeprecationWarning (torchvision 0.29 deprecates its codecs in favour of
-    TorchCodec), and silencing it per call is not thread-safe. If the operator goes away or
-    changes, the probe fails and Pillow decodes everything.
-    """
+def _simplejpeg_equal() -> bool:
+    """Whether simplejpeg gives Pillow's pixels on a probe image (else Pillow decodes all)."""
     try:
-        from torchvision.io import ImageReadMode
-
-        operator = torch.ops.image.decode_jpeg
-        rgb = ImageReadMode.RGB.value
-
-        def decode(data: bytes) -> torch.Tensor:
-            encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return operator(encoded, rgb, False).contiguous()
-
         y, x = np.mgrid[0:24, 0:40]
         probe = np.stack([x * 6, y * 10, (x * y) % 256], axis=-1).astype(np.uint8)
         buffer = BytesIO()
         Image.fromarray(probe).save(buffer, "JPEG", quality=90)
         with Image.open(BytesIO(buffer.getvalue())) as reference:
             expected = pil_to_tensor(reference)
-        if not torch.equal(decode(buffer.getvalue()), expected):
-            return None
-    except Exception:  # no usable torchvision decoder: Pillow decodes everything
-        return None
-    return decode
+        got = simplejpeg.decode_jpeg(
+            buffer.getvalue(), colorspace="RGB", fastdct=False, fastupsample=False
+        )
+        return torch.equal(torch.from_numpy(got).permute(2, 0, 1), expected)
+    except Exception:  # no usable simplejpeg: Pillow decodes everything
+        return False
 
 
 def _verify_png(data: bytes) -> None:

@@ -6,16 +6,18 @@ names; each failure becomes a ``StartupError`` with a one-line reason.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 
 from model.loading import LoadedModel, NoExportError, StaleExportError, open_encoder
-from model.preprocess import resize
 
+from .budget import PixelBudget, RequestPixels
 from .embedder import Embedder
-from .imaging import DecodedImage, decode_image
+from .imaging import decode_image
 from .metrics import Metrics
 from .query_cache import QueryCache
 from .settings import Settings
@@ -91,18 +93,25 @@ class Runtime:
     model_id: str
     model_meta: dict = field(default_factory=dict)
     queries: QueryCache = field(init=False)
+    pixels: PixelBudget = field(init=False)
     ready: bool = False
 
     def __post_init__(self) -> None:
-        self.queries = QueryCache(self.settings.query_ttl_s, self.settings.query_cache_size)
+        s = self.settings
+        self.queries = QueryCache(s.query_ttl_s, s.query_cache_size)
+        self.pixels = PixelBudget(s.decode_pixels, s.decode_wait_s)
 
     @classmethod
     def load(
-        cls, settings: Settings, metrics: Metrics, model: LoadedModel | None = None
+        cls,
+        settings: Settings,
+        metrics: Metrics,
+        model: LoadedModel | None = None,
+        store: GalleryStore | None = None,
     ) -> Runtime:
-        """Open the store around ``model`` (loaded from ``settings`` when not given)."""
+        """Compose the service; ``model`` and ``store`` open from ``settings`` when not given."""
         model = model or load_model(settings)
-        store = open_store(settings, model.encoder.dim)
+        store = store or open_store(settings, model.encoder.dim)
         embedder = Embedder(
             model.encoder,
             max_batch_size=settings.max_batch_size,
@@ -112,8 +121,23 @@ class Runtime:
         )
         return cls(settings, metrics, embedder, store, model.device, model.model_id, model.meta)
 
-    def decode(self, data: bytes) -> tuple[DecodedImage, torch.Tensor]:
-        """Validate and decode uploaded bytes; the crop resized for the network (uint8)."""
+    def decode(self, data: bytes, request: RequestPixels) -> tuple[str, torch.Tensor]:
+        """Validate and decode uploaded bytes: (media type, the crop at the network's input
+        size, uint8). The full-size pixels never outlive the call, and they are reserved from
+        the process's budget and counted against the request's before they are decoded."""
         s = self.settings
-        image = decode_image(data, max_pixels=s.max_image_pixels, max_side=s.max_image_side)
-        return image, resize(image.pixels, self.embedder.input_size)
+
+        @contextlib.contextmanager
+        def reserve(pixels: int) -> Iterator[None]:
+            request.take(pixels)
+            with self.pixels.reserve(pixels):
+                yield
+
+        image = decode_image(
+            data,
+            max_pixels=s.max_image_pixels,
+            max_side=s.max_image_side,
+            size=self.embedder.input_size,
+            reserve=reserve,
+        )
+        return image.media_type, image.pixels

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .store import Hit, Item
 
@@ -126,7 +127,11 @@ class SearchResponse(BaseModel):
 
 
 class ItemMeta(BaseModel):
-    """One image's metadata in ``POST /gallery`` (form fields, or an object of ``metadata``)."""
+    """One image's metadata in ``POST /gallery`` (form fields, or an object of ``metadata``).
+
+    Labels are printable text: control characters (NUL included) are refused, and a camera id
+    may not hold a comma, which separates camera ids in ``cameras`` and ``exclude_camera``.
+    """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -134,3 +139,14 @@ class ItemMeta(BaseModel):
     timestamp: AwareDatetime
     identity: str | None = Field(None, min_length=1, max_length=128)
     track_id: str | None = Field(None, min_length=1, max_length=128)
+
+    @field_validator("camera_id", "identity", "track_id")
+    @classmethod
+    def _printable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+            raise ValueError("must not contain control characters")
+        if info.field_name == "camera_id" and "," in value:
+            raise ValueError("must not contain ',' (it separates camera ids in search filters)")
+        return value

@@ -71,6 +71,30 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(64, ge=1, le=1024)
     max_image_side: int = Field(4096, ge=64)
     max_image_pixels: int = Field(16_000_000, ge=4096)
+    max_request_pixels: int = Field(
+        64_000_000, ge=4096, description="declared pixels of all images of one request"
+    )
+    decode_pixels: int = Field(
+        64_000_000,
+        ge=4096,
+        description="declared pixels being decoded at once in the process; past it a decode "
+        "waits decode_wait_s, then the request gets 503 with Retry-After",
+    )
+    decode_wait_s: float = Field(2.0, ge=0, le=60)
+    body_timeout_s: float = Field(
+        120.0, gt=0, description="time to receive a whole request body: 408 past it"
+    )
+    header_timeout_s: float = Field(
+        30.0, gt=0, description="time to receive a request's line and headers: 408 past it"
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="request line and headers together: 431 past it"
+    )
+    public_pages: bool = Field(
+        True,
+        description="with API keys set, the search page, its files and the API docs stay open "
+        "(no data); false: they need the key too",
+    )
     query_ttl_s: float = Field(900.0, gt=0, description="how long a query_id stays usable")
     query_cache_size: int = Field(20_000, ge=1)
     max_k: int = Field(1000, ge=1)

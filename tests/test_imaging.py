@@ -8,6 +8,7 @@ pixel is decoded where the header already tells.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import zipfile
@@ -20,7 +21,7 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from model.preprocess import load_image
+from model.preprocess import load_image, resize
 from service import imaging
 from service.imaging import (
     AnimatedImage,
@@ -252,6 +253,15 @@ def truncated(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
 
+def truncated_with_eoi(data: bytes, keep: float = 1 / 3) -> bytes:
+    """A JPEG cut short that still ends with an EOI marker: Pillow grey-fills the rest."""
+    return data[: int(len(data) * keep)] + b"\xff\xd9"
+
+
+def cmyk_jpeg() -> bytes:
+    return encode(rgb(192, 96).convert("CMYK"), "JPEG")
+
+
 def idat_span(data: bytes) -> tuple[int, int]:
     """(start, end) of the first IDAT chunk's payload."""
     start = data.index(b"IDAT") + 4
@@ -303,6 +313,27 @@ REFUSED: dict[str, tuple[Callable[[], bytes], type[ImageError], str | None]] = {
     "apng": (lambda: animated("PNG"), AnimatedImage, None),
     "jpeg-truncated": (lambda: truncated(encode(rgb(192, 96), "JPEG")), CorruptImage, None),
     "jpeg-cut-in-header": (lambda: encode(rgb(), "JPEG")[:300], CorruptImage, None),
+    "jpeg-truncated-then-eoi": (
+        lambda: truncated_with_eoi(encode(rgb(192, 96), "JPEG")),
+        CorruptImage,
+        None,
+    ),
+    "jpeg-progressive-truncated-then-eoi": (
+        lambda: truncated_with_eoi(encode(rgb(192, 96), "JPEG", progressive=True), 0.6),
+        CorruptImage,
+        None,
+    ),
+    "jpeg-grey-truncated-then-eoi": (
+        lambda: truncated_with_eoi(encode(rgb(192, 96).convert("L"), "JPEG")),
+        CorruptImage,
+        None,
+    ),
+    "jpeg-cmyk-truncated-then-eoi": (lambda: truncated_with_eoi(cmyk_jpeg()), CorruptImage, None),
+    "jpeg-rotated-truncated-then-eoi": (  # Pillow's path (EXIF rotation): strict there too
+        lambda: truncated_with_eoi(encode(rgb(192, 96), "JPEG", exif=exif_with_orientation(6))),
+        CorruptImage,
+        None,
+    ),
     "jpeg-progressive-truncated": (
         lambda: truncated(encode(rgb(192, 96), "JPEG", progressive=True)),
         CorruptImage,
@@ -418,14 +449,14 @@ def test_limits_are_parameters() -> None:
 
 @pytest.fixture
 def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail the test if Pillow (or torchvision) is asked to decode pixels."""
+    """Fail the test if Pillow (or simplejpeg) is asked to decode pixels."""
 
     def refuse(*args, **kwargs):
         raise AssertionError("pixels were decoded")
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
     monkeypatch.setattr(Image.Image, "load", refuse)
-    monkeypatch.setattr(imaging, "_torchvision_jpeg", lambda: refuse)
+    monkeypatch.setattr(imaging.simplejpeg, "decode_jpeg", refuse)
 
 
 def huge_png_header() -> bytes:
@@ -519,16 +550,15 @@ def test_truncated_images_are_never_grey_filled(monkeypatch: pytest.MonkeyPatch)
 
 
 # ---------------------------------------------------------------------------------------------
-# The torchvision fast path for plain JPEGs
+# The simplejpeg fast path for plain JPEGs
 
 
 def test_fast_path_covers_plain_jpegs_only(tmp_path: Path) -> None:
-    if imaging._torchvision_jpeg() is None:
-        pytest.skip("torchvision's JPEG decoder is unavailable here; Pillow decodes everything")
+    assert imaging._simplejpeg_equal(), "simplejpeg gives other pixels than Pillow here"
 
     def fast(data: bytes) -> torch.Tensor | None:
         with Image.open(io.BytesIO(data)) as image:
-            return imaging._fast_jpeg(data, image)
+            return imaging._fast_jpeg(data, image, None)
 
     for case in ("jpeg-rgb-420", "jpeg-rgb-444", "jpeg-progressive", "jpeg-odd-size", "jpeg-grey"):
         data = ACCEPTED[case][0]()
@@ -632,3 +662,73 @@ def test_property_mutated_jpegs_only_raise_image_errors() -> None:
         decodes_or_refuses(bytes(mutated[:keep]))
 
     check()
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: decoded at the size needed, inside a budget
+
+
+def test_size_gives_resized_pixels_and_the_uploads_own_size(tmp_path: Path) -> None:
+    data = encode(rgb(192, 96), "JPEG", quality=95)
+    small = decode_image(data, size=(64, 32))
+    assert tuple(small.pixels.shape) == (3, 64, 32)
+    assert (small.width, small.height) == (96, 192)
+    # below four times the size: the same pixels as a full decode, then the resize
+    full = decode_image(data)
+    assert torch.equal(small.pixels, resize(full.pixels, (64, 32)))
+    rotated = decode_image(encode(rgb(192, 96), "JPEG", exif=exif_with_orientation(6)), size=(8, 8))
+    assert (rotated.width, rotated.height) == (192, 96)  # the oriented size
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_with_nearly_the_same_pixels() -> None:
+    """A 2048 x 1024 photo for a 128 x 64 network: decoded at 1/4 scale (512 x 256), which the
+    resize then takes to 128 x 64; the result stays within a few grey levels of the full
+    decode's."""
+    y, x = np.mgrid[0:2048, 0:1024]
+    smooth = np.stack([x // 5 % 256, y // 9 % 256, (x + y) // 13 % 256], -1).astype(np.uint8)
+    data = encode(Image.fromarray(smooth), "JPEG", quality=92)
+    calls: list[dict] = []
+    real = imaging.simplejpeg.decode_jpeg
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    imaging.simplejpeg.decode_jpeg = spy
+    try:
+        reduced = decode_image(data, size=(128, 64))
+    finally:
+        imaging.simplejpeg.decode_jpeg = real
+    assert (reduced.width, reduced.height) == (1024, 2048)
+    assert calls[-1]["min_height"] == 256 and calls[-1]["min_width"] == 128
+    exact = resize(decode_image(data).pixels, (128, 64))
+    difference = (reduced.pixels.int() - exact.int()).abs().float()
+    assert difference.mean() < 2.0 and difference.max() <= 64
+
+
+def test_reserve_is_entered_with_the_declared_pixels_before_decoding() -> None:
+    seen: list[int] = []
+    decoded = {"before": None}
+
+    @contextlib.contextmanager
+    def reserve(pixels: int):
+        seen.append(pixels)
+        decoded["before"] = True
+        yield
+
+    decode_image(encode(rgb(192, 96), "PNG"), reserve=reserve)
+    decode_image(encode(rgb(192, 96), "JPEG"), reserve=reserve, size=(64, 32))
+    assert seen == [192 * 96, 192 * 96]
+
+    class Refused(Exception):
+        pass
+
+    @contextlib.contextmanager
+    def refuse(pixels: int):
+        raise Refused
+        yield  # pragma: no cover
+
+    with pytest.raises(Refused):
+        decode_image(encode(rgb(192, 96), "PNG"), reserve=refuse)
+    with pytest.raises(ImageTooLarge):  # the size limits come first: reserve is never asked
+        decode_image(encode(rgb(192, 96), "PNG"), reserve=refuse, max_pixels=100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import time
 
@@ -33,18 +34,46 @@ def metric(server: Server, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def test_a_full_queue_answers_503_with_retry_after_and_stores_nothing(server: Server) -> None:
+def test_more_images_than_the_queue_holds_is_413_not_a_503_that_never_succeeds(
+    server: Server,
+) -> None:
     with server.client() as c:
         response = c.post(
             "/gallery",
             files=[("images", (f"{i}.jpg", jpeg(i), "image/jpeg")) for i in range(5)],
             data={"camera_id": "c", "timestamp": "2024-01-01T00:00:00Z"},
         )
+        assert response.status_code == 413, response.text
+        assert response.json()["type"].endswith("too-many-images")
+        assert "SONA_QUEUE_SIZE" in response.json()["detail"]
+        assert c.get("/gallery").json()["total"] == 0
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_stores_nothing(server: Server) -> None:
+    """Three crops wait a second for company in a queue of three: one more is refused at once,
+    before its image is even decoded."""
+    rejected = metric(server, "sona_embed_rejected_total")
+    with server.client() as c, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        filling = pool.submit(
+            c.post,
+            "/gallery",
+            files=[("images", (f"{i}.jpg", jpeg(i), "image/jpeg")) for i in range(3)],
+            data={"camera_id": "c", "timestamp": "2024-01-01T00:00:00Z"},
+        )
+        time.sleep(0.4)  # the three are queued, waiting for the batch's second
+        response = c.post(
+            "/gallery",
+            files=[("images", ("late.jpg", jpeg(9), "image/jpeg"))],
+            data={"camera_id": "c", "timestamp": "2024-01-01T00:00:00Z"},
+        )
         assert response.status_code == 503, response.text
         assert response.headers["retry-after"] == "1"
         assert response.headers["content-type"].startswith("application/problem+json")
-        assert c.get("/gallery").json()["total"] == 0
-        assert metric(server, "sona_embed_rejected_total") == 5
+        assert filling.result().status_code == 201
+        assert c.get("/gallery").json()["total"] == 3
+        assert metric(server, "sona_embed_rejected_total") == rejected + 1
+        for item in filling.result().json()["items"]:  # leave the module's gallery empty
+            assert c.delete(f"/gallery/{item['item_id']}").status_code == 204
 
 
 def test_requests_whose_client_left_never_reach_the_network(server: Server) -> None:

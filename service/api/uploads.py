@@ -9,12 +9,36 @@ import torch
 from fastapi import Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
+from ..budget import RequestPixels
 from ..embedder import Overloaded
 from ..errors import Problem
-from ..imaging import DecodedImage, ImageError
+from ..imaging import ImageError
 from ..runtime import Runtime
 
-__all__ = ["decode", "embed", "embed_upload", "read_upload"]
+__all__ = ["check_room", "decode", "embed", "embed_upload", "overloaded", "read_upload"]
+
+
+def overloaded(what: str) -> Problem:
+    return Problem(
+        503,
+        f"the service is busy {what}; retry shortly",
+        code="overloaded",
+        headers={"Retry-After": "1"},
+    )
+
+
+def check_room(rt: Runtime, count: int) -> None:
+    """Before anything is decoded: can ``count`` crops ever, and now, be embedded?"""
+    if count > rt.embedder.queue_size:
+        raise Problem(
+            413,
+            f"{count} images in one request; the embedding queue holds {rt.embedder.queue_size} "
+            "(SONA_QUEUE_SIZE), so send fewer per request",
+            code="too-many-images",
+        )
+    if not rt.embedder.has_room(count):
+        rt.metrics.rejected.inc(count)
+        raise overloaded("embedding")
 
 
 async def read_upload(rt: Runtime, upload: UploadFile, label: str) -> bytes:
@@ -33,11 +57,16 @@ async def read_upload(rt: Runtime, upload: UploadFile, label: str) -> bytes:
     return data
 
 
-async def decode(rt: Runtime, data: bytes, label: str) -> tuple[DecodedImage, torch.Tensor]:
+async def decode(
+    rt: Runtime, data: bytes, label: str, request: RequestPixels
+) -> tuple[str, torch.Tensor]:
+    """(media type, crop at the network's input size); refusals become problem responses."""
     try:
-        return await run_in_threadpool(rt.decode, data)
+        return await run_in_threadpool(rt.decode, data, request)
     except ImageError as exc:
         raise Problem(exc.status, f"{label}: {exc}", code=exc.code) from exc
+    except Overloaded as exc:
+        raise overloaded("decoding images") from exc
 
 
 async def _client_gone(request: Request) -> None:
@@ -65,16 +94,12 @@ async def embed(rt: Runtime, crops: list[torch.Tensor], request: Request) -> np.
     try:
         return work.result()
     except Overloaded as exc:
-        raise Problem(
-            503,
-            "the service is busy embedding; retry shortly",
-            code="overloaded",
-            headers={"Retry-After": "1"},
-        ) from exc
+        raise overloaded("embedding") from exc
 
 
 async def embed_upload(rt: Runtime, request: Request, image: UploadFile) -> np.ndarray:
     """One uploaded crop: size check, validated decode, batched embedding."""
+    check_room(rt, 1)
     data = await read_upload(rt, image, "image")
-    _, crop = await decode(rt, data, "image")
+    _, crop = await decode(rt, data, "image", RequestPixels(rt.settings.max_request_pixels))
     return (await embed(rt, [crop], request))[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .base import (
     GALLERY_NAME,
     ITEM_ID,
+    CropMissingError,
     GalleryStore,
     GroupBy,
     Hit,
@@ -22,6 +23,7 @@ from .faiss import FaissSqliteStore
 __all__ = [
     "GALLERY_NAME",
     "ITEM_ID",
+    "CropMissingError",
     "FaissSqliteStore",
     "GalleryStore",
     "GroupBy",

@@ -22,6 +22,7 @@ __all__ = [
     "GALLERY_NAME",
     "ITEM_ID",
     "MEDIA_TYPE",
+    "CropMissingError",
     "GalleryStore",
     "GroupBy",
     "Hit",
@@ -53,6 +54,10 @@ class StoreError(RuntimeError):
 
 class StoreFullError(StoreError):
     """The disk is full: the write was refused and nothing of it was kept."""
+
+
+class CropMissingError(StoreError):
+    """An item whose crop file is gone (deleted by hand, lost storage): the item stays."""
 
 
 class StoreLockedError(StoreError):
@@ -287,7 +292,8 @@ class GalleryStore(abc.ABC):
         return self._get_embedding(item_id) if _is_id(item_id) else None
 
     def get_image(self, item_id: str) -> tuple[bytes, str] | None:
-        """The crop's bytes and media type."""
+        """The crop's bytes and media type; None for no such item. ``CropMissingError`` when
+        the item exists but its crop file does not."""
         return self._get_image(item_id) if _is_id(item_id) else None
 
     def delete(self, item_id: str) -> bool:

@@ -1,16 +1,15 @@
-"""One router per resource; every route but the health checks needs the API key when set."""
+"""One router per resource. API keys are checked before this, by ``service.auth``."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from ..deps import require_key
 from ..problems import PROBLEMS
 from . import embed, gallery, ops, search
 
 __all__ = ["health_router", "router"]
 
-router = APIRouter(dependencies=[Depends(require_key)], responses=PROBLEMS)
+router = APIRouter(responses=PROBLEMS)
 for module in (embed, gallery, search):
     router.include_router(module.router)
 router.include_router(ops.router)

@@ -10,15 +10,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from ...budget import RequestPixels
 from ...errors import Problem
 from ...schemas import GalleryCounts, GalleryItem, IngestResponse, ItemMeta
 from ...store import ITEM_ID, NewItem
 from ..deps import GalleryName, Rt
-from ..uploads import decode, embed, read_upload
+from ..forms import StrictFormRoute
+from ..uploads import check_room, decode, embed, read_upload
 
 __all__ = ["check_item_id", "router"]
 
-router = APIRouter(tags=["gallery"])
+router = APIRouter(tags=["gallery"], route_class=StrictFormRoute)
 
 
 def check_item_id(item_id: str) -> None:
@@ -35,6 +37,13 @@ def _metadata(count: int, shared: dict, metadata: str | None) -> list[ItemMeta]:
         except json.JSONDecodeError as exc:
             raise Problem(
                 422, f"metadata is not valid JSON: {exc.msg}", code="invalid-metadata"
+            ) from exc
+        except (ValueError, RecursionError) as exc:  # a 5,000-digit number; nesting too deep
+            raise Problem(
+                422,
+                "metadata is not usable JSON: numbers of at most 4,300 digits, nesting of at "
+                "most a few hundred levels",
+                code="invalid-metadata",
             ) from exc
         if not isinstance(parsed, list) or not all(isinstance(o, dict) for o in parsed):
             raise Problem(
@@ -95,6 +104,7 @@ async def post_gallery(
             f"{rt.settings.max_images_per_request}",
             code="too-many-images",
         )
+    check_room(rt, len(images))  # overloaded? say so before decoding anything
     metas = _metadata(
         len(images),
         {
@@ -106,11 +116,12 @@ async def post_gallery(
         metadata,
     )
     blobs, decoded = [], []
+    pixels = RequestPixels(rt.settings.max_request_pixels)
     for index, upload in enumerate(images):  # validate everything before storing anything
         label = f"image {index} ({upload.filename or 'unnamed'})"
         data = await read_upload(rt, upload, label)
         blobs.append(data)
-        decoded.append(await decode(rt, data, label))
+        decoded.append(await decode(rt, data, label, pixels))  # only the small crop is kept
     vectors = await embed(rt, [crop for _, crop in decoded], request)
     new = [
         NewItem(
@@ -118,11 +129,11 @@ async def post_gallery(
             camera_id=m.camera_id,
             timestamp=m.timestamp,
             image=blob,
-            image_type=image.media_type,
+            image_type=media_type,
             identity=m.identity,
             track_id=m.track_id,
         )
-        for vector, m, blob, (image, _) in zip(vectors, metas, blobs, decoded, strict=True)
+        for vector, m, blob, (media_type, _) in zip(vectors, metas, blobs, decoded, strict=True)
     ]
     stored = await run_in_threadpool(rt.store.add, gallery, new)  # errors: see errors.py
     body = IngestResponse(items=[GalleryItem.from_item(i) for i in stored], count=len(stored))

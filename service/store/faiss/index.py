@@ -30,7 +30,7 @@ def no_polysemous(index: Any) -> None:
     """Switch off PQ polysemous training (on by default in FAISS).
 
     It only serves Hamming pre-filtering, which the store never enables, and makes training
-    10-30x slower.
+    many times slower.
     """
     for _ in range(4):
         if hasattr(index, "do_polysemous_training"):

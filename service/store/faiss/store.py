@@ -42,6 +42,7 @@ import faiss
 import numpy as np
 
 from ..base import (
+    CropMissingError,
     GalleryStore,
     GroupBy,
     Hit,
@@ -386,7 +387,10 @@ class FaissSqliteStore(GalleryStore):
             if row is None:
                 return None
             data = self.crops.get(row[0].removeprefix(f"{_CROPS}/"))
-            return None if data is None else (data, row[1])
+        if data is None:
+            log.error("item %s: its crop %s is missing from %s", item_id, row[0], self.data_dir)
+            raise CropMissingError(f"the crop of item {item_id} is missing on the server")
+        return data, row[1]
 
     def counts(self) -> dict[str, dict[str, int]]:
         with self._rw.read():

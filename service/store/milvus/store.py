@@ -76,6 +76,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 from ..base import (
     ITEM_ID,
+    CropMissingError,
     GalleryStore,
     GroupBy,
     Hit,
@@ -426,7 +427,12 @@ class MilvusStore(GalleryStore):
         if row is None:
             return None
         data = self.crops.get(row["crop_key"])
-        return None if data is None else (data, row["image_type"])
+        if data is None:
+            log.error(
+                "item %s: its crop %s is missing from the crop store", item_id, row["crop_key"]
+            )
+            raise CropMissingError(f"the crop of item {item_id} is missing on the server")
+        return data, row["image_type"]
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Items per gallery and camera: a scan of two short fields of every row, O(n)."""
