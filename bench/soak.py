@@ -179,6 +179,8 @@ def main() -> None:
         f"end {memory[-1]:.0f} MiB, max {max(memory):.0f} MiB "
         f"(growth after the first quarter {memory[-1] - settle:+.0f} MiB)"
     )
+    tenths = [memory[min(len(memory) - 1, i * len(memory) // 10)] for i in range(1, 11)]
+    print("server RSS at each tenth of the run (MiB): " + ", ".join(f"{m:.0f}" for m in tenths))
     for line in result["lost"][:10]:
         print("  LOST", line)
     sys.exit(1 if errors or result["lost"] else 0)

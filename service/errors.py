@@ -11,7 +11,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .store import CropMissingError, StoreError, StoreFullError, StoreUnavailableError
+from .store import (
+    CropMissingError,
+    StoreError,
+    StoreFullError,
+    StoreRefusedError,
+    StoreUnavailableError,
+)
 
 __all__ = ["PROBLEM_TYPE", "Problem", "install_error_handlers", "problem_response"]
 
@@ -135,6 +141,16 @@ def install_error_handlers(app: FastAPI) -> None:
             404,
             f"{exc}: the item is there, its image is not (the server's log says where)",
             code="crop-missing",
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(StoreRefusedError)
+    async def _store_refused(request: Request, exc: StoreRefusedError) -> JSONResponse:
+        log.error("gallery store refused a request: %s", exc)
+        return problem_response(
+            502,
+            f"the gallery store refused the request, and would again: {exc}",
+            code="store-refused",
             instance=request.url.path,
         )
 

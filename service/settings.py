@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         description="Milvus vector index FLAT, IVF_FLAT, HNSW or AUTOINDEX; empty: FLAT on "
         "Milvus Lite, HNSW on a server",
     )
+    milvus_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = Field(
+        "Strong",
+        description="Milvus reads: Strong (every replica's acknowledged writes), Session (this "
+        "replica's at once, others' within Milvus's time tick), Bounded, Eventually",
+    )
     crops_dir: Path | None = Field(
         None,
         description="milvus: crop folder every replica mounts (required with a Milvus server; "

@@ -16,6 +16,7 @@ from .base import (
     StoreError,
     StoreFullError,
     StoreLockedError,
+    StoreRefusedError,
     StoreUnavailableError,
 )
 from .faiss import FaissSqliteStore
@@ -34,5 +35,6 @@ __all__ = [
     "StoreError",
     "StoreFullError",
     "StoreLockedError",
+    "StoreRefusedError",
     "StoreUnavailableError",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "StoreError",
     "StoreFullError",
     "StoreLockedError",
+    "StoreRefusedError",
     "StoreUnavailableError",
     "aware",
     "check_gallery",
@@ -54,6 +55,11 @@ class StoreError(RuntimeError):
 
 class StoreFullError(StoreError):
     """The disk is full: the write was refused and nothing of it was kept."""
+
+
+class StoreRefusedError(StoreError):
+    """The backend refused a request the store thought valid (a schema it cannot take, a
+    version without a feature): sending it again will not help, unlike an outage."""
 
 
 class CropMissingError(StoreError):
@@ -190,8 +196,8 @@ class GalleryStore(abc.ABC):
             self._check_text(it.camera_id, f"{what}: camera_id")
             for name in ("identity", "track_id"):
                 value = getattr(it, name)
-                if value is not None and not isinstance(value, str):
-                    raise StoreError(f"{what}: {name} must be a string or None")
+                if value is not None and (not isinstance(value, str) or not value):
+                    raise StoreError(f"{what}: {name} must be a non-empty string or None")
                 if value is not None:
                     self._check_text(value, f"{what}: {name}")
             if not isinstance(it.image, bytes | bytearray | memoryview) or not len(it.image):

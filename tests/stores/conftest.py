@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -30,8 +32,37 @@ def lite_db(tmp_path_factory: pytest.TempPathFactory):
     keeper.close()
 
 
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real Milvus standalone server for the session: SONA_TEST_MILVUS_URI's, or the one the
+    ``milvus`` package embeds, started on a free port under a temporary folder (about 15 s)."""
+    if os.environ.get("SONA_TEST_MILVUS_URI"):
+        yield os.environ["SONA_TEST_MILVUS_URI"]
+        return
+    try:
+        from milvus import MilvusServer
+    except ImportError:
+        pytest.skip("the milvus package (an embedded Milvus server) is not installed")
+    server = MilvusServer()
+    server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        server.listen_port = s.getsockname()[1]
+    try:
+        server.start()
+    except Exception as exc:  # the embedded binaries cannot run on this machine
+        pytest.skip(f"the embedded Milvus server did not start: {exc}")
+    yield f"http://127.0.0.1:{server.listen_port}"
+    server.stop()
+
+
 def make_backend(request: pytest.FixtureRequest, name: str, root: Path) -> Backend:
-    return Backend(name, root, request.getfixturevalue("lite_db") if name == "milvus" else None)
+    db = None
+    if name == "milvus":
+        db = request.getfixturevalue("lite_db")
+    elif name == "milvus-server":
+        db = request.getfixturevalue("milvus_server")
+    return Backend(name, root, db)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -31,12 +31,21 @@ HAVE_MILVUS = all(importlib.util.find_spec(m) is not None for m in ("pymilvus", 
 needs_milvus = pytest.mark.skipif(
     not HAVE_MILVUS, reason="pymilvus / milvus-lite not installed: pip install 'sona-reid[milvus]'"
 )
-BACKENDS = ["faiss", pytest.param("milvus", id="milvus-lite", marks=needs_milvus)]
-#: A real Milvus to run the same suite against (not set in CI: there it is Milvus Lite only),
-#: e.g. SONA_TEST_MILVUS_URI=http://localhost:19530 for the compose `milvus` profile's.
-MILVUS_SERVER = os.environ.get("SONA_TEST_MILVUS_URI", "")
-if MILVUS_SERVER:
-    BACKENDS.append(pytest.param("milvus-server", id="milvus-server", marks=needs_milvus))
+#: PyPI's ``milvus`` package embeds a real Milvus standalone server (2.3), started once per
+#: session by the ``milvus_server`` fixture; or SONA_TEST_MILVUS_URI names one to use instead.
+HAVE_MILVUS_SERVER = importlib.util.find_spec("pymilvus") is not None and (
+    importlib.util.find_spec("milvus") is not None or bool(os.environ.get("SONA_TEST_MILVUS_URI"))
+)
+needs_milvus_server = pytest.mark.skipif(
+    not HAVE_MILVUS_SERVER,
+    reason="no Milvus server: pip install milvus (the embedded standalone server), or set "
+    "SONA_TEST_MILVUS_URI",
+)
+BACKENDS = [
+    "faiss",
+    pytest.param("milvus", id="milvus-lite", marks=needs_milvus),
+    pytest.param("milvus-server", id="milvus-server", marks=needs_milvus_server),
+]
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -97,11 +106,12 @@ def assert_consistent(store: FaissSqliteStore, root: Path) -> None:
 class Backend:
     """Opens stores of one kind over one place, and checks what that kind keeps on disk.
 
-    Milvus: a collection prefix of its own in the shared Milvus Lite database (``db``), crops
-    under ``root/crops`` (the layout the FAISS store uses, so crop paths compare alike).
+    Milvus: a collection prefix of its own in the shared Milvus Lite database or on the Milvus
+    server (``db``: the .db path or the server's URI), crops under ``root/crops`` (the layout
+    the FAISS store uses, so crop paths compare alike).
     """
 
-    def __init__(self, name: str, root: Path, db: Path | None = None) -> None:
+    def __init__(self, name: str, root: Path, db: Path | str | None = None) -> None:
         self.name = name
         self.root = root
         self.db = db
@@ -118,7 +128,6 @@ class Backend:
 
         uri = str(self.db)
         if self.name == "milvus-server":
-            uri = MILVUS_SERVER
             kw.setdefault("index", "FLAT")  # exact, so brute force is the reference
         return MilvusStore(
             uri, dim=dim, collection_prefix=self.prefix, crops=self.root / "crops", **kw
@@ -129,7 +138,7 @@ class Backend:
         if self.name == "milvus-server":
             from pymilvus import MilvusClient
 
-            client = MilvusClient(uri=MILVUS_SERVER, token=os.environ.get("SONA_MILVUS_TOKEN", ""))
+            client = MilvusClient(uri=str(self.db), token=os.environ.get("SONA_MILVUS_TOKEN", ""))
             client.drop_collection(f"{self.prefix}items")
             client.close()
 

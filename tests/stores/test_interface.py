@@ -486,7 +486,10 @@ def test_concurrent_adds_deletes_and_searches(backend: Backend) -> None:
         threads += [threading.Thread(target=searcher, args=(100 + i,)) for i in range(3)]
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 30  # at least 2 s, and enough searches on a slow server
         time.sleep(2.0)
+        while time.monotonic() < deadline and (searches[0] <= 10 or len(added) <= 10):
+            time.sleep(0.2)
         stop.set()
         for t in threads:
             t.join(timeout=60)

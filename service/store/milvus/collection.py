@@ -4,6 +4,11 @@ One collection, ``<prefix>items``, for every gallery, with ``gallery`` as its pa
 (see the store's module doc for why). Several replicas may start at once: whoever loses the
 race to create the collection or its indexes uses the winner's; a collection left without
 indexes (its creator died in between) gets them here.
+
+Milvus 2.3 and 2.4 servers are common in the field, so nothing here needs more: no nullable
+fields (2.5; an absent label is stored as ""), and the scalar indexes that speed up camera
+and time filters are INVERTED where the server has it (2.4) and Trie / STL_SORT otherwise,
+never a reason to refuse to start (filters are exact without them, only slower).
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ from pymilvus import DataType, MilvusClient, MilvusException
 
 from ..base import StoreError
 
-__all__ = ["META_FIELDS", "TEXT_MAX", "open_collection"]
+__all__ = ["CONSISTENCY_LEVELS", "META_FIELDS", "TEXT_MAX", "open_collection", "refused"]
 
 log = logging.getLogger(__name__)
 
 #: Longest camera id, identity or track label, in UTF-8 bytes (the API allows 128 characters).
 TEXT_MAX = 1024
 _ID_MAX = 64
+#: Milvus's consistency levels, strongest first.
+CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
 #: The fields an item's metadata is read from.
 META_FIELDS = [
     "item_id",
@@ -45,8 +52,8 @@ def _schema(dim: int) -> Any:
     s.add_field("camera_id", DataType.VARCHAR, max_length=TEXT_MAX)
     s.add_field("ts", DataType.DOUBLE)
     s.add_field("timestamp", DataType.VARCHAR, max_length=64)
-    s.add_field("identity", DataType.VARCHAR, max_length=TEXT_MAX, nullable=True)
-    s.add_field("track_id", DataType.VARCHAR, max_length=TEXT_MAX, nullable=True)
+    s.add_field("identity", DataType.VARCHAR, max_length=TEXT_MAX)  # "" for None
+    s.add_field("track_id", DataType.VARCHAR, max_length=TEXT_MAX)
     s.add_field("image_type", DataType.VARCHAR, max_length=255)
     s.add_field("crop_key", DataType.VARCHAR, max_length=512)
     s.add_field("created_at", DataType.VARCHAR, max_length=64)
@@ -54,7 +61,7 @@ def _schema(dim: int) -> Any:
     return s
 
 
-def _index_params(client: MilvusClient, index_type: str) -> Any:
+def _vector_index(client: MilvusClient, index_type: str) -> Any:
     params = client.prepare_index_params()
     vector_params: dict[str, Any] = {}
     if index_type == "HNSW":
@@ -64,17 +71,40 @@ def _index_params(client: MilvusClient, index_type: str) -> Any:
     params.add_index(
         field_name="embedding", index_type=index_type, metric_type="IP", params=vector_params
     )
-    params.add_index(field_name="camera_id", index_type="INVERTED")
-    params.add_index(field_name="ts", index_type="INVERTED")
     return params
 
 
-def open_collection(c: MilvusClient, name: str, dim: int, requested: str, t: float) -> str:
-    """Create the collection (indexes, Strong consistency) or check the existing one; load it.
+def _scalar_indexes(c: MilvusClient, name: str, t: float) -> None:
+    """Indexes on camera and time, the best kind the server has; none is not an error."""
+    for field, kinds in (("camera_id", ("INVERTED", "Trie")), ("ts", ("INVERTED", "STL_SORT"))):
+        if c.list_indexes(name, field_name=field, timeout=t):
+            continue
+        for kind in kinds:
+            params = c.prepare_index_params()
+            params.add_index(field_name=field, index_type=kind)
+            try:
+                c.create_index(name, params, timeout=t, sync=False)
+                break
+            except MilvusException as e:
+                log.info("collection %s: no %s index on %s (%s)", name, kind, field, e.message)
+
+
+def refused(e: MilvusException) -> bool:
+    """Whether Milvus refused the request itself (bad parameters, a schema it cannot take), as
+    opposed to failing to serve it (not ready, overloaded, unreachable): codes 1100-1199 are
+    Milvus's parameter errors; 5 (IllegalArgument) is the same before Milvus 2.3."""
+    code = getattr(e, "code", None)
+    return isinstance(code, int) and (1100 <= code < 1200 or code == 5)
+
+
+def open_collection(
+    c: MilvusClient, name: str, dim: int, requested: str, t: float, consistency: str
+) -> str:
+    """Create the collection (indexes, ``consistency``) or check the existing one; load it.
     Returns the vector index type it has (an existing collection keeps its own)."""
     if not c.has_collection(name, timeout=t):
         try:
-            c.create_collection(name, schema=_schema(dim), consistency_level="Strong", timeout=t)
+            c.create_collection(name, schema=_schema(dim), consistency_level=consistency, timeout=t)
         except MilvusException:
             if not c.has_collection(name, timeout=t):
                 raise  # not a race with another replica creating it
@@ -93,10 +123,11 @@ def open_collection(c: MilvusClient, name: str, dim: int, requested: str, t: flo
         try:
             # sync=False: pymilvus would poll each new index with 0.5 s sleeps; the
             # collection is empty and load_collection waits for what it needs
-            c.create_index(name, _index_params(c, requested), timeout=t, sync=False)
+            c.create_index(name, _vector_index(c, requested), timeout=t, sync=False)
         except MilvusException:
             if not c.list_indexes(name, field_name="embedding", timeout=t):
                 raise
+    _scalar_indexes(c, name, t)
     index_type = requested
     with contextlib.suppress(MilvusException, KeyError, IndexError):
         names = c.list_indexes(name, field_name="embedding", timeout=t)

@@ -17,17 +17,19 @@ partitions. Fields::
     camera_id   VARCHAR                    filtered with ``in`` / ``not in``
     ts          DOUBLE                     epoch seconds, for the time window
     timestamp   VARCHAR                    the ISO 8601 text as given (its UTC offset kept)
-    identity    VARCHAR, nullable          None stays None
-    track_id    VARCHAR, nullable
+    identity    VARCHAR                    "" for None (nullable fields need Milvus 2.5)
+    track_id    VARCHAR                    "" for None
     image_type  VARCHAR                    the crop's media type
     crop_key    VARCHAR                    where the crop lives in the ``CropStore``
     created_at  VARCHAR                    ISO 8601, UTC: when the store acknowledged it
     seq         INT64                      acknowledgement order (ns clock): breaks score ties
 
-Consistency. The collection is created with consistency level ``Strong`` and every search and
-query asks for ``Strong`` as well (in case the collection was made by someone else): Milvus then
-serves a read only once every write acknowledged before it is visible, whichever replica
-wrote it. Its cost is a wait for the time tick on a busy cluster (milliseconds to a few hundred).
+Consistency. Every search and query asks for the store's ``consistency`` (``Strong`` by
+default; the collection is created with it too). ``Strong``: Milvus serves a read only once
+every write acknowledged before it is visible, whichever replica wrote it; its cost is a wait
+for the time tick. ``Session``: this replica's own inserts are visible to its next read (the
+client tracks them), its own deletes and other replicas' writes within Milvus's time tick;
+``Bounded`` and ``Eventually`` may miss even this replica's latest inserts for a moment.
 
 Ranking and grouping go through ``ranking.top_k``, as on the FAISS store: candidates sorted by
 score, then ``seq``, then id, so a tie at the cut is never split arbitrarily, and ``group_by``
@@ -86,13 +88,14 @@ from ..base import (
     StoreError,
     StoreFullError,
     StoreLockedError,
+    StoreRefusedError,
     StoreUnavailableError,
 )
 from ..crops import CropStore, LocalCropStore, crop_key
 from ..durable import is_full
 from ..ranking import Candidate, top_k
 from . import lite
-from .collection import META_FIELDS, TEXT_MAX, open_collection
+from .collection import CONSISTENCY_LEVELS, META_FIELDS, TEXT_MAX, open_collection, refused
 from .expressions import filter_expression, literal, string_list
 
 __all__ = ["MAX_TOPK", "TEXT_MAX", "MilvusStore", "MilvusUnavailableError"]
@@ -129,8 +132,8 @@ def _item(e: dict[str, Any]) -> Item:
         timestamp=datetime.fromisoformat(e["timestamp"]),
         image_type=e["image_type"],
         created_at=datetime.fromisoformat(e["created_at"]),
-        identity=e.get("identity"),
-        track_id=e.get("track_id"),
+        identity=e.get("identity") or None,
+        track_id=e.get("track_id") or None,
     )
 
 
@@ -160,6 +163,7 @@ class MilvusStore(GalleryStore):
         ef_search: int = 128,
         nprobe: int = 32,
         timeout: float = 30.0,
+        consistency: str = "Strong",
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or not 2 <= dim <= 32768:
             raise StoreError(f"dim must be an integer in [2, 32768] for Milvus, not {dim!r}")
@@ -174,6 +178,11 @@ class MilvusStore(GalleryStore):
         self.lite = lite.is_lite(uri)
         self.collection = f"{collection_prefix}items"
         self.timeout = timeout
+        if consistency not in CONSISTENCY_LEVELS:
+            raise StoreError(
+                f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {consistency!r}"
+            )
+        self.consistency = consistency
         self.ef_search = max(1, int(ef_search))
         self.nprobe = max(1, int(nprobe))
         self._closed = True
@@ -206,7 +215,12 @@ class MilvusStore(GalleryStore):
             try:
                 with self._errors("open"):
                     self.index_type = open_collection(
-                        self._client, self.collection, self.dim, requested, self.timeout
+                        self._client,
+                        self.collection,
+                        self.dim,
+                        requested,
+                        self.timeout,
+                        consistency,
                     )
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -222,7 +236,13 @@ class MilvusStore(GalleryStore):
 
     def _connect(self, uri: str, token: str | None) -> MilvusClient:
         try:
-            return MilvusClient(uri=uri, token=token or "", timeout=self.timeout)
+            options: dict[str, Any] = {}
+            if self.lite:  # its server refuses pymilvus's 10 s idle pings ("too many pings"),
+                # closing a connection idle for half a minute: ping only during calls
+                options = {"grpc.keepalive_permit_without_calls": False}
+            return MilvusClient(
+                uri=uri, token=token or "", timeout=self.timeout, grpc_options=options
+            )
         except MilvusException as e:
             if self.lite:
                 if "milvus-lite is required" in str(e) or "milvus_lite" in str(e):
@@ -249,6 +269,8 @@ class MilvusStore(GalleryStore):
                 raise StoreFullError(f"Milvus is out of space ({what}): {e}") from e
             if self._closed:
                 raise StoreError("the store is closed") from e
+            if refused(e):
+                raise StoreRefusedError(f"Milvus refused the {what}: {e.message}") from e
             raise MilvusUnavailableError(f"Milvus {what} failed: {e}") from e
         except Exception as e:
             if self._closed:
@@ -268,7 +290,7 @@ class MilvusStore(GalleryStore):
                 self.collection,
                 filter=expr,
                 output_fields=fields,
-                consistency_level="Strong",
+                consistency_level=self.consistency,
                 timeout=self.timeout,
                 **kwargs,
             )
@@ -339,8 +361,8 @@ class MilvusStore(GalleryStore):
                 "camera_id": it.camera_id,
                 "ts": it.timestamp.timestamp(),
                 "timestamp": it.timestamp.isoformat(),
-                "identity": it.identity,
-                "track_id": it.track_id,
+                "identity": it.identity or "",
+                "track_id": it.track_id or "",
                 "image_type": it.image_type,
                 "crop_key": keys[n],
                 "created_at": created[n].isoformat(),
@@ -491,7 +513,7 @@ class MilvusStore(GalleryStore):
                 filter=expr,
                 output_fields=META_FIELDS,
                 search_params=self._search_params(limit),
-                consistency_level="Strong",
+                consistency_level=self.consistency,
                 timeout=self.timeout,
             )
         rows = [_Row(float(h["distance"]), dict(h["entity"])) for h in result[0]]
@@ -525,7 +547,12 @@ class MilvusStore(GalleryStore):
         def fetch(window: int) -> tuple[list[Candidate], bool]:
             rows, exhausted = self._candidates(expr, query, window)
             return [
-                Candidate(r.score, r.entity["item_id"], r.entity.get(label) if label else None, r)
+                Candidate(
+                    r.score,
+                    r.entity["item_id"],
+                    (r.entity.get(label) or None) if label else None,
+                    r,
+                )
                 for r in rows
             ], exhausted
 
