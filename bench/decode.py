@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import io
 import platform
+import sys
 import timeit
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import PIL
@@ -31,6 +33,7 @@ import torch
 import torchvision
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # not bench/: its service.py
 from model.preprocess import pil_to_tensor
 from service.imaging import decode_image
 
