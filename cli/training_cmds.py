@@ -114,6 +114,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from training.datasets import load_dataset
     from training.trainer import Trainer
 
+    if args.preset == "paper" and not args.backbone_weights and not args.from_scratch:
+        raise UserError(
+            "the paper preset starts from torchvision's ImageNet ResNet-50 (IMAGENET1K_V1, "
+            "resnet50-0676ba61.pth): pass it with --backbone-weights FILE, or --from-scratch to "
+            "train from random weights"
+        )
     config = TRAIN_PRESETS[args.preset]
     model = dataclasses.replace(
         config.model,
@@ -280,7 +286,13 @@ def add_parsers(sub: Any) -> None:
     train.add_argument(
         "--backbone-weights",
         metavar="PATH",
-        help="torchvision ResNet state dict to start from (e.g. ImageNet weights)",
+        help="torchvision ResNet state dict to start from (the paper: ImageNet's "
+        "resnet50-0676ba61.pth; required by --preset paper unless --from-scratch)",
+    )
+    train.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="--preset paper: train from random weights, knowingly (the paper does not)",
     )
     train.add_argument(
         "--eval-every",

@@ -49,8 +49,9 @@ def dilate_layer(layer: nn.Sequential, first_dilation: int, dilation: int) -> No
 def build_resnet(depth: int, weights: str | Path | None = None) -> ResNet:
     """A torchvision ResNet of ``depth`` with layer3/layer4 dilated (output stride 8).
 
-    ``weights``: path to a torchvision ResNet state dict; every tensor must land, the
-    classifier included, or a :class:`BackboneWeightsError` says which did not.
+    ``weights``: path to a torchvision ResNet state dict; every tensor SONA-Net uses must land,
+    or a :class:`BackboneWeightsError` names which did not. The ImageNet classifier
+    (``fc.*``), which SONA-Net never uses, may be there or not.
     """
     if depth not in _CONSTRUCTORS:
         raise ValueError(f"depth must be one of {sorted(_CONSTRUCTORS)}, got {depth}")
@@ -80,14 +81,20 @@ def load_backbone_weights(net: ResNet, path: str | Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise BackboneWeightsError(f"{path} does not hold a state dict")
-    expected = net.state_dict()
+    unused = ("fc.",)  # the ImageNet classifier: SONA-Net's heads replace it
+    state = {k: v for k, v in state.items() if not k.startswith(unused)}
+    expected = {k: v for k, v in net.state_dict().items() if not k.startswith(unused)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    wrong = sorted(
+        k
+        for k in set(state) & set(expected)
+        if not isinstance(state[k], torch.Tensor) or state[k].shape != expected[k].shape
+    )
     if missing or unexpected or wrong:
         raise BackboneWeightsError(
             f"{path} does not fit a torchvision ResNet of this depth: "
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
             f"(e.g. {unexpected[:3]}), {len(wrong)} of the wrong shape (e.g. {wrong[:3]})"
         )
-    net.load_state_dict(state, strict=True)
+    net.load_state_dict(state, strict=False)  # everything but fc.*, checked just above

@@ -47,7 +47,8 @@ def test_local_weights_file_lands_every_tensor(tmp_path: Path, depth: int, const
 
     loaded = build_resnet(depth, path)
     for name, tensor in source.state_dict().items():
-        assert torch.equal(loaded.state_dict()[name], tensor), name
+        if not name.startswith("fc."):  # the ImageNet classifier: unused, so not loaded
+            assert torch.equal(loaded.state_dict()[name], tensor), name
 
     # and through SONA-Net's config, into the network's own modules: every tensor but fc
     net = SONANet(SONANetConfig(depth=depth, backbone_weights=str(path), num_classes=5))
@@ -75,3 +76,25 @@ def test_wrong_or_missing_weights_are_refused(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a state dict")
     with pytest.raises(BackboneWeightsError, match="cannot read"):
         build_resnet(18, garbage)
+
+
+def test_the_imagenet_classifier_may_be_absent_but_no_used_weight_may(tmp_path: Path) -> None:
+    """torchvision's own file has fc.weight and fc.bias, a trimmed one may not; SONA-Net never
+    uses them. Anything that leaves a used weight unset or mis-shaped is refused by name."""
+    state = resnet18().state_dict()
+    trimmed = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    torch.save(trimmed, tmp_path / "no-fc.pth")
+    loaded = build_resnet(18, tmp_path / "no-fc.pth")
+    assert torch.equal(loaded.state_dict()["layer4.1.bn2.weight"], state["layer4.1.bn2.weight"])
+
+    missing = dict(trimmed)
+    del missing["layer3.0.conv1.weight"]
+    torch.save(missing, tmp_path / "missing.pth")
+    with pytest.raises(BackboneWeightsError, match=r"1 missing \(e.g. \['layer3.0.conv1.weight'\]"):
+        build_resnet(18, tmp_path / "missing.pth")
+
+    misshaped = dict(trimmed)
+    misshaped["bn1.weight"] = torch.ones(3)
+    torch.save(misshaped, tmp_path / "misshaped.pth")
+    with pytest.raises(BackboneWeightsError, match=r"1 of the wrong shape \(e.g. \['bn1.weight'\]"):
+        build_resnet(18, tmp_path / "misshaped.pth")

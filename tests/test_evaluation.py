@@ -42,8 +42,12 @@ def reference_evaluate(dist, q_pids, g_pids, q_cams, g_cams, max_rank):
     return cmc, float(np.mean(aps)), float(np.mean(inps)), len(cmcs)
 
 
-def reference_re_ranking(qg, qq, gg, k1, k2, lam):
-    """k-reciprocal re-ranking from the paper's definitions, with sets and loops."""
+def reference_re_ranking(qg, qq, gg, k1, k2, lam, strict=True):
+    """k-reciprocal re-ranking from the paper's definitions, with sets and loops.
+
+    ``strict``: a candidate's set joins when MORE than 2/3 of it lies in R(p, k1), as in Zhong
+    et al.'s published code; ``False`` is the "at least 2/3" reading, kept to show they differ.
+    """
     nq, ng = qg.shape
     n = nq + ng
     d = np.block([[qq, qg], [qg.T, gg]]).astype(np.float64)
@@ -67,7 +71,8 @@ def reference_re_ranking(qg, qq, gg, k1, k2, lam):
     for p in range(n):
         expanded = set(r1[p])
         for q in r1[p]:
-            if len(r1[p] & rh[q]) >= 2 / 3 * len(rh[q]):
+            shared = 3 * len(r1[p] & rh[q])
+            if shared > 2 * len(rh[q]) or (not strict and shared == 2 * len(rh[q])):
                 expanded |= rh[q]
         for x in expanded:
             v[p, x] = math.exp(-d[p, x])
@@ -347,6 +352,20 @@ def test_re_ranking_matches_reference(nq, ng, k1, k2, ties):
     got = re_ranking(qg, qq, gg, k1=k1, k2=k2, lambda_value=0.3)
     assert got.dtype == np.float32 and got.shape == (nq, ng)
     np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+def test_re_ranking_takes_more_than_two_thirds_not_at_least():
+    """Where "more than 2/3" and "at least 2/3" give different expansions, the implementation
+    follows the published one (strict); on random problems the two readings often differ."""
+    differ = 0
+    for seed in range(12):
+        rng = np.random.default_rng(1000 + seed)
+        qg, qq, gg = symmetric_problem(rng, 6, 20)
+        got = re_ranking(qg, qq, gg, k1=6, k2=3, lambda_value=0.3)
+        np.testing.assert_allclose(got, reference_re_ranking(qg, qq, gg, 6, 3, 0.3), atol=2e-6)
+        loose = reference_re_ranking(qg, qq, gg, 6, 3, 0.3, strict=False)
+        differ += not np.allclose(got, loose, atol=1e-4)
+    assert differ >= 3
 
 
 def test_re_ranking_lambda_one_is_the_normalised_original():

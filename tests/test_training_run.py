@@ -198,3 +198,19 @@ def test_single_camera_data_trains_but_is_not_evaluated(
     ).fit()
     assert any("without evaluation" in m and "camera" in m for m in messages), messages
     assert "mAP" not in result.history[-1] and (tmp_path / "run" / "last.pt").exists()
+
+
+def test_the_paper_preset_refuses_to_start_from_random_weights(tmp_path, capsys) -> None:
+    """The paper starts from ImageNet weights; without them the paper preset says which file
+    and where to pass it, in one line, unless --from-scratch says random weights are meant."""
+    from cli.main import main
+
+    args = ["train", "--preset", "paper", "--dataset", "synthetic", "--output", str(tmp_path)]
+    assert main([*args, "--data", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "IMAGENET1K_V1" in err and "--backbone-weights" in err and "--from-scratch" in err
+    # with --from-scratch the weights are no longer the problem: the (absent) dataset is
+    assert main([*args, "--data", str(tmp_path / "absent"), "--from-scratch"]) == 2
+    err = capsys.readouterr().err
+    assert "IMAGENET1K_V1" not in err and "absent" in err

@@ -373,7 +373,7 @@ def _k_reciprocal_sets(top: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray
     """R*(p, k1) for every sample as CSR (indptr, indices), indices sorted per row.
 
     R(p, k) = {g in N(p, k) : p in N(g, k)}, with N(p, k) = p and its k nearest others.
-    R*(p) = R(p, k1) plus R(q, k1h) for each q in R(p, k1) whose R(q, k1h) has at least 2/3 of
+    R*(p) = R(p, k1) plus R(q, k1h) for each q in R(p, k1) whose R(q, k1h) has more than 2/3 of
     its members in R(p, k1), with k1h = round(k1 / 2) (at least 1).
     """
     n = top.shape[0]
@@ -392,7 +392,7 @@ def _k_reciprocal_sets(top: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray
         in_r = ((cand[..., None] == f[:, None, None, :]) & m1[:, None, None, :]).any(axis=3)
         overlap = np.count_nonzero(in_r & cand_m, axis=2)
         size = np.count_nonzero(cand_m, axis=2)
-        accept = m1 & (3 * overlap >= 2 * size)
+        accept = m1 & (3 * overlap > 2 * size)  # more than 2/3, as Zhong et al.'s reference
         members = np.concatenate(
             [
                 np.where(m1, f, n),
