@@ -88,9 +88,15 @@ def _cmd_gallery_add(args: argparse.Namespace) -> int:
         )
     if not crops:
         raise UserError("no crops found")
-    added, errors = upload(
-        crops, args.url, gallery=args.gallery, api_key=args.api_key, batch_size=args.batch_size
-    )
+    import httpx
+
+    try:
+        httpx.get(f"{args.url.rstrip('/')}/healthz", timeout=10)  # before any progress bar
+        added, errors = upload(
+            crops, args.url, gallery=args.gallery, api_key=args.api_key, batch_size=args.batch_size
+        )
+    except httpx.TransportError as exc:  # nothing listening, a wrong host, a dropped connection
+        raise UserError(f"cannot reach the service at {args.url}: {exc}") from None
     print(f"added {added} of {len(crops)} crops to gallery '{args.gallery}' at {args.url}")
     for error in errors[:10]:
         print(f"  failed: {error}", file=sys.stderr)
@@ -225,7 +231,11 @@ def add_parsers(sub: Any) -> None:
     )
     gadd.add_argument("folder", metavar="FOLDER", nargs="?", help="folder of crops")
     gadd.add_argument("--csv", metavar="FILE", help="metadata per crop instead of file names")
-    gadd.add_argument("--url", default="http://127.0.0.1:8000", help="service root URL")
+    gadd.add_argument(
+        "--url",
+        default="http://127.0.0.1:8000",
+        help="service root URL (default http://127.0.0.1:8000, where make serve listens)",
+    )
     gadd.add_argument("--gallery", default="default", help="gallery name (default 'default')")
     gadd.add_argument(
         "--api-key", default=os.environ.get("SONA_API_KEY"), help="API key (default: SONA_API_KEY)"

@@ -52,3 +52,20 @@ def test_csv(tmp_path: Path) -> None:
     table.write_text("file,camera\n")
     with pytest.raises(ValueError, match="lacks"):
         crops_from_csv(table)
+
+
+def test_gallery_add_with_no_service_listening_is_one_line(tmp_path: Path, capsys) -> None:
+    import socket
+
+    from cli.main import main
+
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    (folder / "0002_c3s1_000451_01.jpg").write_bytes(b"x")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    assert main(["gallery", "add", str(folder), "--url", url]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"cannot reach the service at {url}" in err
