@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -82,6 +83,50 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str,
     return text, errors
 
 
+#: How store errors leave the service: status, problem code, detail, headers. Starlette picks
+#: the handler of the most specific class, so StoreError is the fallback of the others.
+_STORE_ERRORS: dict[type[Exception], tuple[int, str, Any, dict[str, str] | None]] = {
+    StoreUnavailableError: (
+        503,
+        "store-unavailable",
+        lambda e: "the gallery store is unavailable; retry shortly",
+        {"Retry-After": "5"},
+    ),
+    StoreFullError: (
+        507,
+        "insufficient-storage",
+        lambda e: f"the gallery's disk is full; nothing was stored ({e})",
+        None,
+    ),
+    CropMissingError: (
+        404,
+        "crop-missing",
+        lambda e: f"{e}: the item is there, its image is not (the server's log says where)",
+        None,
+    ),
+    StoreRefusedError: (
+        502,
+        "store-refused",
+        lambda e: f"the gallery store refused the request, and would again: {e}",
+        None,
+    ),
+    StoreError: (422, "invalid-item", str, None),
+}
+
+
+def _store_handler(
+    status: int, code: str, detail: Any, headers: dict[str, str] | None
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        if status >= 500 or code == "crop-missing":  # the operator's to look at
+            log.error("gallery store: %s", exc)
+        return problem_response(
+            status, detail(exc), code=code, headers=headers, instance=request.url.path
+        )
+
+    return handle
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -114,49 +159,8 @@ def install_error_handlers(app: FastAPI) -> None:
             422, text, code="invalid-parameters", instance=request.url.path, errors=errors
         )
 
-    @app.exception_handler(StoreUnavailableError)
-    async def _unavailable(request: Request, exc: StoreUnavailableError) -> JSONResponse:
-        log.error("gallery store unavailable: %s", exc)
-        return problem_response(
-            503,
-            "the gallery store is unavailable; retry shortly",
-            code="store-unavailable",
-            headers={"Retry-After": "5"},
-            instance=request.url.path,
-        )
-
-    @app.exception_handler(StoreFullError)
-    async def _full(request: Request, exc: StoreFullError) -> JSONResponse:
-        log.error("gallery store full: %s", exc)
-        return problem_response(
-            507,
-            f"the gallery's disk is full; nothing was stored ({exc})",
-            code="insufficient-storage",
-            instance=request.url.path,
-        )
-
-    @app.exception_handler(CropMissingError)
-    async def _crop_missing(request: Request, exc: CropMissingError) -> JSONResponse:
-        return problem_response(
-            404,
-            f"{exc}: the item is there, its image is not (the server's log says where)",
-            code="crop-missing",
-            instance=request.url.path,
-        )
-
-    @app.exception_handler(StoreRefusedError)
-    async def _store_refused(request: Request, exc: StoreRefusedError) -> JSONResponse:
-        log.error("gallery store refused a request: %s", exc)
-        return problem_response(
-            502,
-            f"the gallery store refused the request, and would again: {exc}",
-            code="store-refused",
-            instance=request.url.path,
-        )
-
-    @app.exception_handler(StoreError)
-    async def _refused(request: Request, exc: StoreError) -> JSONResponse:
-        return problem_response(422, str(exc), code="invalid-item", instance=request.url.path)
+    for kind, spec in _STORE_ERRORS.items():
+        app.add_exception_handler(kind, _store_handler(*spec))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -3,7 +3,6 @@ SQLite, approximate index kinds and the ``auto`` policy."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -13,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +25,6 @@ from service.store import (
     StoreError,
     StoreFullError,
 )
-from service.store.crops import LocalCropStore
 from service.store.faiss import index as faiss_index
 from service.store.faiss import search as faiss_search
 
@@ -235,41 +232,6 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path, options: dict) -> No
 
 
 # ------------------------------------------------------------------------------------ disk full
-
-
-def test_disk_full_writing_crops(
-    faiss_store: FaissSqliteStore, tmp_path: Path, monkeypatch
-) -> None:
-    store = faiss_store
-    x = unit(np.random.default_rng(8), 20)
-    store.add("g", [new_item(v) for v in x[:5]])
-    files, info = crop_files(tmp_path), store.index_info()
-    real = LocalCropStore._write
-    calls = {"n": 0}
-    lock = threading.Lock()
-
-    def flaky(self: LocalCropStore, key: str, data: bytes) -> Path:
-        with lock:
-            calls["n"] += 1
-            n = calls["n"]
-        if n < 4:
-            return real(self, key, data)
-        with open(self._path(key), "xb") as fh:  # a partial file, as a real ENOSPC would leave
-            fh.write(data[: len(data) // 2])
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(LocalCropStore, "_write", flaky)
-    with pytest.raises(StoreFullError):
-        store.add("g", [new_item(v) for v in x[5:15]])
-    with pytest.raises(StoreFullError):
-        store.add("g", [new_item(x[15])])  # the single-item path
-    assert crop_files(tmp_path) == files
-    assert store.index_info() == info
-    assert store.count("g") == 5
-    monkeypatch.setattr(LocalCropStore, "_write", real)
-    store.add("g", [new_item(v) for v in x[5:15]])
-    assert store.count("g") == 15
-    assert_consistent(store, tmp_path)
 
 
 def test_disk_full_in_sqlite(faiss_store: FaissSqliteStore, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ Searches are checked against a numpy brute force over the same random unit vecto
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -31,8 +32,10 @@ from service.store import (
     NewItem,
     SearchFilter,
     StoreError,
+    StoreFullError,
     StoreLockedError,
 )
+from service.store.crops import LocalCropStore
 
 from .support import (
     BACKENDS,
@@ -549,3 +552,38 @@ def test_iter_items_lists_a_gallery_in_acknowledgement_order(store: GalleryStore
     assert list(store.iter_items("nothing-here")) == []
     with pytest.raises(StoreError):
         store.iter_items("../g")
+
+
+def test_disk_full_writing_crops_keeps_nothing_of_the_batch(backend: Backend, monkeypatch) -> None:
+    """ENOSPC part way through a batch's crops (a partial file left, as a real one leaves):
+    StoreFullError, no crop or row of the batch kept, and the store writes again once there
+    is room. Both backends write crops through the same crop store."""
+    x = unit(np.random.default_rng(8), 20)
+    with backend.open() as store:
+        store.add("g", [new_item(v) for v in x[:5]])
+        files, counts = backend.crop_files(), store.counts()
+        real = LocalCropStore._write
+        calls = {"n": 0}
+        lock = threading.Lock()
+
+        def flaky(self: LocalCropStore, key: str, data: bytes) -> Path:
+            with lock:
+                calls["n"] += 1
+                n = calls["n"]
+            if n < 4:
+                return real(self, key, data)
+            with open(self._path(key), "xb") as fh:
+                fh.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(LocalCropStore, "_write", flaky)
+        with pytest.raises(StoreFullError):
+            store.add("g", [new_item(v) for v in x[5:15]])
+        with pytest.raises(StoreFullError):
+            store.add("g", [new_item(x[15])])  # the single-item path
+        assert backend.crop_files() == files
+        assert store.counts() == counts
+        monkeypatch.setattr(LocalCropStore, "_write", real)
+        store.add("g", [new_item(v) for v in x[5:15]])
+        assert store.count("g") == 15
+        backend.assert_consistent(store)

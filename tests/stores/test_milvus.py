@@ -3,7 +3,6 @@ crops, failed inserts and Milvus Lite's kill -9 recovery (Milvus Lite, not a ser
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -11,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -20,9 +18,7 @@ import pytest
 
 from service.store import (
     SearchFilter,
-    StoreFullError,
 )
-from service.store.crops import LocalCropStore
 
 from .support import (
     FILTERS,
@@ -120,38 +116,6 @@ def test_milvus_index_kinds(backend_milvus: Backend, index: str) -> None:
 @pytest.fixture
 def backend_milvus(lite_db: Path, tmp_path: Path) -> Backend:
     return Backend("milvus", tmp_path, lite_db)
-
-
-@needs_milvus
-def test_milvus_disk_full_writing_crops(backend_milvus: Backend, monkeypatch) -> None:
-
-    x = unit(np.random.default_rng(18), 20)
-    with backend_milvus.open() as store:
-        store.add("g", [new_item(v) for v in x[:5]])
-        files, counts = backend_milvus.crop_files(), store.counts()
-        real = LocalCropStore._write
-        calls = {"n": 0}
-        lock = threading.Lock()
-
-        def flaky(self: LocalCropStore, key: str, data: bytes) -> Path:
-            with lock:
-                calls["n"] += 1
-                n = calls["n"]
-            if n < 4:
-                return real(self, key, data)
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        monkeypatch.setattr(LocalCropStore, "_write", flaky)
-        with pytest.raises(StoreFullError):
-            store.add("g", [new_item(v) for v in x[5:15]])
-        with pytest.raises(StoreFullError):
-            store.add("g", [new_item(x[15])])
-        assert backend_milvus.crop_files() == files
-        assert store.counts() == counts
-        monkeypatch.setattr(LocalCropStore, "_write", real)
-        store.add("g", [new_item(v) for v in x[5:15]])
-        assert store.count("g") == 15
-        backend_milvus.assert_consistent(store)
 
 
 @needs_milvus
