@@ -116,3 +116,19 @@ class Server:
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, **{"timeout": 60, **kwargs})
+
+
+def serve_fails(**env: str) -> str:
+    """``sona serve`` that must stop before listening: its one-line reason."""
+    result = subprocess.run(
+        [SONA, "serve", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr

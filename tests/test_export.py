@@ -6,7 +6,6 @@ processes on the tiny configuration.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,7 +26,7 @@ from model.export import (
 from model.preprocess import image_files, load_crops, normalize, resize
 from model.sona_net import embed
 from service.imaging import decode_image
-from tests.service_support import SONA, Server, jpeg, make_checkpoint
+from tests.service_support import SONA, Server, jpeg, make_checkpoint, serve_fails
 from training.synthetic import make_dataset
 
 
@@ -166,22 +165,6 @@ def test_service_serves_the_onnx_export(checkpoint, int8_export, tmp_path):
             np.testing.assert_allclose(body["embedding"], expected, atol=1e-5)
     finally:
         server.stop()
-
-
-def serve_fails(**env: str) -> str:
-    """``sona serve`` that must stop before listening: its one-line reason."""
-    result = subprocess.run(
-        [SONA, "serve", "--port", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **env},
-    )
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    return result.stderr
 
 
 def test_service_refuses_an_export_of_another_checkpoint(fp32_export, tmp_path):

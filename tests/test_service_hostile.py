@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.service_support import Server, jpeg, make_checkpoint
+from tests.service_support import Server, jpeg, make_checkpoint, serve_fails
 
 KEY = "hostile-secret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -289,27 +289,8 @@ def test_head_answers_like_get_without_a_body(server: Server) -> None:
 def test_a_second_service_on_a_held_data_directory_says_so_in_one_line(
     server: Server, checkpoint: Path
 ) -> None:
-    import os
-    import subprocess
-
-    from tests.service_support import SONA
-
-    result = subprocess.run(
-        [SONA, "serve", "--port", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={
-            **os.environ,
-            "SONA_CHECKPOINT": str(checkpoint),
-            "SONA_DATA_DIR": server.env["SONA_DATA_DIR"],
-        },
-    )
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "another store" in result.stderr
+    reason = serve_fails(SONA_CHECKPOINT=str(checkpoint), SONA_DATA_DIR=server.env["SONA_DATA_DIR"])
+    assert "another store" in reason
 
 
 # ---------------------------------------------------------------------------------------------

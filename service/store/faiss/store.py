@@ -272,39 +272,29 @@ class FaissSqliteStore(GalleryStore):
     ) -> list[Item]:
         """Crops, then rows, then the index (see the module doc)."""
         with self._wlock:
-            return self._write_locked(gallery, items, x, ids, created)
-
-    def _write_locked(
-        self,
-        gallery: str,
-        items: list[NewItem],
-        x: np.ndarray,
-        ids: list[str],
-        created: list[datetime],
-    ) -> list[Item]:
-        catalog = self._check_open()
-        keys = [crop_key(gallery, i, it.image_type) for i, it in zip(ids, items, strict=True)]
-        self.crops.put_many(keys, [bytes(it.image) for it in items])
-        with self._rw.write():
-            try:
-                paths = [f"{_CROPS}/{k}" for k in keys]
-                rowids = catalog.insert(gallery, items, x, ids, paths, created)
-            except BaseException:
-                for key in keys:
-                    self.crops.delete(key)
-                raise
-            gi = self._indexes.get(gallery)
-            if gi is None:
-                gi = self._indexes[gallery] = GalleryIndex.empty(self.spec, 0)
-                self.index_origin[gallery] = "new"
-            gi.generation += 1
-            try:
-                gi.add(rowids, x)
-            except Exception:  # committed, so rebuild rather than disagree with SQLite
-                log.exception("index add failed for gallery %s: rebuilding", gallery)
-                self._indexes[gallery] = self._build(gallery, gi.generation)
-        self._maybe_retrain(gallery)
-        return [it.stored(i, gallery, c) for i, it, c in zip(ids, items, created, strict=True)]
+            catalog = self._check_open()
+            keys = [crop_key(gallery, i, it.image_type) for i, it in zip(ids, items, strict=True)]
+            self.crops.put_many(keys, [bytes(it.image) for it in items])
+            with self._rw.write():
+                try:
+                    paths = [f"{_CROPS}/{k}" for k in keys]
+                    rowids = catalog.insert(gallery, items, x, ids, paths, created)
+                except BaseException:
+                    for key in keys:
+                        self.crops.delete(key)
+                    raise
+                gi = self._indexes.get(gallery)
+                if gi is None:
+                    gi = self._indexes[gallery] = GalleryIndex.empty(self.spec, 0)
+                    self.index_origin[gallery] = "new"
+                gi.generation += 1
+                try:
+                    gi.add(rowids, x)
+                except Exception:  # committed, so rebuild rather than disagree with SQLite
+                    log.exception("index add failed for gallery %s: rebuilding", gallery)
+                    self._indexes[gallery] = self._build(gallery, gi.generation)
+            self._maybe_retrain(gallery)
+            return [it.stored(i, gallery, c) for i, it, c in zip(ids, items, created, strict=True)]
 
     def _delete(self, item_id: str) -> bool:
         with self._wlock:
