@@ -6,7 +6,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PRESETS", "SONANetConfig"]
+__all__ = ["DROPS", "PRESETS", "SONANetConfig"]
+
+#: The local branch's regulariser: none (the table's BL), the original square DropBlock (DB),
+#: the paper's DropBlock* (DB*), or BFE's batch feature erasing.
+DROPS = ("none", "dropblock", "dropblock*", "bfe")
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,8 @@ class SONANetConfig:
     The defaults are the paper's: ResNet-50, SONA after stages 2 and 3 (the variant with
     the best Market-1501 mAP in table 2), 384 x 128 input, 512-d global and 1024-d local
     features, DropBlock* 0.1 with 5 x 8 blocks, 751 identities (Market-1501's training set).
+    Stage 4 (after the last stage, before both branches) is the section 3.4 ablation only.
+    ``drop="dropblock"`` uses square blocks of side ``block_height``.
     """
 
     depth: int = 50
@@ -28,6 +34,7 @@ class SONANetConfig:
     drop_prob: float = 0.1
     block_height: int = 5
     block_width: int = 8
+    drop: str = "dropblock*"
     backbone_weights: str | None = None
 
     def __post_init__(self) -> None:
@@ -36,8 +43,14 @@ class SONANetConfig:
         object.__setattr__(self, "input_size", tuple(self.input_size))
         if self.depth not in (18, 34, 50):
             raise ValueError(f"depth must be 18, 34 or 50, got {self.depth}")
-        if not set(self.sona_stages) <= {2, 3}:
-            raise ValueError(f"sona_stages may hold 2 and 3 only, got {self.sona_stages}")
+        if not set(self.sona_stages) <= {2, 3, 4}:
+            raise ValueError(f"sona_stages may hold 2, 3 and 4 only, got {self.sona_stages}")
+        if self.drop not in DROPS:
+            raise ValueError(f"drop must be one of {', '.join(DROPS)}, got {self.drop!r}")
+        if self.block_height < 1 or self.block_width < 1:
+            raise ValueError(
+                f"block size must be positive, got {self.block_height}x{self.block_width}"
+            )
         if self.num_classes < 0:
             raise ValueError(
                 f"num_classes must be >= 0 (0: no classifiers), got {self.num_classes}"

@@ -44,7 +44,7 @@ def _count_macs(net: nn.Module, input_size: tuple[int, int]) -> int:
 def describe(config: SONANetConfig, name: str = "SONA-Net") -> ModelInfo:
     net = SONANet(config, load_backbone_weights=False).eval()
     shapes: dict[str, tuple[int, ...]] = {}
-    stages = ["stem", "layer1", "layer2", "sona2", "layer3", "sona3", "layer4"]
+    stages = ["stem", "layer1", "layer2", "sona2", "layer3", "sona3", "layer4", "sona4"]
     hooks = [
         getattr(net, stage).register_forward_hook(
             lambda _m, _i, out, stage=stage: shapes.__setitem__(stage, tuple(out.shape[1:]))

@@ -1,8 +1,11 @@
 """SONA-Net: a dilated ResNet with SONA blocks, a global branch and a DropBlock* local branch.
 
-    image -> stem -> layer1 -> layer2 [-> SONA] -> layer3 [-> SONA] -> layer4   (stride 8)
+    image -> stem -> layer1 -> layer2 [-> SONA] -> layer3 [-> SONA] -> layer4 [-> SONA] (stride 8)
       global: GAP -> 1x1 conv -> BN -> ReLU -> 512-d -> classifier
       local:  Bottleneck -> DropBlock* -> GMP -> 1x1 conv -> BN -> ReLU -> 1024-d -> classifier
+
+The local branch's DropBlock* can be swapped for nothing, the original DropBlock or BFE's
+batch erasing, and SONA placed after stage 4, for the ablation of table 5 and section 3.4.
 
 In eval the network returns the 1536-d concatenation (global, then local); in training it
 returns both features (for the triplet losses) and both logits (for cross-entropy).
@@ -20,6 +23,7 @@ from torchvision.models.resnet import Bottleneck
 from .backbone import STAGE_CHANNELS, build_resnet
 from .config import SONANetConfig
 from .dropblock import DropBlock2d
+from .erasing import BatchErasing2d, SquareDropBlock2d
 from .sona import SONA
 
 __all__ = ["SONANet", "SONAOutput", "embed"]
@@ -39,6 +43,16 @@ def _reduction(in_channels: int, out_channels: int) -> nn.Sequential:
     conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+def _local_drop(config: SONANetConfig) -> nn.Module:
+    if config.drop == "dropblock*":
+        return DropBlock2d(config.drop_prob, config.block_height, config.block_width)
+    if config.drop == "dropblock":
+        return SquareDropBlock2d(config.drop_prob, config.block_height)
+    if config.drop == "bfe":
+        return BatchErasing2d()
+    return nn.Identity()
 
 
 def _classifier(in_features: int, num_classes: int) -> nn.Module:
@@ -72,12 +86,13 @@ class SONANet(nn.Module):
         self.layer3 = resnet.layer3
         self.sona3 = SONA(c3, config.sona_reduction) if 3 in config.sona_stages else nn.Identity()
         self.layer4 = resnet.layer4
+        self.sona4 = SONA(c4, config.sona_reduction) if 4 in config.sona_stages else nn.Identity()
 
         self.global_reduction = _reduction(c4, config.global_dim)
         self.global_classifier = _classifier(config.global_dim, config.num_classes)
 
         self.local_block = Bottleneck(c4, c4 // Bottleneck.expansion)
-        self.drop_block = DropBlock2d(config.drop_prob, config.block_height, config.block_width)
+        self.drop_block = _local_drop(config)
         self.local_reduction = _reduction(c4, config.local_dim)
         self.local_classifier = _classifier(config.local_dim, config.num_classes)
 
@@ -91,7 +106,7 @@ class SONANet(nn.Module):
         x = self.layer1(x)
         x = self.sona2(self.layer2(x))
         x = self.sona3(self.layer3(x))
-        return self.layer4(x)
+        return self.sona4(self.layer4(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | SONAOutput:
         fmap = self.backbone(x)

@@ -88,4 +88,6 @@ def test_config_round_trip_and_validation() -> None:
     with pytest.raises(ValueError, match="depth"):
         SONANetConfig(depth=101)
     with pytest.raises(ValueError, match="sona_stages"):
-        SONANetConfig(sona_stages=(4,))
+        SONANetConfig(sona_stages=(5,))
+    with pytest.raises(ValueError, match="drop"):
+        SONANetConfig(drop="dropout")

@@ -72,7 +72,7 @@ class _Captured(Exception):
 def _sona_stages(net: SONANet) -> list[int]:
     from model import SONA
 
-    return [s for s in (2, 3) if isinstance(getattr(net, f"sona{s}", None), SONA)]
+    return [s for s in (2, 3, 4) if isinstance(getattr(net, f"sona{s}", None), SONA)]
 
 
 def attention_map(
