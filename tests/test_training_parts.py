@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -48,9 +49,45 @@ def _pids(n_ids: int = 12, per_id: int = 5) -> list[int]:
     return [*pids, 99, 99]  # one identity with fewer than K images
 
 
+def market_pids() -> list[int]:
+    """Market-1501's training split: 751 identities, 12,936 images, 7 to 72 per identity."""
+    counts = np.full(751, 17)
+    counts[:169] += 1  # 12,936 in all
+    counts[200:300] -= 10  # a spread like the real one: some with few images,
+    counts[300:310] += 55  # a few with many,
+    counts[310:385] += 6  # and the same total
+    assert counts.sum() == 12_936 and counts.min() == 7 and counts.max() == 72
+    return [pid for pid, n in enumerate(counts) for _ in range(n)]
+
+
+def test_an_epoch_visits_every_identity_once_as_bfe() -> None:
+    """BFE's epoch, which the paper's 400 epochs count: 751 // 32 = 23 batches of 32 x 4."""
+    pids = market_pids()
+    sampler = PKSampler(pids, ids_per_batch=32, images_per_id=4, seed=0)
+    batches = list(sampler)
+    assert len(sampler) == len(batches) == 23
+    seen: list[int] = []
+    for batch in batches:
+        labels = [pids[i] for i in batch]
+        assert len(batch) == 128 and len(set(batch)) == 128  # K distinct images each
+        assert sorted({labels.count(pid) for pid in set(labels)}) == [4]
+        seen += sorted(set(labels))
+    assert len(seen) == len(set(seen)) == 23 * 32  # no identity twice in an epoch
+    images = PKSampler(pids, 32, 4, seed=0, epoch_unit="images")
+    assert 100 <= len(images) <= 115  # the other definition: every image about once
+
+
+def test_identity_epoch_samples_small_identities_with_replacement() -> None:
+    pids = _pids()
+    batches = list(PKSampler(pids, ids_per_batch=13, images_per_id=3, seed=1))
+    assert len(batches) == 1  # 13 identities, one batch
+    small = [i for i in batches[0] if pids[i] == 99]
+    assert len(small) == 3 and set(small) <= {60, 61}
+
+
 def test_pk_batches_cover_every_image_about_once() -> None:
     pids = _pids()
-    sampler = PKSampler(pids, ids_per_batch=4, images_per_id=3, seed=1)
+    sampler = PKSampler(pids, ids_per_batch=4, images_per_id=3, seed=1, epoch_unit="images")
     batches = list(sampler)
     assert len(batches) == len(sampler)
     for batch in batches:
@@ -76,11 +113,16 @@ def test_pk_is_deterministic_per_seed_and_epoch() -> None:
 
 def test_pk_shards_identities_across_ranks() -> None:
     pids = _pids()
-    single = list(PKSampler(pids, 4, 3, seed=2))
-    ranks = [list(PKSampler(pids, 4, 3, seed=2, rank=r, world_size=2)) for r in range(2)]
-    for whole, part0, part1 in zip(single, *ranks, strict=True):
-        assert sorted(part0 + part1) == sorted(whole)
-        assert not {pids[i] for i in part0} & {pids[i] for i in part1}
+    for unit in ("identities", "images"):
+        single = list(PKSampler(pids, 4, 3, seed=2, epoch_unit=unit))
+        ranks = [
+            list(PKSampler(pids, 4, 3, seed=2, rank=r, world_size=2, epoch_unit=unit))
+            for r in range(2)
+        ]
+        assert len(single) == len(ranks[0]) > 0
+        for whole, part0, part1 in zip(single, *ranks, strict=True):
+            assert sorted(part0 + part1) == sorted(whole)
+            assert not {pids[i] for i in part0} & {pids[i] for i in part1}
     with pytest.raises(ValueError, match="divide"):
         PKSampler(pids, 3, 3, world_size=2)
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from model import PRESETS, SONANetConfig
 
+from .sampler import EPOCH_UNITS
+
 __all__ = ["TRAIN_PRESETS", "TrainConfig"]
 
 
@@ -24,6 +26,8 @@ class TrainConfig:
     epochs: int = 400
     ids_per_batch: int = 32  # P
     images_per_id: int = 4  # K
+    # What the schedule's epochs count (training/sampler.py): BFE's, which the paper follows
+    epoch_unit: str = "identities"
     base_lr: float = 1e-3
     warmup_start: float = 1e-4
     warmup_step: int = 5
@@ -44,6 +48,8 @@ class TrainConfig:
         object.__setattr__(self, "milestones", tuple(self.milestones))
         if self.epochs < 1 or self.ids_per_batch < 2 or self.images_per_id < 2:
             raise ValueError("need epochs >= 1, ids_per_batch >= 2 and images_per_id >= 2")
+        if self.epoch_unit not in EPOCH_UNITS:
+            raise ValueError(f"epoch_unit must be one of {EPOCH_UNITS}, got {self.epoch_unit!r}")
         if self.triplet_margin is not None and self.triplet_margin <= 0:
             raise ValueError("triplet_margin must be positive (or None for the soft margin)")
 
@@ -73,9 +79,11 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
     # Depth 18 at 64 x 32 from scratch, the schedule's shape scaled to 40 epochs: minutes on
     # two CPU cores for a synthetic set (at 128 x 64 the stride-8 maps make it 8x slower).
+    # Its epochs cover every image: a synthetic set has few identities with many images each.
     "tiny": TrainConfig(
         model=PRESETS["tiny"],
         epochs=40,
+        epoch_unit="images",
         ids_per_batch=8,
         images_per_id=4,
         base_lr=1e-3,

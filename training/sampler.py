@@ -1,10 +1,18 @@
 """P x K batches: P identities, K images each, for batch-hard triplet mining.
 
-An epoch covers every training image about once, as in BFE and torchreid, which is what the
-paper's 400-epoch schedule counts: each identity's images are shuffled and cut into groups
-of K (the last group topped up by repetition, an identity with fewer than K images sampled
-with replacement), and each batch takes one group from each of P distinct identities drawn at
-random among those with groups left, until fewer than P remain.
+What an epoch is decides how long a schedule written in epochs trains, so both common
+definitions are here, by name:
+
+* ``"identities"`` (BFE's ``RandomIdentitySampler``, which the paper builds on): an epoch
+  visits every identity once, in random order, with K of its images (drawn without
+  replacement, or with replacement when it has fewer than K), and cuts that sequence into
+  batches of P identities, dropping the last incomplete one. Market-1501's 751 training
+  identities make 23 batches of 32 x 4. The paper's 400-epoch schedule counts these.
+* ``"images"`` (torchreid's and fast-reid's way): an epoch covers every training image about
+  once: each identity's images are shuffled and cut into groups of K (the last group topped
+  up by repetition), and each batch takes one group from each of P distinct identities drawn
+  at random among those with groups left, until fewer than P remain. On Market-1501 that is
+  about 100 batches of 32 x 4, four to five times as many.
 
 The draws use a generator seeded by (seed, epoch), so an epoch's batches depend only on those
 two numbers and a resumed run sees the same batches. Under distributed training every rank
@@ -18,7 +26,9 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-__all__ = ["PKSampler"]
+__all__ = ["EPOCH_UNITS", "PKSampler"]
+
+EPOCH_UNITS = ("identities", "images")
 
 
 class PKSampler(torch.utils.data.Sampler[list[int]]):
@@ -37,7 +47,10 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        epoch_unit: str = "identities",
     ) -> None:
+        if epoch_unit not in EPOCH_UNITS:
+            raise ValueError(f"epoch_unit must be one of {EPOCH_UNITS}, got {epoch_unit!r}")
         if ids_per_batch % world_size:
             raise ValueError(
                 f"ids_per_batch ({ids_per_batch}) must divide by world_size ({world_size})"
@@ -55,6 +68,7 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.epoch_unit = epoch_unit
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -63,6 +77,23 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
     def _batches(self) -> list[list[list[int]]]:
         """This epoch's batches, each a list of P groups of K indices (all ranks' shares)."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.epoch_unit == "identities":
+            return self._identity_batches(generator)
+        return self._image_batches(generator)
+
+    def _identity_batches(self, generator: torch.Generator) -> list[list[list[int]]]:
+        k, p = self.images_per_id, self.ids_per_batch
+        groups = []
+        for pid in torch.randperm(len(self.groups), generator=generator).tolist():
+            indices = self.groups[pid]
+            if len(indices) < k:
+                picks = torch.randint(len(indices), (k,), generator=generator).tolist()
+            else:
+                picks = torch.randperm(len(indices), generator=generator)[:k].tolist()
+            groups.append([indices[i] for i in picks])
+        return [groups[start : start + p] for start in range(0, len(groups) - p + 1, p)]
+
+    def _image_batches(self, generator: torch.Generator) -> list[list[list[int]]]:
         k = self.images_per_id
         chunks: list[list[list[int]]] = []
         for indices in self.groups:
@@ -81,6 +112,8 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
             batches.append([chunks[available[i]].pop() for i in chosen.tolist()])
 
     def __len__(self) -> int:
+        if self.epoch_unit == "identities":
+            return len(self.groups) // self.ids_per_batch
         return len(self._batches())
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -136,6 +136,7 @@ class Trainer:
             seed=cfg.seed,
             rank=self.rank,
             world_size=self.world_size,
+            epoch_unit=cfg.epoch_unit,
         )
         self.loader = DataLoader(
             self.train_images,
