@@ -6,7 +6,7 @@ import argparse
 
 from model.preprocess import parse_hw
 
-__all__ = ["batch_shape", "hw", "points", "positive", "stages"]
+__all__ = ["batch_shape", "block_size", "hw", "points", "positive", "stages"]
 
 
 def hw(text: str) -> tuple[int, int]:
@@ -27,6 +27,16 @@ def stages(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"expected stages such as 2,3 or none, got {text!r}"
         ) from None
+
+
+def block_size(text: str) -> tuple[int, int]:
+    """``5x8`` -> (5, 8); ``5`` -> (5, 5)."""
+    if text.strip().isdigit():
+        side = int(text)
+        if side < 1:
+            raise argparse.ArgumentTypeError(f"block size must be positive, got {text!r}")
+        return side, side
+    return hw(text)
 
 
 def batch_shape(text: str) -> tuple[int, int]:

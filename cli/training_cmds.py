@@ -6,7 +6,11 @@ import argparse
 import dataclasses
 from typing import Any
 
-from .args import batch_shape, hw
+from model.variants import VARIANTS
+from training.features import DISTANCES
+from training.sampler import EPOCH_UNITS
+
+from .args import batch_shape, block_size, hw
 from .errors import UserError
 from .model_cmds import add_architecture_options, add_device_option
 
@@ -110,8 +114,9 @@ def _add_synth(sub: Any) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from model.variants import apply_variant
     from training.config import TRAIN_PRESETS
-    from training.datasets import load_dataset
+    from training.datasets import DatasetError, load_dataset
     from training.trainer import Trainer
 
     if args.preset == "paper" and not args.backbone_weights and not args.from_scratch:
@@ -121,25 +126,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "train from random weights"
         )
     config = TRAIN_PRESETS[args.preset]
-    model = dataclasses.replace(
-        config.model,
-        **{
-            k: v
-            for k, v in {
-                "depth": args.depth,
-                "sona_stages": args.sona_stages,
-                "input_size": args.input,
-                "backbone_weights": args.backbone_weights,
-            }.items()
-            if v is not None
-        },
-    )
+    model = config.model
+    if args.variant:
+        model = apply_variant(model, args.variant)
+    block = {}
+    if args.block_size:
+        block = {"block_height": args.block_size[0], "block_width": args.block_size[1]}
+    try:
+        model = dataclasses.replace(
+            model,
+            **block,
+            **{
+                k: v
+                for k, v in {
+                    "depth": args.depth,
+                    "sona_stages": args.sona_stages,
+                    "input_size": args.input,
+                    "drop_prob": args.drop_prob,
+                    "backbone_weights": args.backbone_weights,
+                }.items()
+                if v is not None
+            },
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    if model.drop == "dropblock" and model.block_height != model.block_width and args.block_size:
+        raise UserError(
+            f"the original DropBlock (BL+DB) drops square blocks; got --block-size "
+            f"{model.block_height}x{model.block_width} (give one number, e.g. --block-size 5)"
+        )
     overrides = {
         "epochs": args.epochs,
         "base_lr": args.lr,
         "eval_every": args.eval_every,
         "seed": args.seed,
         "triplet_margin": args.triplet_margin,
+        "distance": args.distance,
+        "val_identities": args.val_identities,
+        "epoch_unit": args.epoch_unit,
     }
     if args.batch:
         overrides["ids_per_batch"], overrides["images_per_id"] = args.batch
@@ -149,24 +173,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config, model=model, **{k: v for k, v in overrides.items() if v is not None}
     )
     data = load_dataset(args.dataset, args.data)
-    trainer = Trainer(
-        config,
-        data,
-        args.output,
-        device=args.device,
-        workers=args.workers,
-        preload=not args.no_preload,
-        progress=not args.quiet,
-        stop_after=args.stop_after,
-    )
+    try:
+        trainer = Trainer(
+            config,
+            data,
+            args.output,
+            device=args.device,
+            workers=args.workers,
+            preload=not args.no_preload,
+            progress=not args.quiet,
+            stop_after=args.stop_after,
+        )
+    except DatasetError as exc:
+        raise UserError(str(exc)) from exc
     if trainer.is_main:
-        print(data.summary())
+        print(trainer.data.summary())
+        if trainer.validation is not None:
+            print(trainer.validation.summary())
     result = trainer.fit(resume=not args.no_resume)
+    if trainer.is_main and result.history and "mAP" in result.history[-1]:
+        last = result.history[-1]
+        print(
+            f"last epoch {last['epoch']} (test set, {trainer.config.distance}): rank-1 "
+            f"{last['rank1']:.2%}  mAP {last['mAP']:.2%}  -> {result.run_dir / 'last.pt'}"
+        )
     if trainer.is_main and result.best:
         best = result.best
         print(
-            f"best: epoch {best['epoch']}  rank-1 {best['rank1']:.2%}  mAP {best['mAP']:.2%}  "
-            f"-> {result.run_dir / 'best.pt'}"
+            f"best on the validation identities: epoch {best['epoch']}  rank-1 "
+            f"{best['val_rank1']:.2%}  mAP {best['val_mAP']:.2%}  -> {result.run_dir / 'best.pt'}"
         )
     return 0
 
@@ -203,6 +238,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             query=query,
             gallery=gallery,
             rerank=args.rerank,
+            distance=args.distance,
             batch_size=args.batch_size,
             workers=args.workers,
         )
@@ -217,9 +253,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
         print(f"{'std':<40} " + " ".join(f"{v:>7.2f}" for v in table.std(0, ddof=1)))
     print(
-        f"({data.name}: {len(data.query)} queries, {len(data.gallery)} gallery images"
-        + (", k-reciprocal re-ranking" if args.rerank else "")
-        + ")"
+        f"({data.name}: {len(data.query)} queries, {len(data.gallery)} gallery images, "
+        f"{args.distance} distance" + (", k-reciprocal re-ranking" if args.rerank else "") + ")"
     )
     return 0
 
@@ -284,6 +319,45 @@ def add_parsers(sub: Any) -> None:
     )
     add_architecture_options(train)
     train.add_argument(
+        "--variant",
+        choices=list(VARIANTS),
+        help="a row of the paper's table 5 (SONA placement and local-branch drop; SONA4-Net is "
+        "section 3.4's stage-4 placement); --sona-stages and the drop options refine it "
+        "(default: the preset's, SONA2+3-Net)",
+    )
+    train.add_argument(
+        "--drop-prob",
+        type=float,
+        metavar="P",
+        help="DropBlock / DropBlock* drop probability (default: the preset's, 0.1)",
+    )
+    train.add_argument(
+        "--block-size",
+        type=block_size,
+        metavar="HxW",
+        help="DropBlock* block height x width, or one number for the square DropBlock of BL+DB "
+        "(default: the preset's, 5x8 for paper; BL+DB uses the height, 5)",
+    )
+    train.add_argument(
+        "--val-identities",
+        type=int,
+        metavar="N",
+        help="hold out N training identities to choose best.pt (default: 0, no best.pt; the "
+        "test set never chooses a checkpoint)",
+    )
+    train.add_argument(
+        "--distance",
+        choices=DISTANCES,
+        help="how evaluations match (default: euclidean on raw features, the paper's; "
+        "cosine for the tiny preset, the service's)",
+    )
+    train.add_argument(
+        "--epoch-unit",
+        choices=EPOCH_UNITS,
+        help="what an epoch visits: every identity once (BFE's, the paper's) or every image "
+        "(default: the preset's; identities for paper)",
+    )
+    train.add_argument(
         "--backbone-weights",
         metavar="PATH",
         help="torchvision ResNet state dict to start from (the paper: ImageNet's "
@@ -320,13 +394,21 @@ def add_parsers(sub: Any) -> None:
         "eval",
         help="rank-1/5/10, mAP and mINP of one or more checkpoints",
         description="Evaluate checkpoints on a dataset's query/gallery split (Market-1501 "
-        "protocol, flip-averaged embeddings, cosine distance). With several checkpoints (the "
-        "paper reports four runs per configuration) prints mean and standard deviation.",
+        "protocol, flip-averaged embeddings, Euclidean distance as the paper or cosine). With "
+        "several checkpoints (the paper reports four runs per configuration) prints mean and "
+        "standard deviation.",
     )
     evaluate.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
     _add_data_options(evaluate)
     evaluate.add_argument(
         "--rerank", action="store_true", help="k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)"
+    )
+    evaluate.add_argument(
+        "--distance",
+        choices=DISTANCES,
+        default="euclidean",
+        help="euclidean on the raw flip-averaged features (the paper's protocol) or cosine on "
+        "L2-normalised ones (what the service ranks by) (default: euclidean)",
     )
     evaluate.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     evaluate.set_defaults(handler=_cmd_eval)

@@ -124,11 +124,12 @@ class SONANet(nn.Module):
 
 
 @torch.inference_mode()
-def embed(net: SONANet, images: torch.Tensor) -> torch.Tensor:
+def embed(net: SONANet, images: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
     """Flip-averaged, L2-normalised embeddings ``[B, 1536]`` float32: the vector one indexes.
 
     ``images`` are normalised ``[B, 3, H, W]`` tensors. The image and its mirror run as one
     batch; the network is put in eval mode for the call and restored after it.
+    ``normalize=False`` keeps the raw average, which the paper matches by Euclidean distance.
     """
     was_training = net.training
     net.eval()
@@ -137,4 +138,5 @@ def embed(net: SONANet, images: torch.Tensor) -> torch.Tensor:
     finally:
         net.train(was_training)
     original, mirrored = features.float().chunk(2)
-    return F.normalize((original + mirrored) / 2, dim=1)
+    average = (original + mirrored) / 2
+    return F.normalize(average, dim=1) if normalize else average

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import SONANet, load_checkpoint
+from model import PRESETS, SONANet, load_checkpoint
 from training.datasets import load_dataset
 from training.features import evaluate_net
 from training.trainer import Trainer
@@ -36,12 +36,17 @@ def test_training_lowers_the_loss_and_beats_the_untrained_network(
     synthetic_root: Path, small_train_config, tmp_path: Path
 ) -> None:
     data = load_dataset("synthetic", synthetic_root)
-    config = dataclasses.replace(small_train_config, epochs=6, warmup_epochs=2)
+    config = dataclasses.replace(
+        small_train_config, epochs=6, warmup_epochs=2, eval_every=2, val_identities=4
+    )
     torch.manual_seed(config.seed)
-    untrained = SONANet(dataclasses.replace(config.model, num_classes=data.num_train_pids))
+    untrained = SONANet(dataclasses.replace(config.model, num_classes=data.num_train_pids - 4))
     before = evaluate_net(untrained, data, torch.device("cpu"))
 
     result = Trainer(config, data, tmp_path / "run", progress=False).fit()
+    # the test set is scored once, at the end; the validation identities every two epochs
+    assert [r["epoch"] for r in result.history if "mAP" in r] == [6]
+    assert [r["epoch"] for r in result.history if "val_mAP" in r] == [2, 4, 6]
     losses = [row["loss"] for row in result.history]
     assert losses[-1] < 0.8 * losses[0], losses
     after = result.history[-1]
@@ -51,8 +56,73 @@ def test_training_lowers_the_loss_and_beats_the_untrained_network(
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == list(range(1, 7))
     net, meta = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert meta["mAP"] == result.best["mAP"]
+    assert (
+        meta["val_mAP"]
+        == result.best["val_mAP"]
+        == max(r["val_mAP"] for r in result.history if "val_mAP" in r)
+    )
     assert net.config.input_size == (64, 32)
+    assert net.config.num_classes == data.num_train_pids - 4  # held-out identities left out
+
+
+def test_without_validation_identities_no_best_checkpoint(
+    synthetic_root: Path, small_train_config, tmp_path: Path
+) -> None:
+    """Evaluations on the test set draw curves but never choose a checkpoint."""
+    data = load_dataset("synthetic", synthetic_root)
+    config = dataclasses.replace(small_train_config, eval_every=1)
+    result = Trainer(config, data, tmp_path / "run", progress=False).fit()
+    assert [r["epoch"] for r in result.history if "mAP" in r] == [1, 2]
+    assert result.best is None and not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_validation_split_holds_out_whole_identities(synthetic_root: Path) -> None:
+    from training.datasets import DatasetError, require_evaluable
+    from training.datasets.validation import hold_out_identities
+
+    data = load_dataset("synthetic", synthetic_root)
+    train, validation = hold_out_identities(data, 5, seed=1)
+    require_evaluable(validation)
+    held = {r.path for r in validation.query + validation.gallery}
+    assert len({r.pid for r in validation.query}) == 5
+    assert held.isdisjoint(r.path for r in train.train)
+    assert len(held) + len(train.train) == len(data.train)
+    assert sorted({r.pid for r in train.train}) == list(range(data.num_train_pids - 5))
+    assert train.query == data.query and train.gallery == data.gallery  # the test set untouched
+    cameras = {(r.pid, r.camid) for r in validation.query}
+    assert len(cameras) == len(validation.query)  # one query per identity and camera
+    with pytest.raises(DatasetError, match="validation identities"):
+        hold_out_identities(data, data.num_train_pids, seed=1)
+
+
+def test_euclidean_matches_raw_features_and_differs_from_cosine(synthetic_root: Path) -> None:
+    """The paper's distance: Euclidean on the flip-averaged features, not normalised."""
+    from training.data import ImageDataset
+    from training.evaluation import euclidean_distance, evaluate
+    from training.features import extract_features
+
+    data = load_dataset("synthetic", synthetic_root)
+    torch.manual_seed(0)
+    net = SONANet(dataclasses.replace(PRESETS["tiny"], num_classes=0))
+    cpu = torch.device("cpu")
+    query = ImageDataset(data.query, (64, 32))
+    gallery = ImageDataset(data.gallery, (64, 32))
+    raw_q = extract_features(net, query, cpu, normalize=False)
+    raw_g = extract_features(net, gallery, cpu, normalize=False)
+    norms = raw_q.norm(dim=1)
+    assert (norms - norms.mean()).abs().max() > 1e-3  # not unit vectors
+    expected = evaluate(
+        euclidean_distance(raw_q, raw_g),
+        query.pids.numpy(),
+        gallery.pids.numpy(),
+        query.camids.numpy(),
+        gallery.camids.numpy(),
+    )
+    options = {"query": query, "gallery": gallery}
+    euclidean = evaluate_net(net, data, cpu, distance="euclidean", **options)
+    cosine = evaluate_net(net, data, cpu, distance="cosine", **options)
+    assert euclidean.mAP == pytest.approx(expected.mAP, abs=1e-6)
+    assert abs(euclidean.mAP - cosine.mAP) > 1e-4
 
 
 def test_resumed_run_equals_uninterrupted_run(
@@ -146,14 +216,18 @@ def test_cli_train_then_eval_several_checkpoints(synthetic_root: Path, tmp_path:
             "8x4",
             "--seed",
             str(seed),
+            "--variant",
+            "BL+BFE",
             "--quiet",
         )
         assert result.returncode == 0, result.stderr[-3000:]
-        assert "rank-1" in result.stdout
+        assert "last epoch 1 (test set, cosine): rank-1" in result.stdout
+    state = torch.load(tmp_path / "run1" / "last.pt", weights_only=True)
+    assert state["config"]["drop"] == "bfe" and state["config"]["sona_stages"] == []
     result = run(
         SONA,
         "eval",
-        str(tmp_path / "run1" / "best.pt"),
+        str(tmp_path / "run1" / "last.pt"),
         str(tmp_path / "run2" / "last.pt"),
         "--dataset",
         "synthetic",
@@ -163,6 +237,7 @@ def test_cli_train_then_eval_several_checkpoints(synthetic_root: Path, tmp_path:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mean (2 runs)" in result.stdout and "std" in result.stdout
     assert "R-1" in result.stdout and "mAP" in result.stdout
+    assert "euclidean distance" in result.stdout
 
 
 def test_cli_refuses_bad_data_with_one_line(tmp_path: Path) -> None:

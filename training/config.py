@@ -40,6 +40,10 @@ class TrainConfig:
     cutout_prob: float = 0.5
     flip_prob: float = 0.5
     eval_every: int = 10  # epochs; 0: only at the end
+    # How the evaluations match: the paper's Euclidean on raw features, or the service's cosine
+    distance: str = "euclidean"
+    # Training identities held out to choose best.pt (0: no best.pt; the test set never chooses)
+    val_identities: int = 0
     seed: int = 0
     amp: bool = True  # CUDA only: bf16 where supported, else fp16 with a grad scaler
     channels_last: bool = True  # CUDA only
@@ -50,6 +54,10 @@ class TrainConfig:
             raise ValueError("need epochs >= 1, ids_per_batch >= 2 and images_per_id >= 2")
         if self.epoch_unit not in EPOCH_UNITS:
             raise ValueError(f"epoch_unit must be one of {EPOCH_UNITS}, got {self.epoch_unit!r}")
+        if self.distance not in ("euclidean", "cosine"):
+            raise ValueError(f"distance must be euclidean or cosine, got {self.distance!r}")
+        if self.val_identities < 0:
+            raise ValueError(f"val_identities must be >= 0, got {self.val_identities}")
         if self.triplet_margin is not None and self.triplet_margin <= 0:
             raise ValueError("triplet_margin must be positive (or None for the soft margin)")
 
@@ -93,5 +101,6 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         milestones=(20, 30),
         cutout=11,
         eval_every=10,
+        distance="cosine",  # tiny models are served, and the service matches by cosine
     ),
 }

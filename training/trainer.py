@@ -5,10 +5,15 @@ A run lives in one folder:
     last.pt        model checkpoint (servable) plus the training state: optimizer, epoch,
                    random generators, history. Written atomically after every epoch; a run
                    started again on the same folder resumes from it as if never stopped.
-    best.pt        model checkpoint with the best mAP seen at an evaluation.
+                   The paper's figures are this one's: a fixed schedule, the last epoch.
+    best.pt        only with ``val_identities``: the checkpoint with the best mAP on those
+                   held-out training identities. The test set never chooses a checkpoint.
     metrics.jsonl  one JSON line per epoch: loss, learning rate, images/s, and metrics.
     curves.png     those as curves, redrawn at each evaluation and at the end.
     config.json    the training configuration.
+
+Evaluations every ``eval_every`` epochs score the validation split when there is one, else
+the test set (for the curves only); the last epoch is always scored on the test set.
 
 CUDA when present, with bf16 autocast (fp16 and a gradient scaler where bf16 is missing) and
 channels_last; CPU otherwise. Under ``torchrun`` every process trains on its share of each
@@ -42,6 +47,7 @@ from .config import TrainConfig
 from .data import BatchAugment, ImageDataset
 from .datasets import ReIDDataset, require_evaluable
 from .datasets.base import DatasetError
+from .datasets.validation import hold_out_identities
 from .features import evaluate_net
 from .losses import ReIDLoss
 from .sampler import PKSampler
@@ -91,6 +97,12 @@ class Trainer:
         self.rank = dist.get_rank() if self.distributed else 0
         self.world_size = dist.get_world_size() if self.distributed else 1
         self.is_main = self.rank == 0
+        self.validation: ReIDDataset | None = None
+        if config.val_identities:
+            data, self.validation = hold_out_identities(
+                data, config.val_identities, seed=config.seed
+            )
+            self.data = data
         model_config = dataclasses.replace(config.model, num_classes=data.num_train_pids)
         self.config = dataclasses.replace(config, model=model_config)
         self.evaluable = bool(data.query and data.gallery)
@@ -144,10 +156,17 @@ class Trainer:
             num_workers=0 if self.train_images.images is not None else self.workers,
             pin_memory=self.device.type == "cuda",
         )
-        self.query_images = self.gallery_images = None
+        self.test_images = self.val_images = None
         if self.evaluable and self.is_main:
-            self.query_images = ImageDataset(self.data.query, size, preload=self.preload)
-            self.gallery_images = ImageDataset(self.data.gallery, size, preload=self.preload)
+            self.test_images = (
+                ImageDataset(self.data.query, size, preload=self.preload),
+                ImageDataset(self.data.gallery, size, preload=self.preload),
+            )
+        if self.validation is not None and self.is_main:
+            self.val_images = (
+                ImageDataset(self.validation.query, size, preload=self.preload),
+                ImageDataset(self.validation.gallery, size, preload=self.preload),
+            )
 
     # -- state --------------------------------------------------------------------------
 
@@ -241,21 +260,27 @@ class Trainer:
         row = {k: v / max(steps, 1) for k, v in totals.items()}
         return row | {"lr": lr, "images_per_s": seen / seconds, "seconds": seconds}
 
-    def _evaluate(self) -> dict[str, float]:
+    def _evaluate(self, validation: bool = False) -> dict[str, float]:
+        """Test-set metrics, or the validation split's with keys prefixed ``val_``."""
+        data, (query, gallery) = (
+            (self.validation, self.val_images) if validation else (self.data, self.test_images)
+        )
         metrics = evaluate_net(
             self.net,
-            self.data,
+            data,
             self.device,
-            query=self.query_images,
-            gallery=self.gallery_images,
+            query=query,
+            gallery=gallery,
+            distance=self.config.distance,
             workers=self.workers,
         )
+        prefix = "val_" if validation else ""
         return {
-            "rank1": metrics.rank1,
-            "rank5": metrics.rank5,
-            "rank10": metrics.rank10,
-            "mAP": metrics.mAP,
-            "mINP": metrics.mINP,
+            f"{prefix}rank1": metrics.rank1,
+            f"{prefix}rank5": metrics.rank5,
+            f"{prefix}rank10": metrics.rank10,
+            f"{prefix}mAP": metrics.mAP,
+            f"{prefix}mINP": metrics.mINP,
         }
 
     def fit(self, resume: bool = True) -> TrainResult:
@@ -276,20 +301,22 @@ class Trainer:
             row = {"epoch": epoch + 1} | self._train_epoch(epoch)
             last = epoch + 1 == cfg.epochs
             due = cfg.eval_every and (epoch + 1) % cfg.eval_every == 0
-            if self.evaluable and self.is_main and (due or last):
+            if self.is_main and self.validation is not None and (due or last):
+                row |= self._evaluate(validation=True)
+            if self.is_main and self.evaluable and (last or (due and self.validation is None)):
                 row |= self._evaluate()
             if self.is_main:
                 history.append(row)
                 with (self.run_dir / "metrics.jsonl").open("a") as handle:
                     handle.write(json.dumps(row) + "\n")
-                if "mAP" in row and (best is None or row["mAP"] > best["mAP"]):
+                if "val_mAP" in row and (best is None or row["val_mAP"] > best["val_mAP"]):
                     best = row
                     save_checkpoint(
                         self.run_dir / "best.pt", self.net, **row, dataset=self.data.name
                     )
                 self._save_last(epoch + 1, history, best)
                 self.log(_summary(row, cfg.epochs))
-                if "mAP" in row or epoch + 1 == end:
+                if "mAP" in row or "val_mAP" in row or epoch + 1 == end:
                     self._plot()
             if self.distributed:
                 dist.barrier()
@@ -310,6 +337,8 @@ def _summary(row: dict[str, Any], epochs: int) -> str:
         f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.4f}  lr {row['lr']:.1e}  "
         f"{row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s"
     )
+    if "val_mAP" in row:
+        text += f"  validation: rank-1 {row['val_rank1']:.2%}  mAP {row['val_mAP']:.2%}"
     if "mAP" in row:
-        text += f"  rank-1 {row['rank1']:.2%}  mAP {row['mAP']:.2%}"
+        text += f"  test: rank-1 {row['rank1']:.2%}  mAP {row['mAP']:.2%}"
     return text

@@ -503,7 +503,10 @@ def plot_training_curves(metrics_jsonl: str | Path, output_png: str | Path) -> P
 
     source = Path(metrics_jsonl)
     rows = _read_metrics(source)
-    evals = [r for r in rows if "rank1" in r and "mAP" in r]
+    # The validation split's curve when the run had one (the test set is scored only at the end)
+    prefix = "val_" if any("val_mAP" in r for r in rows) else ""
+    split = "validation" if prefix else "evaluation"
+    evals = [r for r in rows if f"{prefix}rank1" in r and f"{prefix}mAP" in r]
     panels = 3 if evals else 2
     figure = _new_figure(4.6 * panels, 3.6, layout="constrained")
     axes = figure.subplots(1, panels, squeeze=False)[0]
@@ -542,12 +545,13 @@ def plot_training_curves(metrics_jsonl: str | Path, output_png: str | Path) -> P
     if evals:
         ax = axes[2]
         for key, label, color in (("rank1", "rank-1", "tab:red"), ("mAP", "mAP", "tab:purple")):
-            xs, ys = series(key, evals)
+            xs, ys = series(prefix + key, evals)
             ax.plot(xs, [100 * y for y in ys], label=label, color=color, marker="o", markersize=4)
-        best = max(evals, key=lambda r: r["mAP"])
+        best = max(evals, key=lambda r: r[f"{prefix}mAP"])
         ax.axvline(best["epoch"], color="grey", linestyle=":", linewidth=1)
         ax.set_title(
-            f"evaluation (best mAP {100 * best['mAP']:.1f}%, epoch {best['epoch']})", fontsize=11
+            f"{split} (best mAP {100 * best[f'{prefix}mAP']:.1f}%, epoch {best['epoch']})",
+            fontsize=11,
         )
         ax.set_xlabel("epoch")
         ax.set_ylabel("percent")
