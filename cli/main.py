@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import model_cmds, service_cmds, training_cmds
+from . import model_cmds, reproduce_cmds, service_cmds, training_cmds
 from .errors import UserError
 
 __all__ = ["build_parser", "main"]
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     model_cmds.add_parsers(sub)
     training_cmds.add_parsers(sub)
+    reproduce_cmds.add_parsers(sub)
     service_cmds.add_parsers(sub)
     return parser
 

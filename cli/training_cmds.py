@@ -14,7 +14,7 @@ from .args import batch_shape, block_size, hw
 from .errors import UserError
 from .model_cmds import add_architecture_options, add_device_option
 
-__all__ = ["add_parsers"]
+__all__ = ["add_data_options", "add_parsers", "require_backbone_weights"]
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -113,18 +113,24 @@ def _add_synth(sub: Any) -> None:
     parser.set_defaults(handler=_cmd_synth)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from model.variants import apply_variant
-    from training.config import TRAIN_PRESETS
-    from training.datasets import DatasetError, load_dataset
-    from training.trainer import Trainer
-
+def require_backbone_weights(args: argparse.Namespace) -> None:
+    """The paper preset starts from ImageNet weights: refuse to start without them, unless
+    --from-scratch says random weights are meant."""
     if args.preset == "paper" and not args.backbone_weights and not args.from_scratch:
         raise UserError(
             "the paper preset starts from torchvision's ImageNet ResNet-50 (IMAGENET1K_V1, "
             "resnet50-0676ba61.pth): pass it with --backbone-weights FILE, or --from-scratch to "
             "train from random weights"
         )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from model.variants import apply_variant
+    from training.config import TRAIN_PRESETS
+    from training.datasets import DatasetError, load_dataset
+    from training.trainer import Trainer
+
+    require_backbone_weights(args)
     config = TRAIN_PRESETS[args.preset]
     model = config.model
     if args.variant:
@@ -259,7 +265,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
+def add_data_options(parser: argparse.ArgumentParser) -> None:
     from training.datasets import DATASET_NAMES
 
     parser.add_argument(
@@ -295,7 +301,7 @@ def add_parsers(sub: Any) -> None:
         "last.pt (resumable), best.pt, metrics.jsonl and config.json into --output. Run under "
         "torchrun for several GPUs: torchrun --nproc-per-node N -m cli train ...",
     )
-    _add_data_options(train)
+    add_data_options(train)
     train.add_argument("--output", required=True, metavar="DIR", help="run folder")
     train.add_argument(
         "--preset",
@@ -399,7 +405,7 @@ def add_parsers(sub: Any) -> None:
         "standard deviation.",
     )
     evaluate.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
-    _add_data_options(evaluate)
+    add_data_options(evaluate)
     evaluate.add_argument(
         "--rerank", action="store_true", help="k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)"
     )
