@@ -328,7 +328,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--data", type=Path, default=Path("runs/bench-synthetic/data"))
     parser.add_argument(
-        "--checkpoint", type=Path, default=Path("runs/bench-synthetic/sona-2+3/best.pt")
+        "--checkpoint", type=Path, default=Path("runs/bench-synthetic/sona-2+3/last.pt")
     )
     parser.add_argument("--quick", action="store_true", help="tiny config, short budgets")
     parser.add_argument("--threads", type=int, help="threads for PyTorch and ONNX Runtime")

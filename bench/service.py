@@ -7,7 +7,7 @@ micro-batching (``SONA_MAX_BATCH_SIZE=32``, ``SONA_MAX_WAIT_MS=5``) and once wit
 Prints one table with both runs side by side and the ratio.
 
     python bench/service.py --requests 96
-    SONA_CHECKPOINT=runs/tiny/best.pt python bench/service.py
+    SONA_CHECKPOINT=runs/tiny/last.pt python bench/service.py
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ bounded time. At the end every acknowledged, undeleted item must still be there;
 resident memory is sampled every second (from /proc) to show whether it stays flat.
 
     python bench/soak.py --seconds 120 --clients 16
-    SONA_CHECKPOINT=runs/tiny/best.pt python bench/soak.py   # a trained model instead
+    SONA_CHECKPOINT=runs/tiny/last.pt python bench/soak.py   # a trained model instead
 """
 
 from __future__ import annotations

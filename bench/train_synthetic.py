@@ -64,7 +64,6 @@ def main() -> None:
                 "epochs": config.epochs,
                 "before": {"rank1": before.rank1, "mAP": before.mAP},
                 "after": {k: last[k] for k in ("rank1", "rank5", "mAP", "mINP")},
-                "best_mAP": result.best["mAP"],
                 "train_seconds": seconds,
                 "images_per_s": sum(r["images_per_s"] for r in result.history)
                 / len(result.history),
