@@ -340,7 +340,7 @@ def filter_rows(args, n: int, data: np.ndarray, queries: np.ndarray, auto, nlist
 
 
 def store_rows(args, n: int, data: np.ndarray, queries: np.ndarray, truth: np.ndarray):
-    from service.store import FaissSqliteStore, NewItem, SearchFilter
+    from service.store import FaissSqliteStore, SearchFilter
 
     queries = queries[: args.store_queries]
     truth = truth[: args.store_queries]
@@ -378,43 +378,106 @@ def store_rows(args, n: int, data: np.ndarray, queries: np.ndarray, truth: np.nd
             gc.collect()
             before = rss_mib()
             store = make(root)
-            position: dict[str, int] = {}
-            start = time.perf_counter()
-            for chunk in range(0, n, 1000):
-                added = store.add(
-                    "bench",
-                    [
-                        NewItem(
-                            embedding=data[i],
-                            camera_id=f"c{i % CAMERAS}",
-                            timestamp=base + timedelta(seconds=i),
-                            image=b"\xff\xd8\xff",
-                            image_type="image/jpeg",
-                        )
-                        for i in range(chunk, min(n, chunk + 1000))
-                    ],
-                )
-                position.update((a.item_id, chunk + j) for j, a in enumerate(added))
-            ingest = n / (time.perf_counter() - start)
+            ingest, position = fill(store, n, data, base)
             memory = rss_mib() - before
-
-            def run(where, store=store, position=position):
-                return timed_queries(
-                    lambda q: np.array(
-                        [position[h.item.item_id] for h in store.search("bench", q[0], K, where)]
-                    ),
-                    queries,
-                    args.time,
-                )
-
-            found, took = run(None)
-            row = [label, ingest, memory, *stats(took)[:2], recall(found, truth)]
-            for _, where, allowed in filters:
-                f_truth = top_k(data, queries[: len(queries)], K, allowed)
-                found, took = run(where)
-                row += [*stats(took)[:2], exact_share(found, f_truth, data, queries)]
-            rows.append(row)
+            rows.append(
+                [
+                    label,
+                    ingest,
+                    memory,
+                    *measure(args, store, position, data, queries, truth, filters),
+                ]
+            )
             store.close()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    if args.milvus_uri and n <= args.milvus_server_max:
+        rows += milvus_server_rows(args, n, data, queries, truth, base, filters)
+    return rows
+
+
+def fill(store, n: int, data: np.ndarray, base: datetime) -> tuple[float, dict[str, int]]:
+    """Ingest the n vectors in batches of 1,000: items/s and each item's row in ``data``."""
+    from service.store import NewItem
+
+    position: dict[str, int] = {}
+    start = time.perf_counter()
+    for chunk in range(0, n, 1000):
+        added = store.add(
+            "bench",
+            [
+                NewItem(
+                    embedding=data[i],
+                    camera_id=f"c{i % CAMERAS}",
+                    timestamp=base + timedelta(seconds=i),
+                    image=b"\xff\xd8\xff",
+                    image_type="image/jpeg",
+                )
+                for i in range(chunk, min(n, chunk + 1000))
+            ],
+        )
+        position.update((a.item_id, chunk + j) for j, a in enumerate(added))
+    return n / (time.perf_counter() - start), position
+
+
+def measure(args, store, position, data, queries, truth, filters) -> list:
+    """p50, p99, recall@10; then p50, p99 and exactness under each filter."""
+
+    def run(where):
+        return timed_queries(
+            lambda q: np.array(
+                [position[h.item.item_id] for h in store.search("bench", q[0], K, where)]
+            ),
+            queries,
+            args.time,
+        )
+
+    found, took = run(None)
+    row = [*stats(took)[:2], recall(found, truth)]
+    for _, where, allowed in filters:
+        f_truth = top_k(data, queries, K, allowed)
+        found, took = run(where)
+        row += [*stats(took)[:2], exact_share(found, f_truth, data, queries)]
+    return row
+
+
+def milvus_server_rows(args, n, data, queries, truth, base, filters) -> list[list]:
+    """A real Milvus server: one collection per vector index, searched at each consistency
+    level (a second store on the same collection). Memory is the server's, not measured."""
+    import uuid
+
+    from service.store.milvus import MilvusStore
+
+    rows = []
+    for index in args.milvus_indexes.split(","):
+        root = Path(tempfile.mkdtemp(prefix="sona-bench-", dir=args.tmp))
+        prefix = f"bench_{index.lower()}_{uuid.uuid4().hex[:8]}_"
+
+        def open_store(level: str, index=index, root=root, prefix=prefix) -> MilvusStore:
+            return MilvusStore(
+                args.milvus_uri,
+                dim=DIM,
+                collection_prefix=prefix,
+                crops=root,
+                index=index,
+                consistency=level,
+            )
+
+        try:
+            writer = open_store("Strong")
+            ingest, position = fill(writer, n, data, base)
+            for level in args.milvus_consistency.split(","):
+                store = writer if level == "Strong" else open_store(level)
+                label = f"Milvus server {args.milvus_version} ({index}), {level}"
+                row = measure(args, store, position, data, queries, truth, filters)
+                rows.append([label, ingest, float("nan"), *row])
+                print(f"  {label}: p50 {row[0]:.2f} ms, recall@10 {row[2]:.3f}", flush=True)
+                if store is not writer:
+                    store.close()
+            writer.close()
+            from pymilvus import MilvusClient
+
+            MilvusClient(uri=args.milvus_uri).drop_collection(writer.collection)
         finally:
             shutil.rmtree(root, ignore_errors=True)
     return rows
@@ -451,8 +514,26 @@ def main() -> None:
     parser.add_argument(
         "--milvus-max", type=int, default=0, help="stores: Milvus Lite up to this size (slow)"
     )
+    parser.add_argument(
+        "--milvus-server",
+        action="store_true",
+        help="stores: also a real Milvus standalone server, the one the milvus package embeds "
+        "(started under --tmp on a free port)",
+    )
+    parser.add_argument("--milvus-uri", help="stores: a running Milvus server instead")
+    parser.add_argument("--milvus-server-max", type=int, default=100_000)
+    parser.add_argument(
+        "--milvus-indexes", default="FLAT,HNSW", help="the server's vector indexes to measure"
+    )
+    parser.add_argument(
+        "--milvus-consistency",
+        default="Strong,Session,Bounded,Eventually",
+        help="consistency levels to search at",
+    )
     parser.add_argument("--tmp", default=None, help="where the stores' data go")
     args = parser.parse_args()
+    args.milvus_version = ""
+    server = start_milvus(args) if args.milvus_server else None
     source = args.vectors or (
         f"{args.data} (rank {args.rank})" if args.data == "lowrank" else args.data
     )
@@ -479,6 +560,8 @@ def main() -> None:
             print_stores(store_rows(args, n, data, queries, truth))
         print(f"\n({n:,}: {time.perf_counter() - began:.0f} s)", flush=True)
         del data
+    if server is not None:
+        server.stop()
 
 
 def print_rows(rows: list[Row]) -> None:
@@ -510,6 +593,23 @@ def print_filters(rows: list[tuple]) -> None:
     print(flush=True)
 
 
+def start_milvus(args):
+    """The embedded Milvus standalone server, on a free port; sets ``args.milvus_uri``."""
+    import socket
+
+    from milvus import MilvusServer, __version__  # the server it embeds: 2.3.x
+
+    server = MilvusServer()
+    server.set_base_dir(tempfile.mkdtemp(prefix="sona-milvus-", dir=args.tmp))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        server.listen_port = s.getsockname()[1]
+    server.start()
+    args.milvus_uri = f"http://127.0.0.1:{server.listen_port}"
+    args.milvus_version = __version__
+    return server
+
+
 def print_stores(rows: list[list]) -> None:
     print(
         "| store | ingest items/s | memory MiB | p50 ms | p99 ms | recall@10 | 1-camera p50 | "
@@ -517,8 +617,9 @@ def print_stores(rows: list[list]) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        memory = "-" if r[2] != r[2] else f"{r[2]:,.0f}"  # NaN: another process's memory
         print(
-            f"| {r[0]} | {r[1]:.0f} | {r[2]:,.0f} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.3f} | "
+            f"| {r[0]} | {r[1]:.0f} | {memory} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.3f} | "
             f"{r[6]:.2f} | {r[7]:.2f} | {r[8]:.0%} | {r[9]:.2f} | {r[10]:.2f} | {r[11]:.0%} |"
         )
     print(flush=True)

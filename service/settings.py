@@ -50,6 +50,13 @@ class Settings(BaseSettings):
         description="Milvus reads: Strong (every replica's acknowledged writes), Session (this "
         "replica's at once, others' within Milvus's time tick), Bounded, Eventually",
     )
+    milvus_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Milvus: how long one call may wait on the server before the request gets "
+        "503 with Retry-After",
+    )
     crops_dir: Path | None = Field(
         None,
         description="milvus: crop folder every replica mounts (required with a Milvus server; "

@@ -137,6 +137,10 @@ def _item(e: dict[str, Any]) -> Item:
     )
 
 
+#: Seconds that opening (creating, indexing and loading) the collection may take.
+OPEN_TIMEOUT_S = 120.0
+
+
 class MilvusStore(GalleryStore):
     """Galleries in one Milvus collection, crops in a shared ``CropStore``; see the module doc.
 
@@ -219,7 +223,8 @@ class MilvusStore(GalleryStore):
                         self.collection,
                         self.dim,
                         requested,
-                        self.timeout,
+                        # creating and loading a collection is a start-up cost, not a request's
+                        max(self.timeout, OPEN_TIMEOUT_S),
                         consistency,
                     )
             except BaseException:
