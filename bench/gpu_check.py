@@ -215,7 +215,9 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (smoke)"
     print(f"gpu_check on {name}, torch {torch.__version__}", flush=True)
     figures: dict = {"device": name, "torch": torch.__version__}
-    figures["train"] = [training_step(config, device, p, k, repeats, bf16) for bf16 in (False, True)]
+    figures["train"] = [
+        training_step(config, device, p, k, repeats, bf16) for bf16 in (False, True)
+    ]
     torch.manual_seed(0)
     net = SONANet(dataclasses.replace(config, num_classes=0)).eval()
     figures["agreement"] = cpu_agreement(net, device, 64 if not args.smoke else 16)

@@ -10,7 +10,7 @@ from typing import Any
 from model.variants import VARIANTS
 
 from .errors import UserError
-from .training_cmds import add_data_options, require_backbone_weights
+from .training_cmds import add_backbone_options, add_data_options, require_backbone_weights
 
 __all__ = ["add_parsers"]
 
@@ -142,17 +142,7 @@ def add_parsers(sub: Any) -> None:
     parser.add_argument(
         "--epochs", type=int, metavar="N", help="epochs per run (default: the preset's)"
     )
-    parser.add_argument(
-        "--backbone-weights",
-        metavar="PATH",
-        help="torchvision ResNet state dict (the paper: ImageNet's resnet50-0676ba61.pth; "
-        "required by --preset paper unless --from-scratch)",
-    )
-    parser.add_argument(
-        "--from-scratch",
-        action="store_true",
-        help="--preset paper: train from random weights, knowingly (the paper does not)",
-    )
+    add_backbone_options(parser)
     parser.add_argument(
         "--dry-run",
         action="store_true",

@@ -14,7 +14,12 @@ from .args import batch_shape, block_size, hw
 from .errors import UserError
 from .model_cmds import add_architecture_options, add_device_option
 
-__all__ = ["add_data_options", "add_parsers", "require_backbone_weights"]
+__all__ = [
+    "add_backbone_options",
+    "add_data_options",
+    "add_parsers",
+    "require_backbone_weights",
+]
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -122,6 +127,20 @@ def require_backbone_weights(args: argparse.Namespace) -> None:
             "resnet50-0676ba61.pth): pass it with --backbone-weights FILE, or --from-scratch to "
             "train from random weights"
         )
+
+
+def add_backbone_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backbone-weights",
+        metavar="PATH",
+        help="torchvision ResNet state dict to start from (the paper: ImageNet's "
+        "resnet50-0676ba61.pth; required by --preset paper unless --from-scratch)",
+    )
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="--preset paper: train from random weights, knowingly (the paper does not)",
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -363,17 +382,7 @@ def add_parsers(sub: Any) -> None:
         help="what an epoch visits: every identity once (BFE's, the paper's) or every image "
         "(default: the preset's; identities for paper)",
     )
-    train.add_argument(
-        "--backbone-weights",
-        metavar="PATH",
-        help="torchvision ResNet state dict to start from (the paper: ImageNet's "
-        "resnet50-0676ba61.pth; required by --preset paper unless --from-scratch)",
-    )
-    train.add_argument(
-        "--from-scratch",
-        action="store_true",
-        help="--preset paper: train from random weights, knowingly (the paper does not)",
-    )
+    add_backbone_options(train)
     train.add_argument(
         "--eval-every",
         type=int,

@@ -14,11 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
-def test_gpu_check_smoke_on_the_cpu(tmp_path: Path) -> None:
-    out = tmp_path / "gpu_check.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--smoke", "--out", str(out)],
+def gpu_check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -26,6 +24,12 @@ def test_gpu_check_smoke_on_the_cpu(tmp_path: Path) -> None:
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu_check.json"
+    result = gpu_check("--smoke", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert [r["precision"] for r in figures["train"]] == ["fp32", "bf16"]
@@ -40,13 +44,5 @@ def test_gpu_check_refuses_without_a_gpu_unless_smoke() -> None:
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the full check would run")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu_check.py")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    result = gpu_check()
     assert result.returncode != 0 and "no CUDA device" in result.stderr
