@@ -46,9 +46,10 @@ class Settings(BaseSettings):
         "Milvus Lite, HNSW on a server",
     )
     milvus_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = Field(
-        "Strong",
-        description="Milvus reads: Strong (every replica's acknowledged writes), Session (this "
-        "replica's at once, others' within Milvus's time tick), Bounded, Eventually",
+        "Session",
+        description="Milvus reads: Session (this replica's writes at once, others' within "
+        "Milvus's time tick), Strong (every replica's acknowledged writes, at the cost of a "
+        "wait for the time tick), Bounded, Eventually",
     )
     milvus_timeout_s: float = Field(
         30.0,

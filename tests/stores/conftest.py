@@ -33,11 +33,12 @@ def lite_db(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real Milvus standalone server for the session: SONA_TEST_MILVUS_URI's, or the one the
-    ``milvus`` package embeds, started on a free port under a temporary folder (about 15 s)."""
+def milvus_standalone(tmp_path_factory: pytest.TempPathFactory):
+    """The Milvus standalone server the ``milvus`` package embeds, for the session: started on
+    a free port under a temporary folder (about 15 s); None when SONA_TEST_MILVUS_URI names
+    one. One at a time: two embedded servers on one machine share internal ports."""
     if os.environ.get("SONA_TEST_MILVUS_URI"):
-        yield os.environ["SONA_TEST_MILVUS_URI"]
+        yield None
         return
     try:
         from milvus import MilvusServer
@@ -52,8 +53,16 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory):
         server.start()
     except Exception as exc:  # the embedded binaries cannot run on this machine
         pytest.skip(f"the embedded Milvus server did not start: {exc}")
-    yield f"http://127.0.0.1:{server.listen_port}"
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_server(milvus_standalone):
+    """A real Milvus server's URI: SONA_TEST_MILVUS_URI's, or the embedded one's."""
+    if milvus_standalone is None:
+        return os.environ["SONA_TEST_MILVUS_URI"]
+    return f"http://127.0.0.1:{milvus_standalone.listen_port}"
 
 
 def make_backend(request: pytest.FixtureRequest, name: str, root: Path) -> Backend:

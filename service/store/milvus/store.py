@@ -24,12 +24,15 @@ partitions. Fields::
     created_at  VARCHAR                    ISO 8601, UTC: when the store acknowledged it
     seq         INT64                      acknowledgement order (ns clock): breaks score ties
 
-Consistency. Every search and query asks for the store's ``consistency`` (``Strong`` by
+Consistency. Every search and query asks for the store's ``consistency`` (``Session`` by
 default; the collection is created with it too). ``Strong``: Milvus serves a read only once
 every write acknowledged before it is visible, whichever replica wrote it; its cost is a wait
-for the time tick. ``Session``: this replica's own inserts are visible to its next read (the
-client tracks them), its own deletes and other replicas' writes within Milvus's time tick;
-``Bounded`` and ``Eventually`` may miss even this replica's latest inserts for a moment.
+for the time tick, many times a search's own cost on a real server (bench/RESULTS.md).
+``Session``: this replica's own inserts are visible to its next read (the client tracks
+them), other replicas' writes within Milvus's time tick. pymilvus does not track a session's
+deletes, so for ``STRONG_AFTER_DELETE_S`` after this replica deletes, its reads ask for
+``Strong``: a replica always reads its own writes. ``Bounded`` and ``Eventually`` may miss even
+this replica's latest inserts for a moment.
 
 Ranking and grouping go through ``ranking.top_k``, as on the FAISS store: candidates sorted by
 score, then ``seq``, then id, so a tie at the cut is never split arbitrarily, and ``group_by``
@@ -140,6 +143,15 @@ def _item(e: dict[str, Any]) -> Item:
 #: Seconds that opening (creating, indexing and loading) the collection may take.
 OPEN_TIMEOUT_S = 120.0
 
+#: A filtered search on an approximate index (HNSW, IVF_FLAT) scores the items that pass
+#: exactly when there are at most this many, as the FAISS store does: camera and time
+#: filters stay exact where an ANN index would miss items the filter lets through.
+EXACT_FILTERED_MAX = 20_000
+
+#: Seconds after a delete during which a Session replica reads at Strong: Milvus's time tick
+#: (200 ms by default) has carried the delete well before, even on a loaded server.
+STRONG_AFTER_DELETE_S = 5.0
+
 
 class MilvusStore(GalleryStore):
     """Galleries in one Milvus collection, crops in a shared ``CropStore``; see the module doc.
@@ -167,7 +179,7 @@ class MilvusStore(GalleryStore):
         ef_search: int = 128,
         nprobe: int = 32,
         timeout: float = 30.0,
-        consistency: str = "Strong",
+        consistency: str = "Session",
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or not 2 <= dim <= 32768:
             raise StoreError(f"dim must be an integer in [2, 32768] for Milvus, not {dim!r}")
@@ -187,6 +199,7 @@ class MilvusStore(GalleryStore):
                 f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {consistency!r}"
             )
         self.consistency = consistency
+        self._strong_until = 0.0  # monotonic time until which reads ask for Strong
         self.ef_search = max(1, int(ef_search))
         self.nprobe = max(1, int(nprobe))
         self._closed = True
@@ -288,6 +301,15 @@ class MilvusStore(GalleryStore):
         if self._closed:
             raise StoreError("the store is closed")
 
+    def _read_level(self) -> str:
+        """The level a read asks for: the store's, or Strong just after this replica deleted."""
+        if self.consistency == "Session" and time.monotonic() < self._strong_until:
+            return "Strong"
+        return self.consistency
+
+    def _deleted(self) -> None:
+        self._strong_until = time.monotonic() + STRONG_AFTER_DELETE_S
+
     def _query(self, expr: str, fields: list[str], limit: int | None = None) -> list[dict]:
         kwargs: dict[str, Any] = {"limit": limit} if limit is not None else {}
         with self._errors("query"):
@@ -295,7 +317,7 @@ class MilvusStore(GalleryStore):
                 self.collection,
                 filter=expr,
                 output_fields=fields,
-                consistency_level=self.consistency,
+                consistency_level=self._read_level(),
                 timeout=self.timeout,
                 **kwargs,
             )
@@ -388,6 +410,7 @@ class MilvusStore(GalleryStore):
                 self._client.delete(
                     self.collection, filter=f"item_id in {string_list(ids)}", timeout=self.timeout
                 )
+                self._deleted()
             for key in keys:
                 with contextlib.suppress(Exception):
                     self.crops.delete(key)
@@ -402,6 +425,7 @@ class MilvusStore(GalleryStore):
             self._client.delete(
                 self.collection, filter=f"item_id == {literal(item_id)}", timeout=self.timeout
             )
+            self._deleted()
         self.crops.delete(row["crop_key"])  # if lost in a crash: an orphan, swept later
         return True
 
@@ -518,7 +542,7 @@ class MilvusStore(GalleryStore):
                 filter=expr,
                 output_fields=META_FIELDS,
                 search_params=self._search_params(limit),
-                consistency_level=self.consistency,
+                consistency_level=self._read_level(),
                 timeout=self.timeout,
             )
         rows = [_Row(float(h["distance"]), dict(h["entity"])) for h in result[0]]
@@ -535,6 +559,20 @@ class MilvusStore(GalleryStore):
         out.sort(key=lambda r: r.key)
         return out
 
+    def _filter_is_small(self, where: SearchFilter, expr: str) -> bool:
+        """Whether a camera or time filter on an approximate index passes few enough items to
+        score them all exactly (one count first)."""
+        filtered = (
+            where.cameras is not None
+            or bool(where.exclude_cameras)
+            or where.since is not None
+            or where.until is not None
+        )
+        if self.index_type == "FLAT" or not filtered:
+            return False
+        rows = self._query(expr, ["count(*)"])
+        return (int(rows[0]["count(*)"]) if rows else 0) <= EXACT_FILTERED_MAX
+
     def _search(
         self,
         gallery: str,
@@ -548,9 +586,13 @@ class MilvusStore(GalleryStore):
         if expr is None:
             return []
         label = _LABEL_FIELDS[group_by] if group_by else None
+        exact = self._exact(expr, query) if self._filter_is_small(where, expr) else None
 
         def fetch(window: int) -> tuple[list[Candidate], bool]:
-            rows, exhausted = self._candidates(expr, query, window)
+            if exact is not None:
+                rows, exhausted = exact[:window], window >= len(exact)
+            else:
+                rows, exhausted = self._candidates(expr, query, window)
             return [
                 Candidate(
                     r.score,
