@@ -170,10 +170,16 @@ image_size() {
 
 # --- 3. the build -------------------------------------------------------------------------
 build() { # IMAGE DOCKERFILE CONTEXT
+    local previous
+    previous=$(docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true)
     docker build --network host --force-rm -f "$2" -t "$1" \
         --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_INDEX_URL="$TORCH_INDEX" "$3" \
         >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log" >&2; fail "docker build $1"; }
     IMAGES+=("$1")
+    # an image of an earlier run that lost its name to this one: gone, unless still in use
+    if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$1")" ]; then
+        docker rmi "$previous" >/dev/null 2>&1 || true
+    fi
     CACHED="$(grep -c 'Using cache' "$WORK/build.log" || true) of $(grep -c '^Step ' "$WORK/build.log")"
 }
 
