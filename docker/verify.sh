@@ -14,12 +14,15 @@
 #   4. `docker run` with a random checkpoint mounted read-only and a named volume: waits for the
 #      image's own HEALTHCHECK, ingests and searches through the published port, restarts the
 #      container and finds the same gallery, checks that every process runs as the non-root
-#      user and that the volume is all it can write;
+#      user and that the volume is all it can write, and that a checkpoint the user may not
+#      read stops it with one line;
 #   5. the same through docker compose's `cpu` profile (`docker compose`, else Debian's
 #      docker-compose 1.29), then `down` and `up` again: a new container, the same gallery;
 #   6. with SONA_VERIFY_CUDA=1, the CUDA image (docker/Dockerfile) built and run as in 4, on the
 #      CPU where no GPU is present (its GPU path is not exercised then).
-# It prints a summary of the figures at the end.
+# It prints a summary of the figures at the end. The images it builds carry the names compose
+# gives them (sona-reid:cpu, sona-reid:cuda) and are removed at the end like its containers,
+# volumes and networks; the base stays, as a cache.
 #
 # Environment (defaults in brackets):
 #   SONA_VERIFY_BASE          base image to build on [a local debootstrap of Debian bookworm]
@@ -57,6 +60,7 @@ VOLUMES=()
 NETWORKS=()
 IMAGES=()
 SUMMARY=()
+PASSED=0
 
 say() { printf '\n== %s\n' "$*"; }
 fail() {
@@ -67,6 +71,7 @@ note() { SUMMARY+=("$*"); }
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
 
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
     local status=$?
     set +e
@@ -85,13 +90,15 @@ cleanup() {
         kill "$DOCKERD_PID" 2>/dev/null
         wait "$DOCKERD_PID" 2>/dev/null
     fi
-    if [ $status -eq 0 ]; then
+    if [ "$status" -eq 0 ] && [ "$PASSED" = 1 ]; then
         say "summary"
         printf '%s\n' "${SUMMARY[@]}"
         echo "verify.sh: PASSED"
     fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 need_root() {
     [ "$(id -u)" = 0 ] || fail "$1 needs root; run as root or start it yourself first"
@@ -305,6 +312,25 @@ confined() { # CONTAINER: runs as the image's user and can write the volume (and
     note "${name#/}: every process runs as uid $SERVICE_UID; it writes /data and a tmpfs /tmp only"
 }
 
+unreadable_checkpoint() { # IMAGE: a checkpoint its user may not read stops it, one line
+    local name=$RUN_ID-unreadable dir=$WORK/private status out
+    mkdir -p "$dir"
+    cp "$WORK/models/sona.pt" "$dir/sona.pt"
+    chmod 600 "$dir/sona.pt"
+    CONTAINERS+=("$name")
+    docker run -d --name "$name" --network none --read-only --tmpfs /tmp \
+        -v "$dir:/models:ro" "$1" >/dev/null
+    status=$(timeout 120 docker wait "$name") || fail "$1 starts on a checkpoint it cannot read"
+    out=$(docker logs "$name" 2>&1)
+    docker rm "$name" >/dev/null
+    rm -rf "$dir"
+    if [ "$status" != 2 ] || [ "$(grep -c . <<<"$out")" != 1 ] ||
+        ! grep -q "cannot read the checkpoint" <<<"$out"; then
+        fail "$1 on an unreadable checkpoint: exit $status, $out"
+    fi
+    note "$1 on a checkpoint of mode 0600: exit 2 and one line: $out"
+}
+
 exercise_run() { # IMAGE LABEL [docker run options]
     local image=$1 label=$2 name=$RUN_ID-$2 port started
     shift 2
@@ -330,6 +356,7 @@ exercise_run() { # IMAGE LABEL [docker run options]
     docker rm -f "$name" >/dev/null
     docker volume rm "$name" >/dev/null
     docker network rm "$name" >/dev/null
+    unreadable_checkpoint "$image"
 }
 
 # --- 5. compose ---------------------------------------------------------------------------
@@ -389,6 +416,7 @@ main() {
         build_twice "$CUDA_IMAGE" docker/Dockerfile
         exercise_run "$CUDA_IMAGE" cuda
     fi
+    PASSED=1
 }
 
-main
+main "$@"; exit  # on one line: bash reads no further, even if this file changes meanwhile
