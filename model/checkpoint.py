@@ -70,6 +70,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, _new_file_mode())
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
@@ -84,6 +85,14 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o666 less the umask), not mkstemp's 0o600, which
+    hides a checkpoint from another user that serves it (the image's user, through a mount)."""
+    umask = os.umask(0o077)  # reading the umask sets it: the stricter value for the moment
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def file_sha256(path: str | Path) -> str:

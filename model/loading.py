@@ -131,7 +131,10 @@ def open_encoder(
     path = Path(checkpoint)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # e.g. mode 0600 and another owner, seen through a container mount
+        raise CheckpointError(f"cannot read the checkpoint {path}: {exc.strerror}") from exc
     digest = hashlib.sha256(data).hexdigest()
     payload = parse_checkpoint(data, path)
     del data

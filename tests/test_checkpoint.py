@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,16 @@ def test_missing_file_and_unserialisable_meta(tmp_path: Path, tiny_net: SONANet)
     with pytest.raises(TypeError, match="JSON"):
         save_checkpoint(tmp_path / "x.pt", tiny_net, when=object())
     assert not list(tmp_path.iterdir()), "a failed save leaves nothing behind"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_a_checkpoint_gets_the_mode_of_any_new_file(
+    tmp_path: Path, tiny_net: SONANet, umask: int, mode: int
+) -> None:
+    """Not the temporary file's 0o600: the Docker image's user must read a mounted checkpoint."""
+    old = os.umask(umask)
+    try:
+        path = save_checkpoint(tmp_path / "a.pt", tiny_net)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == mode

@@ -57,6 +57,20 @@ def test_open_encoder_refuses_with_one_line(tmp_path: Path) -> None:
         open_encoder(path, onnx_model=tmp_path / "none.onnx")
 
 
+def test_unreadable_checkpoint_is_one_line_read_refused_by_a_mock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint the service's user may not read (root reads anything, hence the mock)."""
+    path = make_checkpoint(tmp_path / "m.pt")
+
+    def refuse(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(CheckpointError, match=r"cannot read the checkpoint .*: Permission denied$"):
+        open_encoder(path)
+
+
 def test_find_export_prefers_the_int8_file_beside_the_checkpoint_on_a_cpu(tmp_path: Path) -> None:
     checkpoint = tmp_path / "m.pt"
     beside = tmp_path / "m.int8.onnx"
