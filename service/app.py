@@ -16,6 +16,7 @@ from model.loading import LoadedModel
 
 from .api import health_router, router
 from .auth import AuthMiddleware
+from .docs import install_docs, operation_id
 from .errors import install_error_handlers
 from .head import HeadMiddleware
 from .limits import BodyLimitMiddleware
@@ -70,6 +71,9 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs from packaged files, not a CDN
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.state.runtime = None
@@ -77,10 +81,15 @@ def create_app(
     app.include_router(health_router)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    install_docs(app, keys_required=bool(settings.keys))
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
 
     per_image = settings.max_upload_bytes
     slack = 256 * 1024  # multipart headers and form fields

@@ -24,8 +24,8 @@ __all__ = ["HEALTH_PATHS", "PAGE_PATHS", "AuthMiddleware", "key_matches"]
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 #: The page, its assets and the schema: open when public pages are on.
-PAGE_PATHS = frozenset({"/", "/favicon.ico", "/docs", "/docs/oauth2-redirect", "/redoc"})
-_PAGE_PREFIXES = ("/static/", "/openapi.json")
+PAGE_PATHS = frozenset({"/", "/favicon.ico", "/docs", "/docs/oauth2-redirect"})
+_PAGE_PREFIXES = ("/static/", "/docs/assets/", "/openapi.json")
 
 
 def key_matches(authorization: str, keys: Sequence[bytes]) -> bool:

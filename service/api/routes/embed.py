@@ -20,7 +20,7 @@ router = APIRouter(tags=["embedding"])
     response_model=EmbedResponse,
     summary="Embed one crop; the returned query_id can be searched with GET /search",
 )
-async def post_embed(
+async def embed(
     rt: Rt,
     request: Request,
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP crop")],

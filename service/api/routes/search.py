@@ -107,7 +107,7 @@ async def _search(
     response_model=SearchResponse,
     summary="Search a gallery by a query_id from POST /embed or by a gallery item",
 )
-async def get_search(
+async def search(
     rt: Rt,
     params: Annotated[SearchParams, Depends()],
     query_id: Annotated[str | None, Query(max_length=64, description="from POST /embed")] = None,
@@ -140,7 +140,7 @@ async def get_search(
     response_model=SearchResponse,
     summary="Search a gallery with an uploaded crop",
 )
-async def post_search(
+async def search_by_image(
     rt: Rt,
     request: Request,
     params: Annotated[SearchParams, Depends()],
