@@ -95,7 +95,7 @@ def create_app(
     slack = 256 * 1024  # multipart headers and form fields
 
     def limit_for(method: str, path: str) -> int:
-        if path.rstrip("/") == "/gallery":
+        if path.rstrip("/") in ("/gallery", "/embed"):
             return per_image * settings.max_images_per_request + slack
         return per_image + slack
 

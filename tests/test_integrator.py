@@ -1,14 +1,16 @@
 """What an integrator relies on, against a real ``sona serve`` with API keys: the API docs served
-from local files, the Bearer scheme and readable operation ids in the OpenAPI document."""
+from local files, the Bearer scheme and readable operation ids in the OpenAPI document, batches
+of crops in one ``POST /embed``."""
 
 from __future__ import annotations
 
 import re
 
 import httpx
+import numpy as np
 import pytest
 
-from tests.service_support import Server, make_checkpoint
+from tests.service_support import Server, jpeg, make_checkpoint
 
 KEY = "integrator-key"
 
@@ -24,6 +26,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         SONA_MAX_IMAGES_PER_REQUEST="4",
         SONA_MAX_UPLOAD_BYTES="100000",
         SONA_MAX_WAIT_MS="20",
+        SONA_MAX_REQUEST_PIXELS="20000",  # three 128x64 crops are over it, four 64x32 are not
     ).start()
     yield srv
     srv.stop()
@@ -95,3 +98,70 @@ def test_favicon_is_served(anonymous: httpx.Client) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/x-icon"
     assert response.content[:4] == b"\x00\x00\x01\x00"  # an ICO header
+
+
+# -- POST /embed with several images --------------------------------------------------------
+
+
+def small(seed: int) -> bytes:
+    return jpeg(seed, size=(64, 32))
+
+
+def parts(*images: bytes) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("image", (f"crop{i}.jpg", data, "image/jpeg")) for i, data in enumerate(images)]
+
+
+def test_embed_batch_answers_one_vector_per_image_in_order(authed: httpx.Client) -> None:
+    images = [small(i) for i in range(4)]
+    single = []
+    for data in images:
+        response = authed.post("/embed", files=parts(data))
+        assert response.status_code == 200, response.text
+        single.append(response.json()["embedding"])
+    response = authed.post("/embed", files=parts(*images))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["count"] == 4 and body["failed"] == 0 and body["dim"] == 1536
+    assert [r["index"] for r in body["results"]] == [0, 1, 2, 3]
+    assert [r["filename"] for r in body["results"]] == [f"crop{i}.jpg" for i in range(4)]
+    for result, expected in zip(body["results"], single, strict=True):
+        np.testing.assert_allclose(result["embedding"], expected, rtol=0, atol=1e-5)
+        assert result["error"] is None
+    # each query id searches like a single embed's would
+    query_ids = {r["query_id"] for r in body["results"]}
+    assert len(query_ids) == 4
+
+
+def test_a_bad_image_fails_alone_unless_all_or_nothing(authed: httpx.Client) -> None:
+    files = parts(small(10), b"not an image at all", small(11))
+    body = authed.post("/embed", files=files).json()
+    assert body["count"] == 2 and body["failed"] == 1
+    good, bad, other = body["results"]
+    assert good["embedding"] and other["embedding"] and bad["embedding"] is None
+    assert bad["error"]["status"] in (415, 422) and "image 1 (crop1.jpg)" in bad["error"]["detail"]
+    assert bad["query_id"] is None
+    strict = authed.post("/embed", params={"all_or_nothing": "true"}, files=files)
+    assert strict.status_code == bad["error"]["status"]
+    assert strict.headers["content-type"].startswith("application/problem+json")
+    assert "image 1" in strict.json()["detail"]
+
+
+def test_embed_batch_keeps_the_request_limits(authed: httpx.Client) -> None:
+    too_many = authed.post("/embed", files=parts(*[small(i) for i in range(5)]))
+    assert too_many.status_code == 413 and "limit is 4" in too_many.json()["detail"]
+    # three 128x64 crops declare 24,576 pixels, over SONA_MAX_REQUEST_PIXELS: the whole request
+    over = authed.post("/embed", files=parts(*[jpeg(i) for i in range(3)]))
+    assert over.status_code == 413, over.text
+    assert over.json()["type"].endswith("request-too-large")
+    # an image over the per-image byte limit is that image's problem only
+    big = jpeg(3, size=(2000, 1000))
+    assert len(big) > 100_000
+    body = authed.post("/embed", files=parts(small(1), big)).json()
+    assert body["count"] == 1 and body["results"][1]["error"]["status"] == 413
+
+
+def test_batch_true_answers_a_list_for_one_image(authed: httpx.Client) -> None:
+    body = authed.post("/embed", params={"batch": "true"}, files=parts(small(5))).json()
+    assert body["count"] == 1 and len(body["results"]) == 1
+    one = authed.post("/embed", files=parts(small(5))).json()
+    assert set(one) >= {"query_id", "embedding", "dim", "model"}
