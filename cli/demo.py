@@ -30,28 +30,22 @@ def index_in_background(demo: Demo, args: argparse.Namespace, settings: Settings
 
 def _index(demo: Demo, args: argparse.Namespace, settings: Settings) -> None:
     """Once the server is ready, index the synthetic gallery through POST /gallery (once)."""
-    import time
     from datetime import UTC, datetime
 
-    import httpx
-
     from service.client import crops_from_folder, upload
+    from service.sona_client import SonaClient, SonaError
 
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{host}:{args.port}"
     key = settings.keys[0].decode() if settings.keys else None
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    for _ in range(600):
+    # until the server is ready: 503 (with Retry-After) or no connection yet, both retried
+    with SonaClient(url, api_key=key, retries=600, backoff_s=0.5, max_wait_s=1) as client:
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    else:
-        return
-    counts = httpx.get(f"{url}/gallery", headers=headers, timeout=30).json()
-    if not any(g["gallery"] == "default" for g in counts.get("galleries", [])):
+            client.ready()
+            counts = client.counts()
+        except SonaError:
+            return
+    if "default" not in counts:
         crops = crops_from_folder(
             demo.gallery_folder, start=datetime(2024, 1, 1, tzinfo=UTC), with_identity=True
         )

@@ -88,15 +88,16 @@ def _cmd_gallery_add(args: argparse.Namespace) -> int:
         )
     if not crops:
         raise UserError("no crops found")
-    import httpx
+    from service.sona_client import SonaClient, SonaUnreachable
 
     try:
-        httpx.get(f"{args.url.rstrip('/')}/healthz", timeout=10)  # before any progress bar
+        with SonaClient(args.url, retries=0, timeout=10) as probe:  # before any progress bar
+            probe.request("GET", "/healthz")
         added, errors = upload(
             crops, args.url, gallery=args.gallery, api_key=args.api_key, batch_size=args.batch_size
         )
-    except httpx.TransportError as exc:  # nothing listening, a wrong host, a dropped connection
-        raise UserError(f"cannot reach the service at {args.url}: {exc}") from None
+    except SonaUnreachable as exc:  # nothing listening, a wrong host, a dropped connection
+        raise UserError(str(exc)) from None
     print(f"added {added} of {len(crops)} crops to gallery '{args.gallery}' at {args.url}")
     for error in errors[:10]:
         print(f"  failed: {error}", file=sys.stderr)

@@ -4,12 +4,19 @@ of crops in one ``POST /embed``."""
 
 from __future__ import annotations
 
+import http.server
 import re
+import socket
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import numpy as np
 import pytest
 
+from service.sona_client import SonaClient, SonaError, SonaUnreachable
 from tests.service_support import Server, jpeg, make_checkpoint
 
 KEY = "integrator-key"
@@ -165,3 +172,151 @@ def test_batch_true_answers_a_list_for_one_image(authed: httpx.Client) -> None:
     assert body["count"] == 1 and len(body["results"]) == 1
     one = authed.post("/embed", files=parts(small(5))).json()
     assert set(one) >= {"query_id", "embedding", "dim", "model"}
+
+
+# -- SonaClient ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sona(server: Server):
+    with SonaClient(server.url, api_key=KEY, retries=2) as client:
+        yield client
+
+
+def test_client_ingests_searches_gets_and_deletes(sona: SonaClient, tmp_path: Path) -> None:
+    crops = [small(40 + i) for i in range(4)]
+    path = tmp_path / "a.jpg"
+    path.write_bytes(crops[0])
+    items = sona.add(
+        [path, ("b.jpg", crops[1]), crops[2], crops[3]],
+        gallery="client",
+        metadata=[
+            {"camera_id": "c1", "timestamp": datetime(2024, 5, 1, 8, tzinfo=UTC), "identity": "a"},
+            {"camera_id": "c2", "timestamp": "2024-05-01T09:00:00+02:00"},
+            {"camera_id": "c3", "timestamp": "2024-05-01T10:00:00Z", "track_id": "t1"},
+            {"camera_id": "c3", "timestamp": "2024-05-01T11:00:00Z"},
+        ],
+    )
+    assert [i.camera_id for i in items] == ["c1", "c2", "c3", "c3"]
+    assert items[0].identity == "a" and items[2].track_id == "t1"
+    assert items[1].timestamp == datetime(2024, 5, 1, 7, tzinfo=UTC)
+    assert sona.counts()["client"] == {"c1": 1, "c2": 1, "c3": 2}
+    assert sona.get(items[0].item_id) == items[0]
+    assert sona.image(items[0].item_id) == crops[0]
+
+    by_image = sona.search_by_image(path, gallery="client", k=4)
+    assert by_image.matches[0].item_id == items[0].item_id
+    assert by_image.matches[0].score == pytest.approx(1.0, abs=1e-3)
+    assert [m.rank for m in by_image.matches] == [1, 2, 3, 4]
+    by_item = sona.search_by_item(items[0].item_id, k=10)
+    assert items[0].item_id not in {m.item_id for m in by_item.matches}
+    assert len(by_item.matches) == 3 and by_item.gallery == "client"
+    query = sona.embed(crops[3])
+    assert len(query.vector) == 1536
+    filtered = sona.search_by_query(query.query_id, gallery="client", cameras=["c3"], k=5)
+    assert {m.camera_id for m in filtered.matches} == {"c3"}
+    assert filtered.matches[0].item_id == items[3].item_id
+    late = sona.search_by_query(query.query_id, gallery="client", since="2024-05-01T10:30:00Z")
+    assert [m.item_id for m in late.matches] == [items[3].item_id]
+
+    batch = sona.embed_many([crops[0], b"junk"])
+    assert batch[0].vector is not None and batch[1].error["status"] in (415, 422)
+
+    sona.delete(items[0].item_id)
+    with pytest.raises(SonaError) as gone:
+        sona.get(items[0].item_id)
+    assert gone.value.status == 404 and gone.value.problem["status"] == 404
+    assert sona.counts()["client"] == {"c2": 1, "c3": 2}
+
+
+def test_client_errors_carry_the_problem(server: Server) -> None:
+    with (
+        SonaClient(server.url, api_key="wrong", retries=0) as client,
+        pytest.raises(SonaError) as refused,
+    ):
+        client.counts()
+    assert refused.value.status == 401 and "API key" in refused.value.detail
+
+
+class _Scripted(http.server.BaseHTTPRequestHandler):
+    """A real HTTP server that answers from a script: (status, headers) per request, or
+    ``None`` to drop the connection without answering."""
+
+    script: ClassVar[list] = []
+    seen: ClassVar[list] = []
+
+    def _answer(self) -> None:
+        self.seen.append(self.command)
+        length = int(self.headers.get("content-length") or 0)
+        self.rfile.read(length)
+        step = self.script.pop(0) if self.script else (200, {})
+        if step is None:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        status, headers = step
+        body = b'{"status": "ready"}' if status == 200 else b'{"detail": "busy"}'
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", **headers}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    _Scripted.seen = []
+    yield srv, f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_client_retries_503_and_429_after_retry_after(scripted) -> None:
+    _, url = scripted
+    _Scripted.script = [(503, {"Retry-After": "2"}), (429, {"Retry-After": "0.5"}), (200, {})]
+    waits: list[float] = []
+    with SonaClient(url, retries=3, sleep=waits.append) as client:
+        assert client.ready() == {"status": "ready"}
+    assert waits == [2.0, 0.5]
+    _Scripted.script = [(503, {"Retry-After": "1"})] * 3
+    with SonaClient(url, retries=2, sleep=waits.append) as client, pytest.raises(SonaError) as busy:
+        client.ready()
+    assert busy.value.status == 503 and len(_Scripted.seen) == 6
+
+
+def test_client_retries_connections_but_never_resends_a_write(scripted) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    waits: list[float] = []
+    with (
+        SonaClient(dead, retries=2, backoff_s=0.1, sleep=waits.append) as client,
+        pytest.raises(SonaUnreachable, match="cannot reach the service"),
+    ):
+        client.counts()
+    assert waits == [0.1, 0.2]
+    _, url = scripted
+    _Scripted.script = [None, (200, {})]  # the first answer is lost: a read is sent again
+    with SonaClient(url, retries=2, sleep=waits.append) as client:
+        assert client.ready() == {"status": "ready"}
+    _Scripted.script = [None, (200, {})]  # ...an upload is not: it may have been stored
+    _Scripted.seen = []
+    with (
+        SonaClient(url, retries=2, sleep=waits.append) as client,
+        pytest.raises(SonaUnreachable, match="no answer"),
+    ):
+        client.embed(b"x")
+    assert _Scripted.seen == ["POST"]
