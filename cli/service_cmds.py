@@ -20,6 +20,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.logs import log_config
     from service.protocol import limited_protocol
     from service.runtime import StartupError, load_model, open_store
 
@@ -48,6 +49,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=log_config(args.log_level, settings.log_format),
+        access_log=False,  # the service writes its own, with the request id
         timeout_graceful_shutdown=args.graceful_timeout,
         http=limited_protocol(settings.max_header_bytes, settings.header_timeout_s),
     )
@@ -198,7 +201,10 @@ def add_parsers(sub: Any) -> None:
     serve.add_argument("--data-dir", help="gallery data folder (SONA_DATA_DIR, default ./data)")
     serve.add_argument("--device", help="auto, cpu, cuda, cuda:N (SONA_DEVICE)")
     serve.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log lines at this level and above (SONA_LOG_FORMAT=json: JSON lines)",
     )
     serve.add_argument(
         "--graceful-timeout",

@@ -21,6 +21,7 @@ from .errors import install_error_handlers
 from .head import HeadMiddleware
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, RequestMetricsMiddleware
+from .request_id import RequestIdMiddleware
 from .runtime import Runtime
 from .settings import Settings
 from .store import GalleryStore
@@ -99,10 +100,11 @@ def create_app(
             return per_image * settings.max_images_per_request + slack
         return per_image + slack
 
-    # the last added runs first: metrics, then the key (before any body is read), then the
-    # body's size and pace, then HEAD as GET
+    # the last added runs first: the request id (and access log line), metrics, then the key
+    # (before any body is read), then the body's size and pace, then HEAD as GET
     app.add_middleware(HeadMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for, timeout=settings.body_timeout_s)
     app.add_middleware(AuthMiddleware, keys=settings.keys, public_pages=settings.public_pages)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
     return app

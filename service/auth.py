@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import problem_response
+from .request_id import instance_of
 
 __all__ = ["HEALTH_PATHS", "PAGE_PATHS", "AuthMiddleware", "key_matches"]
 
@@ -66,7 +67,7 @@ class AuthMiddleware:
             401,
             "a valid API key is required: send 'Authorization: Bearer <key>'",
             code="unauthorized",
-            instance=scope["path"],
+            instance=instance_of(scope),
             headers={"WWW-Authenticate": 'Bearer realm="sona"', "Connection": "close"},
         )
         await response(scope, receive, send)

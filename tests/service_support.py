@@ -58,8 +58,14 @@ class Server:
     beside ``data_dir`` unless ``log_dir`` is given (a disk under test must not hold it)."""
 
     def __init__(
-        self, checkpoint: Path, data_dir: Path, log_dir: Path | None = None, **env: str
+        self,
+        checkpoint: Path,
+        data_dir: Path,
+        log_dir: Path | None = None,
+        log_level: str = "warning",
+        **env: str,
     ) -> None:
+        self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -84,7 +90,7 @@ class Server:
                     "--port",
                     str(self.port),
                     "--log-level",
-                    "warning",
+                    self.log_level,
                 ],
                 env=self.env,
                 stdout=log,
