@@ -320,3 +320,32 @@ def test_client_retries_connections_but_never_resends_a_write(scripted) -> None:
     ):
         client.embed(b"x")
     assert _Scripted.seen == ["POST"]
+
+
+# -- /metrics -------------------------------------------------------------------------------
+
+
+def test_metrics_have_process_figures_and_route_labels(
+    anonymous: httpx.Client, authed: httpx.Client
+) -> None:
+    for path in ("/", "/docs", "/docs/assets/swagger-ui.css", "/static/app.js", "/openapi.json"):
+        assert anonymous.get(path).status_code == 200, path
+    assert authed.get("/no/such/page").status_code == 404
+    text = authed.get("/metrics").text
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    assert values["process_resident_memory_bytes"] > 50e6  # torch alone is more
+    assert values["process_open_fds"] > 3
+    assert values["process_cpu_seconds_total"] > 0
+    seen = {
+        (re.search(r'route="([^"]*)"', name).group(1), re.search(r'status="(\d+)"', name).group(1))
+        for name in values
+        if name.startswith("sona_http_request_duration_seconds_count")
+    }
+    for route in ("/", "/docs", "/docs/assets/{path}", "/static/{path}", "/openapi.json"):
+        assert (route, "200") in seen, (route, seen)
+    assert ("unmatched", "404") in seen
+    assert not any(route == "unmatched" and status == "200" for route, status in seen), seen
