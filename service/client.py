@@ -48,6 +48,9 @@ def crops_from_folder(
     folder: Path, *, start: datetime, fps: float = 25.0, with_identity: bool = False
 ) -> list[Crop]:
     """Crops named like Market-1501's; junk (identity -1) is skipped, 0000 has no identity."""
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "the folder does not exist"
+        raise ValueError(f"{folder}: {what}")
     crops, unnamed = [], []
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in MEDIA_TYPES):
         match = MARKET_NAME.match(path.name)
@@ -69,6 +72,8 @@ def crops_from_folder(
 
 
 def crops_from_csv(path: Path) -> list[Crop]:
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
     crops = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)

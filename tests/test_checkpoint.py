@@ -121,3 +121,19 @@ def test_missing_file_and_unserialisable_meta(tmp_path: Path, tiny_net: SONANet)
     with pytest.raises(TypeError, match="JSON"):
         save_checkpoint(tmp_path / "x.pt", tiny_net, when=object())
     assert not list(tmp_path.iterdir()), "a failed save leaves nothing behind"
+
+
+def test_a_file_that_is_no_checkpoint_says_so_not_keyerror(
+    tmp_path: Path, tiny_net: SONANet
+) -> None:
+    text = tmp_path / "notes.pt"
+    text.write_text("hello\n")
+    with pytest.raises(CheckpointError, match=r"not a file written by torch\.save") as caught:
+        load_checkpoint(text)
+    assert "KeyError" not in str(caught.value)
+    whole = save_checkpoint(tmp_path / "whole.pt", tiny_net).read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CheckpointError, match="damaged or cut short") as caught:
+        load_checkpoint(cut)
+    assert len(str(caught.value)) < 300
