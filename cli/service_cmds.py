@@ -240,8 +240,9 @@ def add_parsers(sub: Any) -> None:
     gadd.add_argument("--csv", metavar="FILE", help="metadata per crop instead of file names")
     gadd.add_argument(
         "--url",
-        default="http://127.0.0.1:8000",
-        help="service root URL (default http://127.0.0.1:8000, where make serve listens)",
+        default=os.environ.get("SONA_URL") or "http://127.0.0.1:8000",
+        help="service root URL (default: SONA_URL, else http://127.0.0.1:8000, where make "
+        "serve listens)",
     )
     gadd.add_argument("--gallery", default="default", help="gallery name (default 'default')")
     gadd.add_argument(

@@ -13,6 +13,7 @@ __all__ = [
     "EmbedBatchResponse",
     "EmbedItem",
     "EmbedResponse",
+    "EmptyReason",
     "GalleryCounts",
     "GalleryItem",
     "IngestResponse",
@@ -140,11 +141,23 @@ class SearchResult(BaseModel):
         )
 
 
+class EmptyReason(BaseModel):
+    """Why a search found nothing: what the gallery held, and what each filter took away
+    (in this order: cameras, exclude_camera, the query item itself, since/until)."""
+
+    gallery_items: int
+    removed_by: dict[str, int]
+    detail: str
+
+
 class SearchResponse(BaseModel):
     results: list[SearchResult] = Field(description="best first")
     gallery: str
     k: int
     took_ms: float
+    empty_reason: EmptyReason | None = Field(
+        None, description="only when results is empty: why (counts per filter)"
+    )
 
 
 class ItemMeta(BaseModel):
