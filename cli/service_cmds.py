@@ -27,25 +27,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(
         {"checkpoint": args.checkpoint, "data_dir": args.data_dir, "device": args.device}
     )
-    demo = None
     if settings.checkpoint is None:
-        from .demo import build
+        # the demo: the port opens at once, /readyz and the page show how far along it is
+        from .demo import preparation
 
-        demo = build(settings, args)
-        settings = settings.model_copy(update={"checkpoint": demo.checkpoint})
-    # the model and the store open before listening: a bad checkpoint or export, or a data
-    # directory another service holds, is one line
-    try:
-        model = load_model(settings)
-        store = open_store(settings, model.encoder.dim)
-    except StartupError as exc:
-        raise UserError(str(exc)) from None
-    if demo is not None:
-        from .demo import index_in_background
-
-        index_in_background(demo, args, settings)
+        app = create_app(settings, prepare=preparation(settings, args))
+    else:
+        # the model and the store open before listening: a bad checkpoint or export, or a
+        # data directory another service holds, is one line
+        try:
+            model = load_model(settings)
+            store = open_store(settings, model.encoder.dim)
+        except StartupError as exc:
+            raise UserError(str(exc)) from None
+        app = create_app(settings, model, store)
     uvicorn.run(
-        create_app(settings, model, store),
+        app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +27,7 @@ from .metrics import Metrics, RequestMetricsMiddleware
 from .request_id import RequestIdMiddleware
 from .runtime import Runtime
 from .settings import Settings
+from .startup import Preparation
 from .store import GalleryStore
 
 __all__ = ["create_app"]
@@ -44,28 +48,59 @@ def create_app(
     settings: Settings | None = None,
     model: LoadedModel | None = None,
     store: GalleryStore | None = None,
+    prepare: Preparation | None = None,
 ) -> FastAPI:
     """The service for ``settings``. ``model`` and ``store``: opened already (``sona serve``
     opens both before listening, so a bad checkpoint or a data directory another process holds
-    is one line, and the checkpoint is read once); otherwise they open in the lifespan."""
+    is one line, and the checkpoint is read once); otherwise they open in the lifespan.
+    ``prepare``: work that takes a while and gives ``(settings, model, store)`` (the demo): the
+    port opens at once and ``/readyz`` reports its progress until the service is ready."""
     settings = settings or Settings()
     metrics = Metrics()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = await run_in_threadpool(Runtime.load, settings, metrics, model, store)
-        app.state.runtime = rt
+    async def start(
+        app: FastAPI,
+        ready_settings: Settings,
+        model: LoadedModel | None,
+        store: GalleryStore | None,
+    ) -> None:
+        rt = await run_in_threadpool(Runtime.load, ready_settings, metrics, model, store)
         await run_in_threadpool(rt.embedder.warm_up)
         await rt.embedder.start()
+        app.state.runtime = rt
         rt.ready = True
         demo = " (DEMO model trained on synthetic data)" if rt.model_meta.get("demo") else ""
         log.info("ready: %s, %s%s", rt.model_id, rt.embedder.encoder.name, demo)
+
+    async def prepare_then_start(app: FastAPI) -> None:
+        assert prepare is not None
+        try:
+            ready_settings, model, store = await prepare.wait()
+            prepare.progress.set("loading the model and the gallery")
+            await start(app, ready_settings, model, store)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the process cannot serve: say why, and stop
+            log.error("could not prepare the service: %s", exc)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if prepare is None:
+            await start(app, settings, model, store)
+        else:
+            task = asyncio.create_task(prepare_then_start(app))
         try:
             yield
         finally:
-            rt.ready = False
-            await rt.embedder.stop()
-            await run_in_threadpool(rt.store.close)
+            if task is not None:
+                task.cancel()
+            rt: Runtime | None = app.state.runtime
+            if rt is not None:
+                rt.ready = False
+                await rt.embedder.stop()
+                await run_in_threadpool(rt.store.close)
 
     app = FastAPI(
         title="SONA-Net re-ID gallery search",
@@ -78,6 +113,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.runtime = None
+    app.state.preparation = prepare
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(router)

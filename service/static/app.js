@@ -472,8 +472,28 @@
         el.demoBadge.hidden = !body.demo;
         el.status.className = "service-status ok";
       } else {
-        el.statusText.textContent = "starting…";
+        // starting (the demo being built): say what and how far, and look again shortly
+        const p = body.progress;
+        let text = "starting…";
+        if (p) {
+          text = `preparing: ${p.stage}`;
+          if (p.fraction !== null && p.fraction !== undefined) {
+            text += ` ${Math.round(p.fraction * 100)}%`;
+          }
+          if (p.stage_eta_s !== null && p.stage_eta_s !== undefined) {
+            text += ` · about ${Math.round(p.stage_eta_s)} s left`;
+          }
+        }
+        el.statusText.textContent = text;
+        el.status.title = body.detail || text;
         el.status.className = "service-status";
+        state.starting = true;
+        setTimeout(loadStatus, 2000);
+        return;
+      }
+      if (state.starting) { // it just became ready: the demo gallery follows within seconds
+        state.starting = false;
+        refreshUntilGalleries(10);
       }
     } catch (_) {
       el.statusText.textContent = "unreachable";
@@ -487,6 +507,13 @@
       clearError();
     } catch (err) {
       showError(err);
+    }
+  }
+
+  async function refreshUntilGalleries(tries) {
+    await refresh();
+    if (!state.galleries.length && tries > 1) {
+      setTimeout(() => refreshUntilGalleries(tries - 1), 2000);
     }
   }
 
