@@ -7,7 +7,8 @@ the files it names (``crop.jpg``, ``a.jpg``, ``crops/``, ``query.jpg``, ``.venv`
 the running environment), with only the host and port replaced (in the URLs, and as
 ``SONA_URL`` for ``sona gallery add``, whose default is where ``make serve`` listens), and each
 answer is checked against what the README shows or says. The Python example and the
-``sona viz`` examples run too.
+``sona viz`` examples run too, and what the README says of the demo's start: its port opens at
+once, and ``/readyz`` says what is being prepared and how far along it is.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.service_support import Server, jpeg
@@ -91,9 +95,23 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+class Demo:
+    """A served demo, and what ``/readyz`` and ``/`` answered while it was being built."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.url = server.url
+        self.starting: list[dict] = []  # /readyz answers before it was ready
+        self.page_while_starting: httpx.Response | None = None
+
+    def client(self) -> httpx.Client:
+        return self.server.client()
+
+
 @pytest.fixture(scope="module")
 def demo(workdir: Path):
-    """``sona serve`` with no checkpoint: the demo, built and served from ``workdir/data``."""
+    """``sona serve`` with no checkpoint: the demo, built and served from ``workdir/data``,
+    watched from the moment its port opens."""
     server = Server(
         Path("unused"),
         workdir / "data",
@@ -101,12 +119,38 @@ def demo(workdir: Path):
         SONA_CHECKPOINT="",  # none: the demo
         SONA_DEMO_IDENTITIES="16",
         SONA_DEMO_EPOCHS="1",
-    ).start(timeout=600)
-    yield server
+    )
+    served = Demo(server)
+    outcome: list[BaseException | None] = []
+
+    def start() -> None:
+        try:
+            server.start(timeout=600)
+            outcome.append(None)
+        except BaseException as exc:  # re-raised below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    while thread.is_alive():
+        try:
+            response = httpx.get(f"{server.url}/readyz", timeout=5)
+        except httpx.TransportError:
+            time.sleep(0.2)
+            continue
+        if response.status_code == 503:
+            served.starting.append(response.json())
+            if served.page_while_starting is None:
+                served.page_while_starting = httpx.get(f"{server.url}/", timeout=5)
+        time.sleep(0.3)
+    thread.join()
+    if outcome != [None]:
+        raise outcome[0] or RuntimeError("the demo did not start")
+    yield served
     server.stop()
 
 
-def run(command: str, workdir: Path, server: Server) -> str:
+def run(command: str, workdir: Path, server: Server | Demo) -> str:
     result = subprocess.run(
         ["bash", "-c", command.replace(README_URL, server.url)],
         cwd=workdir,
@@ -120,13 +164,14 @@ def run(command: str, workdir: Path, server: Server) -> str:
     return result.stdout
 
 
-def test_try_it_commands_answer_as_the_readme_says(demo: Server, workdir: Path) -> None:
+def test_try_it_commands_answer_as_the_readme_says(demo: Demo, workdir: Path) -> None:
     text = README.read_text()
     try_it = section(text, "## Try it")
     shell = commands(code_blocks(try_it, "sh")[0])
     assert len(shell) == 4, shell
     embed, ingest, add_folder, search = shell
-    assert demo.client().get("/readyz").json()["demo"] is True
+    with demo.client() as client:
+        assert client.get("/readyz").json()["demo"] is True
 
     body = json.loads(run(embed, workdir, demo))
     assert body["dim"] == len(body["embedding"]) == 1536 and body["query_id"]
@@ -162,7 +207,7 @@ def test_try_it_commands_answer_as_the_readme_says(demo: Server, workdir: Path) 
     assert [r["rank"] for r in results] == list(range(1, len(results) + 1))
 
 
-def test_an_empty_search_says_why(demo: Server, workdir: Path) -> None:
+def test_an_empty_search_says_why(demo: Demo, workdir: Path) -> None:
     with demo.client() as client:
         added = client.get("/gallery").json()
         held = next(g["count"] for g in added["galleries"] if g["gallery"] == "site1")
@@ -192,7 +237,7 @@ def test_an_empty_search_says_why(demo: Server, workdir: Path) -> None:
     assert found["results"] and "empty_reason" not in found
 
 
-def test_the_python_example_runs(demo: Server, workdir: Path) -> None:
+def test_the_python_example_runs(demo: Demo, workdir: Path) -> None:
     block = code_blocks(section(README.read_text(), "### From Python: `SonaClient`"), "python")[0]
     script = workdir / "example.py"
     script.write_text(block.replace(README_URL, demo.url))
@@ -209,7 +254,7 @@ def test_the_python_example_runs(demo: Server, workdir: Path) -> None:
     assert 1 <= len(printed) <= 5 and printed[0].startswith("1 ")
 
 
-def test_the_viz_examples_run_on_the_demo(demo: Server, workdir: Path) -> None:
+def test_the_viz_examples_run_on_the_demo(demo: Demo, workdir: Path) -> None:
     block = code_blocks(section(README.read_text(), "### Pictures of a model"), "sh")[0]
     viz = commands(block)
     assert len(viz) == 3 and all("data/demo" in c for c in viz)
@@ -217,3 +262,22 @@ def test_the_viz_examples_run_on_the_demo(demo: Server, workdir: Path) -> None:
         run(command.split("#")[0], workdir, demo)
     for name in ("attention.png", "ranks.png", "curves.png"):
         assert (workdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_the_demo_listens_at_once_and_readyz_tells_its_progress(demo: Demo) -> None:
+    page = demo.page_while_starting
+    assert page is not None and page.status_code == 200  # the page, while preparing
+    answers = demo.starting
+    stages = [a["progress"]["stage"] for a in answers]
+    assert "training the demo model" in stages, stages
+    training = [
+        a["progress"]["fraction"]
+        for a in answers
+        if a["progress"]["stage"] == "training the demo model"
+    ]
+    assert training == sorted(training) and all(0 <= f <= 1 for f in training)
+    for answer in answers:
+        assert answer["status"] == 503 and answer["type"].endswith(":starting")
+        assert answer["detail"].startswith("not ready: ")
+        assert answer["progress"]["stage"] in answer["detail"]
+        assert answer["progress"]["elapsed_s"] >= 0
