@@ -44,10 +44,10 @@ def build(settings: Settings, args: argparse.Namespace, progress: Progress | Non
     )
 
 
-def preparation(settings: Settings, args: argparse.Namespace) -> Preparation:
-    """The demo built while the port is already open: then its model and store, and its
-    gallery indexed through the API once the service is ready."""
-    from service.runtime import load_model, open_store
+def preparation(settings: Settings, args: argparse.Namespace, store: GalleryStore) -> Preparation:
+    """The demo built while the port is already open (``store`` opened before), then its
+    model, and its gallery indexed through the API once the service is ready."""
+    from service.runtime import load_model
     from service.startup import Preparation
 
     def work(progress: Progress) -> tuple[Settings, LoadedModel, GalleryStore]:
@@ -55,7 +55,8 @@ def preparation(settings: Settings, args: argparse.Namespace) -> Preparation:
         ready = settings.model_copy(update={"checkpoint": demo.checkpoint})
         progress.set("loading the model and the gallery")
         model = load_model(ready)
-        store = open_store(ready, model.encoder.dim)
+        if model.encoder.dim != store.dim:  # the store opened for the tiny preset's vectors
+            raise RuntimeError(f"the demo model embeds {model.encoder.dim}-d, not {store.dim}")
         index_in_background(demo, args, ready)
         return ready, model, store
 

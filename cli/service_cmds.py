@@ -28,10 +28,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         {"checkpoint": args.checkpoint, "data_dir": args.data_dir, "device": args.device}
     )
     if settings.checkpoint is None:
-        # the demo: the port opens at once, /readyz and the page show how far along it is
+        # the demo: the port opens at once, /readyz and the page show how far along it is;
+        # its store opens first, so a data directory another service holds is still one line
+        from model import PRESETS
+
         from .demo import preparation
 
-        app = create_app(settings, prepare=preparation(settings, args))
+        try:
+            store = open_store(settings, PRESETS["tiny"].embedding_dim)
+        except StartupError as exc:
+            raise UserError(str(exc)) from None
+        app = create_app(settings, prepare=preparation(settings, args, store))
     else:
         # the model and the store open before listening: a bad checkpoint or export, or a
         # data directory another service holds, is one line

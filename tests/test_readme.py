@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service_support import Server, jpeg
+from tests.service_support import Server, jpeg, serve_fails
 
 pytestmark = pytest.mark.slow
 
@@ -281,3 +281,9 @@ def test_the_demo_listens_at_once_and_readyz_tells_its_progress(demo: Demo) -> N
         assert answer["detail"].startswith("not ready: ")
         assert answer["progress"]["stage"] in answer["detail"]
         assert answer["progress"]["elapsed_s"] >= 0
+
+
+def test_a_second_demo_on_a_held_data_directory_says_so_in_one_line(demo: Demo) -> None:
+    """The demo's store opens before its port: a held directory is one line, not a log."""
+    reason = serve_fails(SONA_CHECKPOINT="", SONA_DATA_DIR=demo.server.env["SONA_DATA_DIR"])
+    assert "another store" in reason
