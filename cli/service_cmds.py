@@ -48,17 +48,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         except StartupError as exc:
             raise UserError(str(exc)) from None
         app = create_app(settings, model, store)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        log_config=log_config(args.log_level, settings.log_format),
-        access_log=False,  # the service writes its own, with the request id
-        timeout_graceful_shutdown=args.graceful_timeout,
-        http=limited_protocol(settings.max_header_bytes, settings.header_timeout_s),
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            log_config=log_config(args.log_level, settings.log_format),
+            access_log=False,  # the service writes its own, with the request id
+            timeout_graceful_shutdown=args.graceful_timeout,
+            http=limited_protocol(settings.max_header_bytes, settings.header_timeout_s),
+        )
     )
-    return 0
+    app.state.request_stop = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if app.state.startup_error:  # the demo could not be built: the server stopped itself
+        raise UserError(app.state.startup_error)
+    return 0 if server.started else 3  # 3: uvicorn's status for a failed start, as before
 
 
 def _settings(given: dict[str, Any]) -> Settings:

@@ -82,7 +82,11 @@ def create_app(
             raise
         except Exception as exc:  # the process cannot serve: say why, and stop
             log.error("could not prepare the service: %s", exc)
-            os.kill(os.getpid(), signal.SIGTERM)
+            app.state.startup_error = f"could not prepare the service: {exc}"
+            if app.state.request_stop is not None:  # sona serve's: a clean stop
+                app.state.request_stop()
+            else:
+                os.kill(os.getpid(), signal.SIGTERM)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -114,6 +118,8 @@ def create_app(
     app.state.settings = settings
     app.state.runtime = None
     app.state.preparation = prepare
+    app.state.startup_error = None  # set when ``prepare`` failed: sona serve exits with it
+    app.state.request_stop = None  # how to stop the server that runs this app, if it says
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(router)

@@ -287,3 +287,15 @@ def test_a_second_demo_on_a_held_data_directory_says_so_in_one_line(demo: Demo) 
     """The demo's store opens before its port: a held directory is one line, not a log."""
     reason = serve_fails(SONA_CHECKPOINT="", SONA_DATA_DIR=demo.server.env["SONA_DATA_DIR"])
     assert "another store" in reason
+
+
+def test_a_demo_that_cannot_be_built_stops_the_server_with_the_reason(tmp_path: Path) -> None:
+    """Two identities cannot fill the tiny preset's batches: the port was open, the server
+    stops by itself, and ``sona serve`` ends with the reason and exit status 2."""
+    server = Server(Path("unused"), tmp_path / "data", SONA_CHECKPOINT="", SONA_DEMO_IDENTITIES="2")
+    with pytest.raises(RuntimeError, match="server exited"):
+        server.start(timeout=300)
+    assert server.process is not None and server.process.returncode == 2
+    last = server.log.read_text().strip().splitlines()[-1]
+    assert last.startswith("sona serve: error: could not prepare the service: ")
+    assert "identities" in last
