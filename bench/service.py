@@ -25,6 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._support import crop_jpegs, random_checkpoint, served
+from service.sona_client import SonaClient
 
 MODES = {
     "batched": {"SONA_MAX_BATCH_SIZE": "32", "SONA_MAX_WAIT_MS": "5"},
@@ -79,15 +80,13 @@ SEED_ITEMS: list[str] = []
 def run_mode(checkpoint: Path, env: dict[str, str], args) -> dict:
     with tempfile.TemporaryDirectory() as tmp, served(checkpoint, Path(tmp) / "data", **env) as r:
         url = r[0]
-        with httpx.Client(base_url=url, timeout=120) as c:  # a gallery to search
-            files = [("images", (f"{i}.jpg", CROPS[16 + i], "image/jpeg")) for i in range(32)]
-            items = c.post(
-                "/gallery",
-                params={"gallery": "default"},
-                files=files,
-                data={"camera_id": "c0", "timestamp": "2024-05-01T11:00:00Z"},
+        with SonaClient(url) as sona:  # a gallery to search
+            items = sona.add(
+                [(f"{i}.jpg", CROPS[16 + i]) for i in range(32)],
+                camera_id="c0",
+                timestamp="2024-05-01T11:00:00Z",
             )
-            SEED_ITEMS[:] = [item["item_id"] for item in items.json()["items"]]
+            SEED_ITEMS[:] = [item.item_id for item in items]
         results = {}
         for route in args.routes.split(","):  # warm-up: the first requests run slower
             asyncio.run(level(url, route, 8, 64))

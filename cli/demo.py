@@ -3,24 +3,64 @@
 from __future__ import annotations
 
 import argparse
+import re
 import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from model.loading import LoadedModel
     from service.settings import Settings
+    from service.startup import Preparation, Progress
+    from service.store import GalleryStore
     from training.demo import Demo
 
-__all__ = ["build", "index_in_background"]
+__all__ = ["build", "index_in_background", "preparation"]
+
+EPOCH = re.compile(r"epoch (\d+)/(\d+)\b")
 
 
-def build(settings: Settings, args: argparse.Namespace) -> Demo:
-    """Make (or reuse) the demo model and dataset under ``<data_dir>/demo``."""
+def build(settings: Settings, args: argparse.Namespace, progress: Progress | None = None) -> Demo:
+    """Make (or reuse) the demo model and dataset under ``<data_dir>/demo``; its log lines
+    also move ``progress`` (stage, and the share of the epochs done)."""
     from training.demo import build_demo
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        if progress is None:
+            return
+        if line.startswith("demo: writing"):
+            progress.set("writing the synthetic demo dataset")
+        elif line.startswith("demo: training"):
+            progress.set("training the demo model", 0.0)
+        elif found := EPOCH.match(line):
+            progress.set("training the demo model", int(found[1]) / int(found[2]))
 
     print("no SONA_CHECKPOINT: serving the DEMO (a tiny model trained on synthetic data)")
     return build_demo(
-        settings.data_dir / "demo", identities=args.demo_identities, epochs=args.demo_epochs
+        settings.data_dir / "demo",
+        identities=args.demo_identities,
+        epochs=args.demo_epochs,
+        log=log,
     )
+
+
+def preparation(settings: Settings, args: argparse.Namespace, store: GalleryStore) -> Preparation:
+    """The demo built while the port is already open (``store`` opened before), then its
+    model, and its gallery indexed through the API once the service is ready."""
+    from service.runtime import load_model
+    from service.startup import Preparation
+
+    def work(progress: Progress) -> tuple[Settings, LoadedModel, GalleryStore]:
+        demo = build(settings, args, progress)
+        ready = settings.model_copy(update={"checkpoint": demo.checkpoint})
+        progress.set("loading the model and the gallery")
+        model = load_model(ready)
+        if model.encoder.dim != store.dim:  # the store opened for the tiny preset's vectors
+            raise RuntimeError(f"the demo model embeds {model.encoder.dim}-d, not {store.dim}")
+        index_in_background(demo, args, ready)
+        return ready, model, store
+
+    return Preparation(work)
 
 
 def index_in_background(demo: Demo, args: argparse.Namespace, settings: Settings) -> None:
@@ -30,28 +70,22 @@ def index_in_background(demo: Demo, args: argparse.Namespace, settings: Settings
 
 def _index(demo: Demo, args: argparse.Namespace, settings: Settings) -> None:
     """Once the server is ready, index the synthetic gallery through POST /gallery (once)."""
-    import time
     from datetime import UTC, datetime
 
-    import httpx
-
     from service.client import crops_from_folder, upload
+    from service.sona_client import SonaClient, SonaError
 
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{host}:{args.port}"
     key = settings.keys[0].decode() if settings.keys else None
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    for _ in range(600):
+    # until the server is ready: 503 (with Retry-After) or no connection yet, both retried
+    with SonaClient(url, api_key=key, retries=3600, backoff_s=0.5, max_wait_s=1) as client:
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    else:
-        return
-    counts = httpx.get(f"{url}/gallery", headers=headers, timeout=30).json()
-    if not any(g["gallery"] == "default" for g in counts.get("galleries", [])):
+            client.ready()
+            counts = client.counts()
+        except SonaError:
+            return
+    if "default" not in counts:
         crops = crops_from_folder(
             demo.gallery_folder, start=datetime(2024, 1, 1, tzinfo=UTC), with_identity=True
         )

@@ -12,12 +12,13 @@ from collections.abc import Sequence
 
 from . import model_cmds, reproduce_cmds, service_cmds, training_cmds
 from .errors import UserError
+from .parser import SonaArgumentParser
 
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SonaArgumentParser(
         prog="sona",
         description="SONA-Net person re-identification: model, training, gallery search.",
     )

@@ -156,7 +156,13 @@ def _add_export(sub: Any) -> None:
         metavar="FOLDER",
         help="--int8: crops to calibrate on (searched recursively), like the served ones",
     )
-    parser.add_argument("--calibration-images", type=int, default=256, metavar="N")
+    parser.add_argument(
+        "--calibration-images",
+        type=int,
+        default=256,
+        metavar="N",
+        help="--int8: crops from --calibrate used to choose activation ranges",
+    )
     parser.add_argument(
         "--method",
         choices=["minmax", "percentile", "entropy"],
@@ -170,7 +176,13 @@ def _add_export(sub: Any) -> None:
         metavar="FOLDER",
         help="crops to compare PyTorch and ONNX on (default: a synthetic set)",
     )
-    parser.add_argument("--check-images", type=int, default=200, metavar="N")
+    parser.add_argument(
+        "--check-images",
+        type=int,
+        default=200,
+        metavar="N",
+        help="crops the export is checked on against PyTorch fp32",
+    )
     parser.set_defaults(handler=_cmd_export)
 
 

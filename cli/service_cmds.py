@@ -20,38 +20,51 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.logs import log_config
     from service.protocol import limited_protocol
     from service.runtime import StartupError, load_model, open_store
 
     settings = _settings(
         {"checkpoint": args.checkpoint, "data_dir": args.data_dir, "device": args.device}
     )
-    demo = None
     if settings.checkpoint is None:
-        from .demo import build
+        # the demo: the port opens at once, /readyz and the page show how far along it is;
+        # its store opens first, so a data directory another service holds is still one line
+        from model import PRESETS
 
-        demo = build(settings, args)
-        settings = settings.model_copy(update={"checkpoint": demo.checkpoint})
-    # the model and the store open before listening: a bad checkpoint or export, or a data
-    # directory another service holds, is one line
-    try:
-        model = load_model(settings)
-        store = open_store(settings, model.encoder.dim)
-    except StartupError as exc:
-        raise UserError(str(exc)) from None
-    if demo is not None:
-        from .demo import index_in_background
+        from .demo import preparation
 
-        index_in_background(demo, args, settings)
-    uvicorn.run(
-        create_app(settings, model, store),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=args.graceful_timeout,
-        http=limited_protocol(settings.max_header_bytes, settings.header_timeout_s),
+        try:
+            store = open_store(settings, PRESETS["tiny"].embedding_dim)
+        except StartupError as exc:
+            raise UserError(str(exc)) from None
+        app = create_app(settings, prepare=preparation(settings, args, store))
+    else:
+        # the model and the store open before listening: a bad checkpoint or export, or a
+        # data directory another service holds, is one line
+        try:
+            model = load_model(settings)
+            store = open_store(settings, model.encoder.dim)
+        except StartupError as exc:
+            raise UserError(str(exc)) from None
+        app = create_app(settings, model, store)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            log_config=log_config(args.log_level, settings.log_format),
+            access_log=False,  # the service writes its own, with the request id
+            timeout_graceful_shutdown=args.graceful_timeout,
+            http=limited_protocol(settings.max_header_bytes, settings.header_timeout_s),
+        )
     )
-    return 0
+    app.state.request_stop = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if app.state.startup_error:  # the demo could not be built: the server stopped itself
+        raise UserError(app.state.startup_error)
+    return 0 if server.started else 3  # 3: uvicorn's status for a failed start, as before
 
 
 def _settings(given: dict[str, Any]) -> Settings:
@@ -88,15 +101,16 @@ def _cmd_gallery_add(args: argparse.Namespace) -> int:
         )
     if not crops:
         raise UserError("no crops found")
-    import httpx
+    from service.sona_client import SonaClient, SonaUnreachable
 
     try:
-        httpx.get(f"{args.url.rstrip('/')}/healthz", timeout=10)  # before any progress bar
+        with SonaClient(args.url, retries=0, timeout=10) as probe:  # before any progress bar
+            probe.request("GET", "/healthz")
         added, errors = upload(
             crops, args.url, gallery=args.gallery, api_key=args.api_key, batch_size=args.batch_size
         )
-    except httpx.TransportError as exc:  # nothing listening, a wrong host, a dropped connection
-        raise UserError(f"cannot reach the service at {args.url}: {exc}") from None
+    except SonaUnreachable as exc:  # nothing listening, a wrong host, a dropped connection
+        raise UserError(str(exc)) from None
     print(f"added {added} of {len(crops)} crops to gallery '{args.gallery}' at {args.url}")
     for error in errors[:10]:
         print(f"  failed: {error}", file=sys.stderr)
@@ -197,7 +211,10 @@ def add_parsers(sub: Any) -> None:
     serve.add_argument("--data-dir", help="gallery data folder (SONA_DATA_DIR, default ./data)")
     serve.add_argument("--device", help="auto, cpu, cuda, cuda:N (SONA_DEVICE)")
     serve.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log lines at this level and above (SONA_LOG_FORMAT=json: JSON lines)",
     )
     serve.add_argument(
         "--graceful-timeout",
@@ -233,8 +250,9 @@ def add_parsers(sub: Any) -> None:
     gadd.add_argument("--csv", metavar="FILE", help="metadata per crop instead of file names")
     gadd.add_argument(
         "--url",
-        default="http://127.0.0.1:8000",
-        help="service root URL (default http://127.0.0.1:8000, where make serve listens)",
+        default=os.environ.get("SONA_URL") or "http://127.0.0.1:8000",
+        help="service root URL (default: SONA_URL, else http://127.0.0.1:8000, where make "
+        "serve listens)",
     )
     gadd.add_argument("--gallery", default="default", help="gallery name (default 'default')")
     gadd.add_argument(

@@ -235,17 +235,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from model import load_checkpoint
+    from model.checkpoint import checkpoint_config, read_checkpoint
     from model.device import resolve_device
     from training.data import ImageDataset
     from training.datasets import load_dataset, require_evaluable
     from training.features import evaluate_net
 
+    for path in args.checkpoints:  # every checkpoint usable, before any line of the table
+        checkpoint_config(read_checkpoint(path), path)
     data = require_evaluable(load_dataset(args.dataset, args.data))
     device = resolve_device(args.device)
     images: dict[tuple[int, int], tuple[ImageDataset, ImageDataset]] = {}
     rows = []
     columns = ("mAP", "rank1", "rank5", "rank10", "mINP")
-    print(f"{'checkpoint':<40} {'mAP':>7} {'R-1':>7} {'R-5':>7} {'R-10':>7} {'mINP':>7}")
+    header = f"{'checkpoint':<40} {'mAP':>7} {'R-1':>7} {'R-5':>7} {'R-10':>7} {'mINP':>7}"
     for path in args.checkpoints:
         net, _ = load_checkpoint(path, device)
         size = net.config.input_size
@@ -268,6 +271,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             workers=args.workers,
         )
         row = [getattr(metrics, c) * 100 for c in columns]
+        if not rows:  # after the first evaluation: an error before it leaves no half table
+            print(header)
         rows.append(row)
         print(f"{str(path)[-40:]:<40} " + " ".join(f"{v:>7.2f}" for v in row))
     if len(rows) > 1:

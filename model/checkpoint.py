@@ -31,6 +31,7 @@ __all__ = [
     "checkpoint_payload",
     "file_sha256",
     "load_checkpoint",
+    "looks_like_torch_file",
     "parse_checkpoint",
     "read_checkpoint",
     "save_checkpoint",
@@ -104,6 +105,11 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def looks_like_torch_file(data: bytes) -> bool:
+    """``torch.save`` writes a zip archive (a legacy one, a pickle stream): either start."""
+    return data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw payload of a SONA-Net checkpoint, validated but not yet turned into a network."""
     path = Path(path)
@@ -128,8 +134,15 @@ def parse_checkpoint(data: bytes, path: str | Path) -> dict[str, Any]:
             f"({found.group(1)}); loading it could run arbitrary code"
         ) from exc
     except Exception as exc:
+        if not looks_like_torch_file(data):  # a text file, an image: torch says "KeyError: 101"
+            raise CheckpointError(
+                f"{path}: not a readable checkpoint: not a file written by torch.save (a "
+                "SONA-Net checkpoint is the best.pt or last.pt that sona train writes)"
+            ) from exc
+        first = str(exc).split(". ")[0]  # torch's messages go on for several sentences
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})"
+            f"{path}: not a readable checkpoint: damaged or cut short ({type(exc).__name__}: "
+            f"{first})"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a SONA-Net checkpoint (no '{FORMAT}' format marker)")

@@ -107,7 +107,11 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 
 def image_files(folder: str | Path, limit: int | None = None) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted; evenly spread when ``limit`` cuts."""
+    """Image files under ``folder`` (recursively), sorted; evenly spread when ``limit`` cuts.
+    A folder that is not there is a ``ValueError`` that says so (``rglob`` finds nothing)."""
+    if not Path(folder).is_dir():
+        what = "is a file, not a folder" if Path(folder).exists() else "the folder does not exist"
+        raise ValueError(f"{folder}: {what}")
     files = sorted(
         p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
     )

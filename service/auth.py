@@ -19,13 +19,14 @@ from collections.abc import Sequence
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import problem_response
+from .request_id import instance_of
 
 __all__ = ["HEALTH_PATHS", "PAGE_PATHS", "AuthMiddleware", "key_matches"]
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 #: The page, its assets and the schema: open when public pages are on.
-PAGE_PATHS = frozenset({"/", "/favicon.ico", "/docs", "/docs/oauth2-redirect", "/redoc"})
-_PAGE_PREFIXES = ("/static/", "/openapi.json")
+PAGE_PATHS = frozenset({"/", "/favicon.ico", "/docs", "/docs/oauth2-redirect"})
+_PAGE_PREFIXES = ("/static/", "/docs/assets/", "/openapi.json")
 
 
 def key_matches(authorization: str, keys: Sequence[bytes]) -> bool:
@@ -66,7 +67,7 @@ class AuthMiddleware:
             401,
             "a valid API key is required: send 'Authorization: Bearer <key>'",
             code="unauthorized",
-            instance=scope["path"],
+            instance=instance_of(scope),
             headers={"WWW-Authenticate": 'Bearer realm="sona"', "Connection": "close"},
         )
         await response(scope, receive, send)

@@ -3,25 +3,22 @@
 Camera and time come from Market-1501-style file names (``0002_c3s1_000451_01.jpg``: camera 3,
 frame 451, at ``fps`` frames a second after ``start``) or from a CSV with the header
 ``path,camera_id,timestamp[,identity,track_id]`` (paths relative to the CSV). Crops go up in
-batches; a 503/429 is retried after its Retry-After.
+batches through ``SonaClient``; a 503/429 is retried after its Retry-After.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import httpx
-
 from model.preprocess import IMAGE_MEDIA_TYPES
 
 from .imaging import MEDIA_TYPES as ACCEPTED
+from .sona_client import SonaClient, SonaError, SonaUnreachable
 
 __all__ = ["Crop", "crops_from_csv", "crops_from_folder", "upload"]
 
@@ -51,6 +48,9 @@ def crops_from_folder(
     folder: Path, *, start: datetime, fps: float = 25.0, with_identity: bool = False
 ) -> list[Crop]:
     """Crops named like Market-1501's; junk (identity -1) is skipped, 0000 has no identity."""
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "the folder does not exist"
+        raise ValueError(f"{folder}: {what}")
     crops, unnamed = [], []
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in MEDIA_TYPES):
         match = MARKET_NAME.match(path.name)
@@ -72,6 +72,8 @@ def crops_from_folder(
 
 
 def crops_from_csv(path: Path) -> list[Crop]:
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
     crops = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
@@ -109,42 +111,28 @@ def upload(
     progress: bool = True,
     retries: int = 20,
 ) -> tuple[int, list[str]]:
-    """POST the crops to ``url``/gallery; returns (items added, error messages)."""
+    """POST the crops to ``url``/gallery through ``SonaClient`` (which retries a busy or
+    unreachable service); returns (items added, error messages). ``SonaUnreachable`` when the
+    service cannot be reached at all."""
     from tqdm import tqdm
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     added, errors = 0, []
     with (
-        httpx.Client(base_url=url, headers=headers, timeout=120) as client,
+        SonaClient(url, api_key=api_key, retries=retries) as client,
         tqdm(total=len(crops), unit="crop", disable=not progress, desc=f"gallery {gallery}") as bar,
     ):
         for batch in _batches(crops, batch_size):
-            files = [
-                (
-                    "images",
-                    (
-                        c.path.name,
-                        c.path.read_bytes(),
-                        MEDIA_TYPES.get(c.path.suffix.lower(), "image/jpeg"),
-                    ),
+            try:
+                added += len(
+                    client.add(
+                        [c.path for c in batch],
+                        gallery=gallery,
+                        metadata=[c.metadata() for c in batch],
+                    )
                 )
-                for c in batch
-            ]
-            data = {"metadata": json.dumps([c.metadata() for c in batch])}
-            for _attempt in range(retries):
-                response = client.post(
-                    "/gallery", params={"gallery": gallery}, files=files, data=data
-                )
-                if response.status_code not in (429, 503):
-                    break
-                time.sleep(float(response.headers.get("Retry-After", "1")))
-            if response.status_code == 201:
-                added += response.json()["count"]
-            else:
-                try:
-                    detail = response.json().get("detail", response.text)
-                except ValueError:
-                    detail = response.text
-                errors.append(f"{batch[0].path.name}..: {response.status_code} {detail}")
+            except SonaUnreachable:
+                raise
+            except SonaError as exc:
+                errors.append(f"{batch[0].path.name}..: {exc.status} {exc.detail}")
             bar.update(len(batch))
     return added, errors

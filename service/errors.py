@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .request_id import current_request_id, instance_of
 from .store import (
     CropMissingError,
     StoreError,
@@ -121,7 +122,7 @@ def _store_handler(
         if status >= 500 or code == "crop-missing":  # the operator's to look at
             log.error("gallery store: %s", exc)
         return problem_response(
-            status, detail(exc), code=code, headers=headers, instance=request.url.path
+            status, detail(exc), code=code, headers=headers, instance=instance_of(request.scope)
         )
 
     return handle
@@ -136,7 +137,7 @@ def install_error_handlers(app: FastAPI) -> None:
             title=exc.title,
             code=exc.code,
             headers=exc.headers,
-            instance=request.url.path,
+            instance=instance_of(request.scope),
             **exc.extra,
         )
 
@@ -149,14 +150,14 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code,
             detail,
             headers=getattr(exc, "headers", None),
-            instance=request.url.path,
+            instance=instance_of(request.scope),
         )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         text, errors = _validation_detail(exc)
         return problem_response(
-            422, text, code="invalid-parameters", instance=request.url.path, errors=errors
+            422, text, code="invalid-parameters", instance=instance_of(request.scope), errors=errors
         )
 
     for kind, spec in _STORE_ERRORS.items():
@@ -164,7 +165,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception(
+            "unhandled error on %s %s (request_id %s)",
+            request.method,
+            request.url.path,
+            current_request_id(),
+        )
         return problem_response(
-            500, "an internal error occurred; it has been logged", instance=request.url.path
+            500,
+            "an internal error occurred; it has been logged",
+            instance=instance_of(request.scope),
         )

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import problem_response
+from .request_id import instance_of
 
 __all__ = ["BodyLimitMiddleware"]
 
@@ -87,6 +88,6 @@ class BodyLimitMiddleware:
             detail = f"the request body is larger than this route accepts ({limit} bytes)"
             code = "payload-too-large"
         response = problem_response(
-            status, detail, code=code, instance=scope["path"], headers={"Connection": "close"}
+            status, detail, code=code, instance=instance_of(scope), headers={"Connection": "close"}
         )
         await response(scope, receive, send)

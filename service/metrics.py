@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Metrics", "RequestMetricsMiddleware"]
+__all__ = ["Metrics", "RequestMetricsMiddleware", "route_label"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -16,6 +17,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # CPU seconds, resident memory, open fds (on Linux)
         self.requests = Histogram(
             "sona_http_request_duration_seconds",
             "HTTP request latency by route",
@@ -63,6 +65,22 @@ class Metrics:
             self.gallery_items.labels(gallery).set(sum(cameras.values()))
 
 
+def route_label(scope: Scope, path: str, root_path: str) -> str:
+    """The route template that took the request: ``/gallery/{item_id}``, ``/static/{path}``
+    for a mounted folder, ``/openapi.json``; ``unmatched`` for no route (a 404)."""
+    route = scope.get("route")
+    if getattr(route, "path", None):
+        return route.path
+    probe = {"type": "http", "path": path, "root_path": root_path, "method": scope["method"]}
+    router = getattr(scope.get("app"), "router", None)
+    for candidate in getattr(router, "routes", ()):
+        match, _ = candidate.matches(probe)
+        if match is Match.FULL:
+            suffix = "/{path}" if isinstance(candidate, Mount) else ""
+            return f"{candidate.path}{suffix}"
+    return "unmatched"
+
+
 class RequestMetricsMiddleware:
     """Latency per route template (``/gallery/{item_id}``, not every id), method and status."""
 
@@ -76,6 +94,7 @@ class RequestMetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        path, root_path = scope["path"], scope.get("root_path", "")  # a mount rewrites them
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -86,8 +105,6 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], path, str(status)).observe(
-                time.perf_counter() - start
-            )
+            self.metrics.requests.labels(
+                scope["method"], route_label(scope, path, root_path), str(status)
+            ).observe(time.perf_counter() - start)

@@ -10,7 +10,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo
 from .store import Hit, Item
 
 __all__ = [
+    "EmbedBatchResponse",
+    "EmbedItem",
     "EmbedResponse",
+    "EmptyReason",
     "GalleryCounts",
     "GalleryItem",
     "IngestResponse",
@@ -36,6 +39,25 @@ class EmbedResponse(BaseModel):
     embedding: list[float] = Field(description="flip-averaged, L2-normalised")
     dim: int
     model: str = Field(description="architecture and checkpoint digest")
+    expires_in_s: float
+
+
+class EmbedItem(BaseModel):
+    """One image of a batch: its vector and query id, or why it has none."""
+
+    index: int = Field(description="position of the image part in the request")
+    filename: str | None = None
+    query_id: str | None = None
+    embedding: list[float] | None = None
+    error: ProblemDetails | None = Field(None, description="this image's problem, if any")
+
+
+class EmbedBatchResponse(BaseModel):
+    results: list[EmbedItem] = Field(description="one per image part, in the order sent")
+    count: int = Field(description="images embedded")
+    failed: int = Field(description="images refused (each result says why)")
+    dim: int
+    model: str
     expires_in_s: float
 
 
@@ -119,11 +141,23 @@ class SearchResult(BaseModel):
         )
 
 
+class EmptyReason(BaseModel):
+    """Why a search found nothing: what the gallery held, and what each filter took away
+    (in this order: cameras, exclude_camera, the query item itself, since/until)."""
+
+    gallery_items: int
+    removed_by: dict[str, int]
+    detail: str
+
+
 class SearchResponse(BaseModel):
     results: list[SearchResult] = Field(description="best first")
     gallery: str
     k: int
     took_ms: float
+    empty_reason: EmptyReason | None = Field(
+        None, description="only when results is empty: why (counts per filter)"
+    )
 
 
 class ItemMeta(BaseModel):

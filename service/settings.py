@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     query_ttl_s: float = Field(900.0, gt=0, description="how long a query_id stays usable")
     query_cache_size: int = Field(20_000, ge=1)
     max_k: int = Field(1000, ge=1)
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="sona serve's log lines: text (like uvicorn's) or json (one object a line, "
+        "for log shippers)",
+    )
     api_keys: str = Field(
         "", description="comma-separated API keys; empty: no authentication", repr=False
     )

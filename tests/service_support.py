@@ -22,8 +22,9 @@ from model import PRESETS, SONANet, save_checkpoint
 SONA = str(Path(sys.executable).parent / "sona")
 
 
-def make_checkpoint(path: Path, seed: int = 0) -> Path:
-    """A small random SONA-Net (tiny preset) with BatchNorm statistics off their defaults."""
+def make_checkpoint(path: Path, seed: int = 0, **meta: object) -> Path:
+    """A small random SONA-Net (tiny preset) with BatchNorm statistics off their defaults;
+    ``meta`` goes into the checkpoint (``demo=True`` labels it as the demo is)."""
     torch.manual_seed(seed)
     net = SONANet(dataclasses.replace(PRESETS["tiny"], num_classes=0))
     with torch.no_grad():
@@ -32,7 +33,7 @@ def make_checkpoint(path: Path, seed: int = 0) -> Path:
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
                 module.weight.uniform_(0.5, 1.5)
-    return save_checkpoint(path, net.eval())
+    return save_checkpoint(path, net.eval(), **meta)
 
 
 def free_port() -> int:
@@ -58,8 +59,14 @@ class Server:
     beside ``data_dir`` unless ``log_dir`` is given (a disk under test must not hold it)."""
 
     def __init__(
-        self, checkpoint: Path, data_dir: Path, log_dir: Path | None = None, **env: str
+        self,
+        checkpoint: Path,
+        data_dir: Path,
+        log_dir: Path | None = None,
+        log_level: str = "warning",
+        **env: str,
     ) -> None:
+        self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -84,7 +91,7 @@ class Server:
                     "--port",
                     str(self.port),
                     "--log-level",
-                    "warning",
+                    self.log_level,
                 ],
                 env=self.env,
                 stdout=log,

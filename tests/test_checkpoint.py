@@ -136,3 +136,19 @@ def test_a_checkpoint_gets_the_mode_of_any_new_file(
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_a_file_that_is_no_checkpoint_says_so_not_keyerror(
+    tmp_path: Path, tiny_net: SONANet
+) -> None:
+    text = tmp_path / "notes.pt"
+    text.write_text("hello\n")
+    with pytest.raises(CheckpointError, match=r"not a file written by torch\.save") as caught:
+        load_checkpoint(text)
+    assert "KeyError" not in str(caught.value)
+    whole = save_checkpoint(tmp_path / "whole.pt", tiny_net).read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CheckpointError, match="damaged or cut short") as caught:
+        load_checkpoint(cut)
+    assert len(str(caught.value)) < 300

@@ -390,12 +390,13 @@ def test_bad_images_are_refused_and_change_nothing(
 
 def test_oversized_upload_is_refused_before_it_is_read(client: httpx.Client) -> None:
     before = total(client)
-    big = b"\xff\xd8" + b"\x00" * 400_000
+    big = b"\xff\xd8" + b"\x00" * 400_000  # over the per-image limit: refused once read so far
     problem(client.post("/embed", files={"image": ("x.jpg", big, "image/jpeg")}), 413)
+    batch_limit = 200_000 * 40 + 256 * 1024  # an /embed batch's body: 40 images at most
 
-    def chunked():  # no Content-Length: counted as it streams
+    def chunked():  # no Content-Length: counted as it streams, cut off past the batch limit
         yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="x"\r\n\r\n'
-        for _ in range(100):
+        for _ in range(batch_limit // 10_000 + 1):
             yield b"\x00" * 10_000
 
     response = client.post(

@@ -35,6 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 GALLERY = "lobby"
+SIX = "six-cameras"  # a gallery whose camera list must not push Search below the fold
 CAMERAS = ("cam-1", "cam-2", "cam-3")
 IDENTITIES = 8
 K = 10
@@ -87,7 +88,7 @@ def ingest(client: httpx.Client, gallery: str, crops: list[tuple[bytes, dict]]) 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("web")
-    checkpoint = make_checkpoint(root / "tiny.pt")
+    checkpoint = make_checkpoint(root / "tiny.pt", demo=True)  # the page must say "demo"
     srv = Server(checkpoint, root / "data", SONA_API_KEYS=KEY, SONA_MAX_WAIT_MS="5").start()
     try:
         with srv.client(headers=AUTH) as client:
@@ -99,6 +100,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             ingest(client, GALLERY, crops)
             other = {"camera_id": "cam-9", "timestamp": START.isoformat()}
             ingest(client, "default", [(person(50, 0), other), (person(51, 0), other)])
+            six = [
+                (person(identity, camera), {"camera_id": f"gate-{camera}", "timestamp": ts})
+                for camera in range(6)
+                for identity, ts in ((1, START.isoformat()),)
+            ]
+            ingest(client, SIX, six)
         yield srv
     finally:
         srv.stop()
@@ -245,5 +252,77 @@ def test_search_in_headless_chromium(server: Server, artifacts: Path) -> None:
             assert len(set(identities)) == len(identities) == len(shown)
             assert not errors, errors
             assert not outside, outside
+        finally:
+            browser.close()
+
+
+def test_page_details_in_headless_chromium(server: Server) -> None:
+    """At 1280 x 800: the demo badge whole, times with their zone, Search in view with six
+    cameras, the icon served, and a rejected upload clearing the list without a broken image."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is missing: pip install playwright"
+    )
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(
+                viewport={"width": 1280, "height": 800}, locale="en-US", timezone_id="UTC"
+            )
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            page.goto(server.url + "/")
+            page.fill("#api-key", KEY)
+            page.click("#key-form button[type=submit]")
+            page.wait_for_selector(f"#gallery option[value={SIX}]", state="attached")
+
+            # the demo badge: shown, whole (not cut by an ellipsis), inside the window
+            badge = page.locator("#demo-badge")
+            expect(badge).to_be_visible()
+            assert badge.inner_text().lower() == "demo model"
+            assert badge.evaluate("b => b.scrollWidth <= b.clientWidth")
+            box = badge.bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= 1280
+
+            # the icon the page links is served
+            icon = page.evaluate(
+                "fetch(document.querySelector('link[rel=icon]').href).then(r => r.status)"
+            )
+            assert icon == 200
+
+            # six cameras: Search still above the fold
+            page.select_option("#gallery", SIX)
+            expect(page.locator("#cameras li[data-camera]")).to_have_count(6)
+            button = page.locator("#search-button").bounding_box()
+            assert button and button["y"] + button["height"] <= 800, button
+            toggle = page.locator("label.toggle").bounding_box()  # nothing spills out of the panel
+            panel = page.locator("#search-form").bounding_box()
+            assert toggle and panel and toggle["x"] + toggle["width"] <= panel["x"] + panel["width"]
+
+            # results show their time with its zone
+            page.select_option("#gallery", GALLERY)
+            page.set_input_files(
+                "#file-input",
+                files=[{"name": "q.jpg", "mimeType": "image/jpeg", "buffer": person(2, 7)}],
+            )
+            cards = page.locator("#results .card")
+            expect(cards).to_have_count(K)
+            assert re.search(r"\b(UTC|GMT)\b", cards.first.locator("time").inner_text())
+
+            # a rejected upload: the error, no stale list, no broken-image icon
+            page.set_input_files(
+                "#file-input",
+                files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"not a jpeg"}],
+            )
+            expect(page.locator("#message")).to_be_visible()
+            expect(cards).to_have_count(0)
+            broken = page.evaluate(
+                "[...document.images].filter(i => i.getAttribute('src') && !i.hidden && "
+                "i.offsetParent && i.complete && i.naturalWidth === 0).length"
+            )
+            assert broken == 0
+            expect(page.locator("#query-preview")).to_be_hidden()
         finally:
             browser.close()

@@ -51,6 +51,9 @@ def export_and_check(
     from model.export import export_checkpoint
     from model.preprocess import image_files, load_crops
 
+    for folder in (calibrate, check):  # before anything is written
+        if folder is not None and not Path(folder).is_dir():
+            raise ValueError(f"{folder}: the folder does not exist")
     net, _ = load_checkpoint(checkpoint)
     size = net.config.input_size
     calibration = None

@@ -10,6 +10,8 @@
     keyForm: $("key-form"),
     key: $("api-key"),
     status: $("service-status"),
+    statusText: $("service-text"),
+    demoBadge: $("demo-badge"),
     drop: $("drop-zone"),
     file: $("file-input"),
     preview: $("query-preview"),
@@ -40,9 +42,11 @@
     searchSeq: 0,
   };
 
+  // Times in the browser's zone, which is named: a time without a zone is ambiguous.
   const timeFormat = new Intl.DateTimeFormat(undefined, {
     year: "numeric", month: "short", day: "numeric",
     hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+    timeZoneName: "short",
   });
 
   // -- HTTP --------------------------------------------------------------------------------
@@ -266,7 +270,10 @@
         body = await getJson(`search?${params}`);
       }
     } catch (err) {
-      if (seq === state.searchSeq) showError(err);
+      if (seq === state.searchSeq) {
+        clearResults(); // the old list does not answer this query: leave none under the error
+        showError(err);
+      }
       return;
     } finally {
       if (seq === state.searchSeq) {
@@ -286,6 +293,26 @@
     return span;
   }
 
+  function clearResults() {
+    el.results.replaceChildren();
+    delete el.results.dataset.params;
+    el.resultsTitle.textContent = "Results";
+    el.resultsMeta.textContent = "";
+    el.empty.hidden = true;
+  }
+
+  /** Why a search found nothing, from the counts the service gives with an empty answer. */
+  function emptyExplanation(body) {
+    const why = body.empty_reason;
+    if (!why) return "Nothing in this gallery matches the filters. Widen the cameras or the time window.";
+    const removed = Object.entries(why.removed_by || {})
+      .filter(([, n]) => n > 0)
+      .map(([name, n]) => `${n} by ${name}`);
+    return `The gallery holds ${why.gallery_items} item${why.gallery_items === 1 ? "" : "s"}` +
+      (removed.length ? `; the filters removed ${removed.join(", ")}.` : ".") +
+      " Widen the cameras or the time window.";
+  }
+
   function renderResults(body, params) {
     const keep = new Set(body.results.map((r) => r.item_id));
     if (state.query && state.query.kind === "item") keep.add(state.query.item.item_id);
@@ -298,10 +325,7 @@
     el.resultsMeta.textContent =
       `${n} of k=${body.k} in ${body.gallery} · search took ${body.took_ms.toFixed(1)} ms`;
     el.empty.hidden = n > 0;
-    if (!n) {
-      el.empty.querySelector("p").textContent =
-        "Nothing in this gallery matches the filters. Widen the cameras or the time window.";
-    }
+    if (!n) el.empty.querySelector("p").textContent = emptyExplanation(body);
 
     for (const result of body.results) {
       const li = document.createElement("li");
@@ -375,6 +399,7 @@
   // -- queries -----------------------------------------------------------------------------
 
   function setPreview(url, alt) {
+    el.preview.removeAttribute("src");
     if (url) {
       el.preview.src = url;
       el.preview.alt = alt;
@@ -441,14 +466,37 @@
       const response = await fetch("readyz", { headers: { Accept: "application/json" } });
       const body = await response.json();
       if (response.ok) {
-        el.status.textContent = `${body.model} · ${body.device}${body.demo ? " · demo model" : ""}`;
+        // the badge stays whole; only the model name gives way on a narrow bar
+        el.statusText.textContent = `${body.device} · ${body.model}`;
+        el.status.title = `${body.model} on ${body.device}${body.demo ? " (demo model)" : ""}`;
+        el.demoBadge.hidden = !body.demo;
         el.status.className = "service-status ok";
       } else {
-        el.status.textContent = "starting…";
+        // starting (the demo being built): say what and how far, and look again shortly
+        const p = body.progress;
+        let text = "starting…";
+        if (p) {
+          text = `preparing: ${p.stage}`;
+          if (p.fraction !== null && p.fraction !== undefined) {
+            text += ` ${Math.round(p.fraction * 100)}%`;
+          }
+          if (p.stage_eta_s !== null && p.stage_eta_s !== undefined) {
+            text += ` · about ${Math.round(p.stage_eta_s)} s left`;
+          }
+        }
+        el.statusText.textContent = text;
+        el.status.title = body.detail || text;
         el.status.className = "service-status";
+        state.starting = true;
+        setTimeout(loadStatus, 2000);
+        return;
+      }
+      if (state.starting) { // it just became ready: the demo gallery follows within seconds
+        state.starting = false;
+        refreshUntilGalleries(10);
       }
     } catch (_) {
-      el.status.textContent = "unreachable";
+      el.statusText.textContent = "unreachable";
       el.status.className = "service-status bad";
     }
   }
@@ -462,6 +510,13 @@
     }
   }
 
+  async function refreshUntilGalleries(tries) {
+    await refresh();
+    if (!state.galleries.length && tries > 1) {
+      setTimeout(() => refreshUntilGalleries(tries - 1), 2000);
+    }
+  }
+
   // -- wiring ------------------------------------------------------------------------------
 
   el.key.value = state.key;
@@ -472,6 +527,13 @@
     else sessionStorage.removeItem(KEY_STORAGE);
     forgetImages();
     refresh();
+  });
+
+  // A file the browser cannot show is no crop either: no broken-image icon, say so instead.
+  el.preview.addEventListener("error", () => {
+    if (!el.preview.getAttribute("src")) return;
+    setPreview(null);
+    setCaption("Not an image", "the browser cannot show this file");
   });
 
   el.file.addEventListener("change", () => {

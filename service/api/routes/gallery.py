@@ -77,7 +77,7 @@ def _metadata(count: int, shared: dict, metadata: str | None) -> list[ItemMeta]:
     response_model=IngestResponse,
     summary="Add crops to a gallery; answers only once they are durable",
 )
-async def post_gallery(
+async def add_items(
     rt: Rt,
     request: Request,
     images: Annotated[list[UploadFile], File(description="one or more JPEG, PNG or WebP crops")],
@@ -145,7 +145,7 @@ async def post_gallery(
     response_model=GalleryCounts,
     summary="Item counts per gallery and camera",
 )
-async def get_galleries(rt: Rt) -> GalleryCounts:
+async def count_items(rt: Rt) -> GalleryCounts:
     counts = await run_in_threadpool(rt.store.counts)
     return GalleryCounts.from_counts(counts)
 

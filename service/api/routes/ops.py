@@ -37,6 +37,15 @@ async def healthz() -> dict:
 async def readyz(request: Request) -> JSONResponse:
     rt: Runtime | None = getattr(request.app.state, "runtime", None)
     if rt is None or not rt.ready:
+        preparation = getattr(request.app.state, "preparation", None)
+        if preparation is not None:  # the demo being built: what, and how far along
+            raise Problem(
+                503,
+                f"not ready: {preparation.progress.describe()}",
+                headers={"Retry-After": "2"},
+                code="starting",
+                progress=preparation.progress.snapshot(),
+            )
         raise Problem(
             503,
             "not ready: the model or the gallery index is still loading",

@@ -13,13 +13,13 @@ from pydantic import AwareDatetime
 
 from ...errors import Problem
 from ...runtime import Runtime
-from ...schemas import SearchResponse, SearchResult
+from ...schemas import EmptyReason, SearchResponse, SearchResult
 from ...store import GroupBy, Hit, SearchFilter
 from ..deps import GALLERY_PATTERN, Rt
 from ..uploads import embed_upload
 from .gallery import check_item_id
 
-__all__ = ["SearchParams", "camera_names", "router"]
+__all__ = ["SearchParams", "camera_names", "empty_reason", "router"]
 
 router = APIRouter(tags=["search"])
 
@@ -99,15 +99,48 @@ async def _search(
     took = time.perf_counter() - start
     rt.metrics.search_seconds.observe(took)
     results = [SearchResult.from_hit(rank, hit) for rank, hit in enumerate(hits, start=1)]
-    return SearchResponse(results=results, gallery=gallery, k=params.k, took_ms=took * 1000)
+    answer = SearchResponse(results=results, gallery=gallery, k=params.k, took_ms=took * 1000)
+    if not results:
+        cameras = (await run_in_threadpool(rt.store.counts)).get(gallery, {})
+        answer.empty_reason = empty_reason(gallery, cameras, where)
+    return answer
+
+
+def empty_reason(gallery: str, cameras: dict[str, int], where: SearchFilter) -> EmptyReason:
+    """The filters' shares of an empty answer, from the per-camera counts. Camera filters and
+    the query item are counted exactly; the time window took whatever they left, since camera
+    and time filters return every item that passes them."""
+    held = sum(cameras.values())
+    removed: dict[str, int] = {}
+    left = dict(cameras)
+    if where.cameras is not None:
+        removed["cameras"] = sum(n for c, n in left.items() if c not in where.cameras)
+        left = {c: n for c, n in left.items() if c in where.cameras}
+    if where.exclude_cameras:
+        removed["exclude_camera"] = sum(n for c, n in left.items() if c in where.exclude_cameras)
+        left = {c: n for c, n in left.items() if c not in where.exclude_cameras}
+    remaining = sum(left.values())
+    if where.exclude_item is not None and remaining:
+        removed["query_item"] = 1
+        remaining -= 1
+    if where.since is not None or where.until is not None:
+        removed["since_until"] = remaining
+        remaining = 0
+    parts = [f"{n} by {name}" for name, n in removed.items() if n]
+    detail = f"gallery {gallery!r} holds {held} item{'s' if held != 1 else ''}"
+    detail += f"; the filters removed {', '.join(parts)}" if parts else ""
+    if remaining:
+        detail += f"; {remaining} passed the filters but none was found near enough"
+    return EmptyReason(gallery_items=held, removed_by=removed, detail=detail)
 
 
 @router.get(
     "/search",
     response_model=SearchResponse,
+    response_model_exclude_unset=True,  # empty_reason only on an empty answer
     summary="Search a gallery by a query_id from POST /embed or by a gallery item",
 )
-async def get_search(
+async def search(
     rt: Rt,
     params: Annotated[SearchParams, Depends()],
     query_id: Annotated[str | None, Query(max_length=64, description="from POST /embed")] = None,
@@ -138,9 +171,10 @@ async def get_search(
 @router.post(
     "/search",
     response_model=SearchResponse,
+    response_model_exclude_unset=True,
     summary="Search a gallery with an uploaded crop",
 )
-async def post_search(
+async def search_by_image(
     rt: Rt,
     request: Request,
     params: Annotated[SearchParams, Depends()],
