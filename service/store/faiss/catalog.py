@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_gallery_camera ON items (gallery, camera_id);
 CREATE INDEX IF NOT EXISTS items_gallery_ts ON items (gallery, ts);
+CREATE INDEX IF NOT EXISTS items_gallery_track ON items (gallery, track_id);
 """
 
 _ITEM_COLUMNS = (
@@ -341,6 +342,19 @@ class Catalog:
         return [
             (r[0], _row_item(r[:-1]), np.frombuffer(r[-1], dtype="<f4").astype(np.float32))
             for r in rows
+        ]
+
+    def track(
+        self, conn: sqlite3.Connection, gallery: str, track_id: str, limit: int
+    ) -> list[tuple[Item, np.ndarray]]:
+        """A track's items with their embeddings, by time then rowid."""
+        rows = conn.execute(
+            f"SELECT {_ITEM_COLUMNS}, embedding FROM items WHERE gallery = ? AND track_id = ?"
+            " ORDER BY ts, rowid LIMIT ?",
+            (gallery, track_id, limit),
+        ).fetchall()
+        return [
+            (_row_item(r[:-1]), np.frombuffer(r[-1], dtype="<f4").astype(np.float32)) for r in rows
         ]
 
     def items_of(self, conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, Item]:
