@@ -123,6 +123,7 @@ class SearchFilter:
     since: datetime | None = None
     until: datetime | None = None
     exclude_item: str | None = None  # searching by an item: never return the item itself
+    exclude_track: str | None = None  # searching by a track: never return the track's items
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,10 @@ class GalleryStore(abc.ABC):
                 raise StoreError(f"{name} must hold strings")
         if w.exclude_item is not None and not isinstance(w.exclude_item, str):
             raise StoreError("exclude_item must be a string")
+        if w.exclude_track is not None and (
+            not isinstance(w.exclude_track, str) or not w.exclude_track
+        ):
+            raise StoreError("exclude_track must be a non-empty string")
         return w
 
     # ------------------------------------------------------------------ the interface

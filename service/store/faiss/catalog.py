@@ -418,6 +418,12 @@ class Catalog:
                 ).fetchone()
                 if row is not None:
                     parts.append(np.array([row[0]], dtype=np.int64))
+            if w.exclude_track is not None:
+                cur = conn.execute(
+                    "SELECT rowid FROM items WHERE gallery = ? AND track_id = ?",
+                    (gallery, w.exclude_track),
+                )
+                parts.append(np.fromiter((r[0] for r in cur), dtype=np.int64))
             negatives = np.unique(np.concatenate(parts))  # sorted, no repeats
             return ResolvedFilter(gallery, None, negatives, ntotal - len(negatives))
         clauses = ["gallery = ?"]
@@ -437,6 +443,9 @@ class Catalog:
         if w.exclude_item is not None:
             clauses.append("item_id != ?")
             params.append(w.exclude_item)
+        if w.exclude_track is not None:
+            clauses.append("(track_id IS NULL OR track_id != ?)")
+            params.append(w.exclude_track)
         sql = "SELECT rowid FROM items WHERE " + " AND ".join(clauses) + " ORDER BY rowid"
         allowed = np.fromiter((r[0] for r in conn.execute(sql, params)), dtype=np.int64)
         return ResolvedFilter(gallery, allowed, np.zeros(0, np.int64), len(allowed))
