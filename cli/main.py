@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import model_cmds, service_cmds, training_cmds
+from . import footage_cmds, model_cmds, service_cmds, training_cmds
 from .errors import UserError
 
 __all__ = ["build_parser", "main"]
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_cmds.add_parsers(sub)
     training_cmds.add_parsers(sub)
     service_cmds.add_parsers(sub)
+    footage_cmds.add_parsers(sub)
     return parser
 
 
