@@ -10,6 +10,7 @@ presentation time when it has one, else from its index and the frame rate.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,8 @@ class VideoFile(Source):
     def _open(self) -> cv2.VideoCapture:
         if not self.path.is_file():
             raise FootageError(f"{self.path}: no such file")
+        # FFmpeg's own messages ("overread 8") would garble the one line that reports damage
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read by each open: AV_LOG_QUIET
         capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not capture.isOpened():
             capture.release()

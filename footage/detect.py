@@ -84,7 +84,7 @@ def nms(detections: list[Detection], iou: float) -> list[Detection]:
         return []
     boxes = [[d.x, d.y, d.w, d.h] for d in detections]
     low = min(float(d.score) for d in detections)
-    scores = [float(d.score) - low for d in detections]  # OpenCV takes scores >= 0 only
+    scores = [float(d.score) - low + 1.0 for d in detections]  # OpenCV keeps scores > 0 only
     keep = cv2.dnn.NMSBoxes(boxes, scores, score_threshold=0.0, nms_threshold=iou)
     return [detections[int(i)] for i in np.asarray(keep).reshape(-1)]
 
