@@ -57,6 +57,8 @@ def _cmd_footage_add(args: argparse.Namespace) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.crops_per_track > 64:
         raise UserError("--crops-per-track is at most 64 (one request per track)")
+    if args.min_motion < 0:
+        raise UserError("--min-motion must be >= 0")
     if args.fps is not None and args.fps <= 0:
         raise UserError("--fps must be > 0")
     if args.duration is not None and args.duration <= 0:
@@ -70,6 +72,7 @@ def _cmd_footage_add(args: argparse.Namespace) -> int:
         start=start,
         crops_per_track=args.crops_per_track,
         min_height=args.min_height,
+        min_motion=args.min_motion,
     )
     key = run_key(
         *(str(Path(getattr(s, "path", args.video)).resolve()) for s in sources),
@@ -173,6 +176,14 @@ def add_parsers(sub: Any) -> None:
         type=int,
         default=80,
         help="shortest person, in pixels, whose crop may be indexed (default 80)",
+    )
+    add.add_argument(
+        "--min-motion",
+        type=float,
+        default=0.5,
+        help="leave out tracks whose box centre moves less than this many of the person's "
+        "heights: detectors' false alarms on still things; 0 keeps people standing still "
+        "(default 0.5)",
     )
     add.add_argument("--fps", type=float, help="frame rate: needed for images, overrides a video's")
     add.add_argument(

@@ -36,11 +36,12 @@ class Settings:
     max_gap_seconds: float = 1.0  # a track unseen this long has ended
     iou: float = 0.3
     jpeg_quality: int = 95
+    min_motion: float = 0.5  # a track must move this many of its heights (0: keep all)
 
     def describe(self) -> str:
         return (
             f"{self.crops_per_track}/{self.min_height}/{self.min_hits}/{self.max_gap_seconds}/"
-            f"{self.iou}/{self.jpeg_quality}"
+            f"{self.iou}/{self.jpeg_quality}/{self.min_motion}"
         )
 
 
@@ -55,6 +56,7 @@ class Report:
     crops: int = 0  # crops sent by this run
     skipped: int = 0  # tracks a previous run had indexed
     unusable: int = 0  # tracks without a crop tall enough and clear of the border
+    static: int = 0  # tracks that never moved (a detector's false alarm on a still thing)
     wall_s: float = 0.0
     already_complete: bool = False
     items: dict[str, list[str]] = field(default_factory=dict)
@@ -67,7 +69,8 @@ class Report:
         return (
             f"{self.tracks} tracks in {self.frames} frames ({self.video_seconds:.1f} s of video, "
             f"{self.fps:.1f} frames/s): {self.indexed} indexed with {self.crops} crops, "
-            f"{self.skipped} already indexed, {self.unusable} without a usable crop"
+            f"{self.skipped} already indexed, {self.unusable} without a usable crop, "
+            f"{self.static} that never moved"
         )
 
 
@@ -103,6 +106,9 @@ class _Run:
 
     def flush(self, track: Track, chooser: CropChooser | None, clip_start: datetime) -> None:
         self.number += 1
+        if track.moved < self.s.min_motion:
+            self.report.static += 1
+            return
         chosen: list[Candidate] = chooser.choose(self.s.crops_per_track) if chooser else []
         if not chosen:
             self.report.unusable += 1
@@ -216,8 +222,8 @@ def ingest(
     if report.indexed + report.skipped == 0:
         raise FootageError(
             f"{report.tracks} people tracked but none had a crop at least {settings.min_height} "
-            "pixels tall and clear of the frame border: nothing indexed (try a lower "
-            "--min-height)"
+            f"pixels tall and clear of the frame border ({report.static} never moved): nothing "
+            "indexed (try a lower --min-height, or --min-motion 0)"
         )
     state.mark_complete()
     return report

@@ -50,6 +50,21 @@ class Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
     hits: int = 1
     number: int | None = None
+    low: np.ndarray | None = None  # the box centre's smallest x, y so far
+    high: np.ndarray | None = None
+    height_sum: float = 0.0
+
+    def __post_init__(self) -> None:
+        centre = (self.box[:2] + self.box[2:]) / 2
+        self.low, self.high = centre.copy(), centre.copy()
+        self.height_sum = float(self.box[3] - self.box[1])
+
+    @property
+    def moved(self) -> float:
+        """How far the person went, in their own heights (the span of the box centre): a
+        detector's false alarm on a parked van or a pole stays put, a walker does not."""
+        span = float(np.linalg.norm(self.high - self.low))
+        return span / max(self.height_sum / self.hits, 1.0)
 
     def predicted(self, frame: int) -> np.ndarray:
         return self.box + self.velocity * (frame - self.last_frame)
@@ -62,6 +77,10 @@ class Track:
         self.box = box
         self.last_frame = frame
         self.hits += 1
+        centre = (box[:2] + box[2:]) / 2
+        self.low = np.minimum(self.low, centre)
+        self.high = np.maximum(self.high, centre)
+        self.height_sum += float(box[3] - box[1])
 
 
 def _greedy(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:

@@ -256,3 +256,12 @@ def test_crops_are_usable_sharp_and_spread_over_the_track() -> None:
     assert all(not 4.0 <= c.seconds < 6.0 for c in chosen)  # not cut, not too small
     assert all(c.height >= 80 and c.crop.shape[0] == c.height for c in chosen)
     assert CropChooser(min_height=200).choose(4) == []
+
+
+def test_tracks_that_never_move_are_told_apart_from_walkers() -> None:
+    tracker = Tracker(min_hits=1)
+    for frame in range(20):
+        jitter = frame % 2  # a false alarm on a parked van: the box only jitters
+        tracker.update(frame, [Detection(300 + jitter, 50, 40, 100, 1.0), *_boxes(frame)[:1]])
+    still, walker = sorted(tracker.finish(), key=lambda t: t.moved)
+    assert still.moved < 0.05 and walker.moved > 1.0  # 6 px a frame for 19 frames, 110 tall
