@@ -13,7 +13,8 @@ taken at least ``--gap`` seconds away among every crop of the other tracks, for 
 raw pixels, and by chance. A person cut into two tracks counts against every method alike.
 
 CKPT defaults to the demo model of ``make serve`` (``data/demo/demo.pt``, trained first when
-absent, a few minutes). Figures go to stdout; bench/RESULTS.md keeps a run's.
+absent, a few minutes); ``random`` is the tiny preset randomly initialised. Figures go to
+stdout; bench/RESULTS.md keeps a run's.
 """
 
 from __future__ import annotations
@@ -238,7 +239,11 @@ def picture(run: Run, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("video", nargs="?", help="video file (default: vtest.avi, or made up)")
-    parser.add_argument("--checkpoint", help="model (default: the demo model, data/demo/demo.pt)")
+    parser.add_argument(
+        "--checkpoint",
+        help="model: a file, 'random' (the tiny preset, randomly initialised), or by default the "
+        "demo model of make serve (data/demo/demo.pt, trained first when absent)",
+    )
     parser.add_argument("--duration", type=float, help="only the first SECONDS")
     parser.add_argument("--crops-per-track", type=int, default=4, help="indexed per track (4)")
     parser.add_argument("--eval-crops", type=int, default=8, help="crops per track for rank-1")
@@ -255,7 +260,15 @@ def main() -> None:
         else:
             video = made_up_clip(Path(tmp))
             print("vtest.avi absent (apt-get install opencv-doc): a made-up clip of 4 walkers")
-        if args.checkpoint:
+        if args.checkpoint == "random":
+            import dataclasses
+
+            from model import PRESETS, SONANet, save_checkpoint
+
+            torch.manual_seed(0)
+            net = SONANet(dataclasses.replace(PRESETS["tiny"], num_classes=0)).eval()
+            checkpoint = save_checkpoint(Path(tmp) / "random-tiny.pt", net)
+        elif args.checkpoint:
             checkpoint = Path(args.checkpoint)
         else:
             from training.demo import build_demo
