@@ -44,7 +44,7 @@ def test_dockerfiles(name: str) -> None:
     copies = d["COPY"]
     assert copies.index("pyproject.toml README.md ./") < copies.index("model ./model")
     # every package the project installs is in the image (the `sona` entry point is cli/)
-    for package in ("cli", "model", "training", "service"):
+    for package in ("cli", "model", "training", "service", "footage"):
         assert f"{package} ./{package}" in copies, package
     # the start command is `sona serve`, with options the real parser accepts
     command = json.loads(d["CMD"][0])
