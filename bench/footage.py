@@ -102,7 +102,7 @@ def pipeline(
 
     def finish(track) -> None:
         chooser = choosers.pop(track.key, None)
-        if chooser is None or track.moved < 0.5:  # as sona footage add: still things left out
+        if chooser is None or track.still(0.5, run.fps):  # as sona footage add does
             return
         run.numbers[track.key] = track.number
         chosen = chooser.choose(eval_crops)

@@ -67,6 +67,8 @@ def _cmd_footage_add(args: argparse.Namespace) -> int:
         raise UserError("--camera must be a non-empty name without commas")
     detector = _detector(args)
     sources = open_sources(Path(args.video), args.fps, args.duration)
+    if args.detections and len(sources) > 1:
+        raise UserError("--detections holds one video's detections: give one video, not a folder")
     settings = Settings(
         camera=args.camera,
         start=start,
@@ -98,6 +100,9 @@ def _cmd_footage_add(args: argparse.Namespace) -> int:
         print(f"already indexed into {where} ({report.skipped} tracks; state {state.path})")
         return 0
     print(f"{report.summary()}; {where}")
+    if report.items:
+        ids = sorted(report.items)
+        print(f"track ids {ids[0]} to {ids[-1]}" if len(ids) > 1 else f"track id {ids[0]}")
     return 0
 
 
@@ -182,8 +187,8 @@ def add_parsers(sub: Any) -> None:
         type=float,
         default=0.5,
         help="leave out tracks whose box centre moves less than this many of the person's "
-        "heights: detectors' false alarms on still things; 0 keeps people standing still "
-        "(default 0.5)",
+        "heights (pro rata for tracks under 2 s): detectors' false alarms on still things; 0 "
+        "keeps people standing still (default 0.5)",
     )
     add.add_argument("--fps", type=float, help="frame rate: needed for images, overrides a video's")
     add.add_argument(

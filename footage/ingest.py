@@ -36,7 +36,7 @@ class Settings:
     max_gap_seconds: float = 1.0  # a track unseen this long has ended
     iou: float = 0.3
     jpeg_quality: int = 95
-    min_motion: float = 0.5  # a track must move this many of its heights (0: keep all)
+    min_motion: float = 0.5  # heights a track must move (pro rata under 2 s; 0: keep all)
 
     def describe(self) -> str:
         return (
@@ -104,9 +104,11 @@ class _Run:
         self.number = 0
         self.tracks_before = 0  # confirmed in earlier clips
 
-    def flush(self, track: Track, chooser: CropChooser | None, clip_start: datetime) -> None:
+    def flush(
+        self, track: Track, chooser: CropChooser | None, clip_start: datetime, fps: float
+    ) -> None:
         self.number += 1
-        if track.moved < self.s.min_motion:
+        if track.still(self.s.min_motion, fps):
             self.report.static += 1
             return
         chosen: list[Candidate] = chooser.choose(self.s.crops_per_track) if chooser else []
@@ -156,7 +158,7 @@ class _Run:
                     chooser = choosers[track.key] = CropChooser(min_height=self.s.min_height)
                 chooser.add(frame.index, frame.seconds, frame.image, det)
             for track in ended:
-                self.flush(track, choosers.pop(track.key, None), clip_start)
+                self.flush(track, choosers.pop(track.key, None), clip_start, source.fps)
             live = {t.key for t in tracker.live}
             for k in [k for k in choosers if k not in live]:  # died unconfirmed
                 del choosers[k]
@@ -166,7 +168,7 @@ class _Run:
             bar.update(1)
             bar.set_postfix(people=len(detections), tracks=self.report.tracks, refresh=False)
         for track in tracker.finish():
-            self.flush(track, choosers.pop(track.key, None), clip_start)
+            self.flush(track, choosers.pop(track.key, None), clip_start, source.fps)
         self.tracks_before = self.report.tracks
 
 

@@ -59,6 +59,12 @@ class Track:
         self.low, self.high = centre.copy(), centre.copy()
         self.height_sum = float(self.box[3] - self.box[1])
 
+    def still(self, min_motion: float, fps: float) -> bool:
+        """Whether the track moved less than ``min_motion`` heights, pro rata for tracks
+        shorter than two seconds (a walker covers about half their height a second)."""
+        seconds = (self.last_frame - self.first_frame) / fps
+        return self.moved < min_motion * min(1.0, seconds / 2.0)
+
     @property
     def moved(self) -> float:
         """How far the person went, in their own heights (the span of the box centre): a

@@ -176,6 +176,11 @@ def test_bad_input_is_one_line_and_indexes_nothing(
     naive = ["--camera=c9", "--start=2024-05-01T08:00:00", f"--url={server.url}"]
     refused(footage(str(video), *naive, f"--detections={det}", cache=tmp_path), "UTC offset")
     refused(footage(str(video), *base, "--detector=torchvision", cache=tmp_path), "needs --weights")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("a.avi", "b.avi"):
+        (folder / name).write_bytes(video.read_bytes())
+    refused(footage(str(folder), *base, f"--detections={det}", cache=tmp_path), "one video")
     assert items(server, "bad") == 0
     closed = [*base[:3], "--url=http://127.0.0.1:9", "--retries=0"]
     refused(footage(str(video), *closed, f"--detections={det}", cache=tmp_path), "cannot reach")

@@ -265,3 +265,5 @@ def test_tracks_that_never_move_are_told_apart_from_walkers() -> None:
         tracker.update(frame, [Detection(300 + jitter, 50, 40, 100, 1.0), *_boxes(frame)[:1]])
     still, walker = sorted(tracker.finish(), key=lambda t: t.moved)
     assert still.moved < 0.05 and walker.moved > 1.0  # 6 px a frame for 19 frames, 110 tall
+    assert still.still(0.5, fps=10) and not walker.still(0.5, fps=10)
+    assert not walker.still(0.5, fps=1)  # 19 s: the full half height needed, and moved
