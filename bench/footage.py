@@ -206,11 +206,13 @@ def picture(run: Run, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def shown_tracks(i: int) -> int:
-        return sum(run.numbers.get(k) in run.tracks for k, _ in run.boxes.get(i, []))
+    longest = max(run.tracks, key=lambda n: run.tracks[n][-1].seconds - run.tracks[n][0].seconds)
+
+    def shown_tracks(i: int) -> tuple[bool, int]:  # the longest track in it, then the most
+        numbers = [run.numbers.get(k) for k, _ in run.boxes.get(i, [])]
+        return longest in numbers, sum(n in run.tracks for n in numbers)
 
     index = max(run.shown, key=shown_tracks)
-    longest = max(run.tracks, key=lambda n: run.tracks[n][-1].seconds - run.tracks[n][0].seconds)
     crops = run.tracks[longest]
     fig = plt.figure(figsize=(11, 6.2), dpi=90)
     grid = fig.add_gridspec(1, 2, width_ratios=[3.2, 2.2], wspace=0.04)
