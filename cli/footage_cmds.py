@@ -156,7 +156,9 @@ def add_parsers(sub: Any) -> None:
         "fasterrcnn_mobilenet_v3_large_320_fpn)",
     )
     add.add_argument(
-        "--device", default="auto", help="torchvision detector device: auto, cpu, cuda:N"
+        "--device",
+        default="auto",
+        help="torchvision detector device: auto, cpu, cuda:N (default auto: CUDA when present)",
     )
     add.add_argument(
         "--min-score",
@@ -190,9 +192,17 @@ def add_parsers(sub: Any) -> None:
         "heights (pro rata for tracks under 2 s): detectors' false alarms on still things; 0 "
         "keeps people standing still (default 0.5)",
     )
-    add.add_argument("--fps", type=float, help="frame rate: needed for images, overrides a video's")
     add.add_argument(
-        "--duration", type=float, metavar="SECONDS", help="only the first SECONDS of each clip"
+        "--fps",
+        type=float,
+        help="frame rate: needed for a folder of images; for a video it overrides the stream's "
+        "(default: the stream's)",
+    )
+    add.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="only the first SECONDS of each clip (default: all of it)",
     )
     add.add_argument(
         "--state",
@@ -201,7 +211,10 @@ def add_parsers(sub: Any) -> None:
         "$XDG_CACHE_HOME/sona/footage named for the clip, gallery and settings)",
     )
     add.add_argument(
-        "--retries", type=int, default=8, help="retries of a busy or unreachable service (8)"
+        "--retries",
+        type=int,
+        default=8,
+        help="retries of a busy or unreachable service, with back-off (default 8)",
     )
     add.add_argument("--quiet", action="store_true", help="no progress bar")
     add.set_defaults(handler=_cmd_footage_add)

@@ -68,6 +68,7 @@ class VideoFile(Source):
     def __init__(self, path: Path, fps: float | None = None, max_seconds: float | None = None):
         self.path = path
         self.name = path.name
+        self.rate_given = fps is not None  # then frame times are index / fps, not the stream's
         capture = self._open()
         try:
             rate = fps or capture.get(cv2.CAP_PROP_FPS)
@@ -115,7 +116,8 @@ class VideoFile(Source):
                     )
                 # the frame's presentation time when the stream has one, else index / rate
                 pts = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-                seconds = pts if index == 0 or pts > 0 else index / self.fps
+                stream = not self.rate_given and (index == 0 or pts > 0)
+                seconds = pts if stream else index / self.fps
                 yield Frame(index, float(seconds), image)
         finally:
             capture.release()

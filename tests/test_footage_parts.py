@@ -41,6 +41,8 @@ def test_video_frames_carry_stream_times(tmp_path: Path) -> None:
     errors = [np.abs(frames[5].image.astype(int) - scene(i)).mean() for i in (5, 4, 9)]
     assert errors[0] < 0.8 * min(errors[1:])
     assert len(list(VideoFile(tmp_path / "v.avi", max_seconds=0.5))) == 5
+    slowed = list(VideoFile(tmp_path / "v.avi", fps=4))  # --fps: the rate the user says
+    np.testing.assert_allclose([f.seconds for f in slowed], np.arange(12) / 4, atol=1e-9)
 
 
 def test_truncated_unreadable_and_missing_videos_are_refused(tmp_path: Path) -> None:
