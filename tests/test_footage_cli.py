@@ -15,7 +15,12 @@ import httpx
 import pytest
 
 from cli.main import main
-from tests.footage_support import FPS, write_det, write_video
+from footage.decode import open_sources
+from footage.detect import Detection, Detector
+from footage.ingest import Settings, ingest
+from footage.state import RunState
+from footage.upload import TrackUploader
+from tests.footage_support import FPS, people_boxes, write_det, write_video
 from tests.service_support import SONA, Server, make_checkpoint
 
 START = "2024-05-01T08:00:00+02:00"
@@ -219,3 +224,48 @@ def test_torchvision_detector_wiring_through_the_cli_with_randomly_initialised_w
     )
     refused(result, "people tracked but none had a crop at least 1000 pixels tall")
     assert items(server, "random-init") == 0
+
+
+class TrueBoxes(Detector):
+    """The made-up clips' true boxes: what a perfect detector would find in every clip."""
+
+    name = "true boxes"
+
+    def detect(self, index: int, image) -> list[Detection]:
+        return [Detection(x, y, w, h, 1.0) for x, y, w, h in people_boxes(index)]
+
+
+def test_a_folder_of_clips_is_indexed_as_consecutive_footage(
+    server: Server, tmp_path: Path
+) -> None:
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    write_video(folder / "part1.avi", frames=30)
+    write_video(folder / "part2.avi", frames=30)
+    start = datetime.fromisoformat(START)
+    uploader = TrackUploader(server.url, "parts")
+    try:
+        report = ingest(
+            open_sources(folder),
+            TrueBoxes(),
+            uploader,
+            Settings(camera="dock", start=start, crops_per_track=2),
+            RunState(tmp_path / "state.jsonl"),
+            key="k",
+            progress=False,
+        )
+    finally:
+        uploader.close()
+    assert (report.clips, report.frames, report.tracks, report.indexed) == (2, 60, 4, 4)
+    assert report.video_seconds == pytest.approx(6.0)
+    spans = []
+    for track in sorted(report.items):
+        body = httpx.get(f"{server.url}/gallery/tracks/{track}", params={"gallery": "parts"})
+        spans.append(
+            [
+                (datetime.fromisoformat(body.json()[k]) - start).total_seconds()
+                for k in ("first_seen", "last_seen")
+            ]
+        )
+    assert all(0 <= a < b < 3 for a, b in spans[:2])  # the first clip: 0 to 3 s
+    assert all(3 <= a < b < 6 for a, b in spans[2:])  # the second starts where it ended
