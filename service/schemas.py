@@ -21,6 +21,7 @@ __all__ = [
     "ProblemDetails",
     "SearchResponse",
     "SearchResult",
+    "TrackResponse",
 ]
 
 
@@ -184,3 +185,29 @@ class ItemMeta(BaseModel):
         if info.field_name == "camera_id" and "," in value:
             raise ValueError("must not contain ',' (it separates camera ids in search filters)")
         return value
+
+
+class TrackResponse(BaseModel):
+    """A track: its crops in time order, where and when it was seen."""
+
+    track_id: str
+    gallery: str
+    camera_id: str = Field(description="camera of the track's first crop")
+    cameras: list[str] = Field(description="every camera the track's crops came from")
+    first_seen: datetime
+    last_seen: datetime
+    count: int
+    items: list[GalleryItem] = Field(description="oldest first; crops at /gallery/{item_id}/image")
+
+    @classmethod
+    def from_items(cls, gallery: str, track_id: str, items: list[Item]) -> TrackResponse:
+        return cls(
+            track_id=track_id,
+            gallery=gallery,
+            camera_id=items[0].camera_id,
+            cameras=sorted({i.camera_id for i in items}),
+            first_seen=items[0].timestamp,
+            last_seen=items[-1].timestamp,
+            count=len(items),
+            items=[GalleryItem.from_item(i) for i in items],
+        )

@@ -32,12 +32,19 @@
     resultsTitle: $("results-title"),
     resultsMeta: $("results-meta"),
     empty: $("empty"),
+    trackPanel: $("track-panel"),
+    trackTitle: $("track-title"),
+    trackMeta: $("track-meta"),
+    trackCrops: $("track-crops"),
+    trackSearch: $("track-search"),
+    trackClose: $("track-close"),
   };
 
   const state = {
     key: sessionStorage.getItem(KEY_STORAGE) || "",
     galleries: [], // [{gallery, count, cameras: [{camera_id, count}]}]
-    query: null, // {kind: "file", file, url} | {kind: "item", item, url}
+    query: null, // {kind: "file", file, url} | {kind: "item", item, url} | {kind: "track", track}
+    track: null, // the track shown in the track panel (GET gallery/tracks/{track_id})
     images: new Map(), // item_id -> Promise<object URL | null>
     searchSeq: 0,
   };
@@ -265,6 +272,10 @@
         const form = new FormData();
         form.append("image", state.query.file, state.query.file.name || "query.jpg");
         body = await getJson(`search?${params}`, { method: "POST", body: form });
+      } else if (state.query.kind === "track") {
+        params.set("track_id", state.query.track.track_id);
+        params.set("gallery", state.query.track.gallery);
+        body = await getJson(`search?${params}`);
       } else {
         params.set("item_id", state.query.item.item_id);
         body = await getJson(`search?${params}`);
@@ -316,6 +327,7 @@
   function renderResults(body, params) {
     const keep = new Set(body.results.map((r) => r.item_id));
     if (state.query && state.query.kind === "item") keep.add(state.query.item.item_id);
+    for (const item of state.track ? state.track.items : []) keep.add(item.item_id);
     if (state.images.size > 400) forgetImages(keep);
 
     el.results.replaceChildren();
@@ -392,6 +404,15 @@
       card.append(rank, thumb, meta);
       card.addEventListener("click", () => searchFromItem(result));
       li.append(card);
+      if (result.track_id) {
+        const open = document.createElement("button");
+        open.type = "button";
+        open.className = "track-open link";
+        open.textContent = "Show its track";
+        open.setAttribute("aria-label", `Show track ${result.track_id}: its crops over time`);
+        open.addEventListener("click", () => showTrack(result.track_id, body.gallery));
+        li.append(open);
+      }
       el.results.append(li);
     }
   }
@@ -453,6 +474,63 @@
     }
     await search;
     el.drop.scrollIntoView({ block: "nearest" });
+  }
+
+  // -- tracks ------------------------------------------------------------------------------
+
+  function spanText(track) {
+    const first = timeFormat.format(new Date(track.first_seen));
+    const last = timeFormat.format(new Date(track.last_seen));
+    return first === last ? first : `${first} – ${last}`;
+  }
+
+  /** The track panel: a track's crops oldest first, with their times. */
+  async function showTrack(trackId, gallery) {
+    let track;
+    try {
+      const query = new URLSearchParams({ gallery });
+      track = await getJson(`gallery/tracks/${encodeURIComponent(trackId)}?${query}`);
+    } catch (err) {
+      showError(err);
+      return;
+    }
+    state.track = track;
+    el.trackTitle.textContent = `Track ${track.track_id}`;
+    el.trackMeta.textContent =
+      `${track.cameras.join(", ")} · ${spanText(track)} · ${track.count} crop` +
+      `${track.count === 1 ? "" : "s"}`;
+    el.trackCrops.replaceChildren();
+    for (const item of track.items) {
+      const li = document.createElement("li");
+      li.dataset.itemId = item.item_id;
+      const img = document.createElement("img");
+      const when = timeFormat.format(new Date(item.timestamp));
+      img.alt = `Crop of track ${track.track_id} at ${when}`;
+      itemImage(item.item_id).then((url) => { if (url) img.src = url; });
+      const time = document.createElement("time");
+      time.dateTime = item.timestamp;
+      time.textContent = when;
+      li.append(img, time);
+      el.trackCrops.append(li);
+    }
+    el.trackPanel.hidden = false;
+    el.trackPanel.scrollIntoView({ block: "nearest" });
+  }
+
+  /** Search with the whole track: the service averages its crops' embeddings. */
+  async function searchFromTrack(track) {
+    replaceQuery({ kind: "track", track });
+    const code = document.createElement("code");
+    setCaption(`Whole track (${track.count} crops)`, `${track.camera_id} · ${spanText(track)}`);
+    code.textContent = track.track_id;
+    el.caption.append(code);
+    setPreview(null);
+    const search = runSearch();
+    const url = track.items.length ? await itemImage(track.items[0].item_id) : null;
+    if (state.query && state.query.track === track && url) {
+      setPreview(url, `Query: track ${track.track_id}`);
+    }
+    await search;
   }
 
   function updateSearchButton() {
@@ -562,6 +640,12 @@
     if (event.target instanceof HTMLInputElement) return;
     const file = [...(event.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
     if (file) searchFromFile(file);
+  });
+
+  el.trackSearch.addEventListener("click", () => state.track && searchFromTrack(state.track));
+  el.trackClose.addEventListener("click", () => {
+    el.trackPanel.hidden = true;
+    state.track = null;
   });
 
   el.form.addEventListener("submit", (event) => {

@@ -123,6 +123,7 @@ class SearchFilter:
     since: datetime | None = None
     until: datetime | None = None
     exclude_item: str | None = None  # searching by an item: never return the item itself
+    exclude_track: str | None = None  # searching by a track: never return the track's items
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,10 @@ class GalleryStore(abc.ABC):
                 raise StoreError(f"{name} must hold strings")
         if w.exclude_item is not None and not isinstance(w.exclude_item, str):
             raise StoreError("exclude_item must be a string")
+        if w.exclude_track is not None and (
+            not isinstance(w.exclude_track, str) or not w.exclude_track
+        ):
+            raise StoreError("exclude_track must be a non-empty string")
         return w
 
     # ------------------------------------------------------------------ the interface
@@ -328,6 +333,20 @@ class GalleryStore(abc.ABC):
             return []
         return self._search(gallery, q, k, w, group_by)
 
+    def track(
+        self, gallery: str, track_id: str, limit: int = 1000
+    ) -> list[tuple[Item, np.ndarray]]:
+        """The items of one track of ``gallery`` with their embeddings, in time order (then
+        acknowledgement order), at most ``limit``; empty when the track has none. What a
+        multi-shot query (the mean of a track's crops) and a track's page are made of."""
+        check_gallery(gallery)
+        if not isinstance(track_id, str) or not track_id:
+            raise StoreError("track_id must be a non-empty string")
+        self._check_text(track_id, "track_id")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise StoreError(f"limit must be an integer >= 1, not {limit!r}")
+        return self._track(gallery, track_id, limit)
+
     def count(self, gallery: str | None = None) -> int:
         """Items in ``gallery`` (all galleries when None); 0 for an unknown gallery."""
         if gallery is not None:
@@ -392,6 +411,10 @@ class GalleryStore(abc.ABC):
 
     @abc.abstractmethod
     def _count(self, gallery: str | None) -> int: ...
+
+    @abc.abstractmethod
+    def _track(self, gallery: str, track_id: str, limit: int) -> list[tuple[Item, np.ndarray]]:
+        """A track's items, time order, at most ``limit`` (arguments already checked)."""
 
     @abc.abstractmethod
     def _iter_items(self, gallery: str, batch: int) -> Iterator[list[tuple[Item, np.ndarray]]]: ...

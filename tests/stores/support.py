@@ -249,6 +249,8 @@ class Gallery:
                 m[p] = False
             if f.exclude_item == self.ids[p]:
                 m[p] = False
+            if f.exclude_track is not None and f.exclude_track == self.track[p]:
+                m[p] = False
         return m
 
 
@@ -273,6 +275,10 @@ FILTERS: dict[str, Callable[[Gallery], SearchFilter]] = {
     "exclude_item": lambda g: SearchFilter(exclude_item=g.ids[5]),
     "exclude_item_filtered": lambda g: SearchFilter(
         cameras=frozenset({"cam5"}), exclude_item=g.ids[5]
+    ),
+    "exclude_track": lambda g: SearchFilter(exclude_track=g.track[1]),
+    "exclude_track_filtered": lambda g: SearchFilter(
+        cameras=frozenset({"cam1", "cam3"}), since=T0, exclude_track=g.track[3]
     ),
     "rare_camera": lambda g: SearchFilter(cameras=frozenset({RARE})),
     "three_minutes": lambda g: SearchFilter(

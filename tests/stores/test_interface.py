@@ -554,6 +554,39 @@ def test_iter_items_lists_a_gallery_in_acknowledgement_order(store: GalleryStore
         store.iter_items("../g")
 
 
+def test_track_lists_its_items_in_time_order_within_its_gallery(store: GalleryStore) -> None:
+    """A footage track's crops, oldest first whatever order they came in, with their vectors;
+    the same track id in another gallery, other tracks and deleted items stay out."""
+    x = unit(np.random.default_rng(23), 8)
+    offset = OFFSETS[1]
+    times = [T0 + timedelta(seconds=s) for s in (30, 10, 20, 0)]
+    added = store.add(
+        "g",
+        [
+            new_item(v, ts=t.astimezone(offset), track="cam1-t7")
+            for v, t in zip(x[:4], times, strict=True)
+        ],
+    )
+    store.add("g", [new_item(x[4], track="cam1-t8"), new_item(x[5])])
+    store.add("other", [new_item(x[6], track="cam1-t7")])
+    store.delete(added[2].item_id)
+    listed = store.track("g", "cam1-t7")
+    assert [item.item_id for item, _ in listed] == [added[i].item_id for i in (3, 1, 0)]
+    assert [item.timestamp for item, _ in listed] == [times[i] for i in (3, 1, 0)]
+    assert all(item.timestamp.utcoffset() == offset.utcoffset(None) for item, _ in listed)
+    for (item, emb), i in zip(listed, (3, 1, 0), strict=True):
+        assert item.track_id == "cam1-t7"
+        np.testing.assert_allclose(emb, x[i], atol=1e-6)
+    assert len(store.track("g", "cam1-t7", limit=2)) == 2
+    assert store.track("g", "nope") == []
+    assert store.track("nothing-here", "cam1-t7") == []
+    for bad in (("../g", "t"), ("g", ""), ("g", None)):
+        with pytest.raises(StoreError):
+            store.track(*bad)
+    with pytest.raises(StoreError):
+        store.track("g", "cam1-t7", limit=0)
+
+
 def test_disk_full_writing_crops_keeps_nothing_of_the_batch(backend: Backend, monkeypatch) -> None:
     """ENOSPC part way through a batch's crops (a partial file left, as a real one leaves):
     StoreFullError, no crop or row of the batch kept, and the store writes again once there

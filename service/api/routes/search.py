@@ -18,6 +18,7 @@ from ...store import GroupBy, Hit, SearchFilter
 from ..deps import GALLERY_PATTERN, Rt
 from ..uploads import embed_upload
 from .gallery import check_item_id
+from .tracks import load_track, track_query
 
 __all__ = ["SearchParams", "camera_names", "empty_reason", "router"]
 
@@ -76,6 +77,7 @@ async def _search(
     params: SearchParams,
     gallery: str,
     exclude_item: str | None = None,
+    exclude_track: str | None = None,
 ) -> SearchResponse:
     if params.k > rt.settings.max_k:
         raise Problem(
@@ -91,6 +93,7 @@ async def _search(
         since=params.since,
         until=params.until,
         exclude_item=exclude_item,
+        exclude_track=exclude_track,
     )
     start = time.perf_counter()
     hits: list[Hit] = await run_in_threadpool(
@@ -138,7 +141,7 @@ def empty_reason(gallery: str, cameras: dict[str, int], where: SearchFilter) -> 
     "/search",
     response_model=SearchResponse,
     response_model_exclude_unset=True,  # empty_reason only on an empty answer
-    summary="Search a gallery by a query_id from POST /embed or by a gallery item",
+    summary="Search a gallery by a query_id from POST /embed, a gallery item or a whole track",
 )
 async def search(
     rt: Rt,
@@ -147,9 +150,23 @@ async def search(
     item_id: Annotated[
         str | None, Query(max_length=64, description="a gallery item; it is not returned itself")
     ] = None,
+    track_id: Annotated[
+        str | None,
+        Query(
+            max_length=128,
+            description="a track of the gallery: the mean of its crops' embeddings, normalised; "
+            "its own crops are not returned",
+        ),
+    ] = None,
 ) -> SearchResponse:
-    if (query_id is None) == (item_id is None):
-        raise Problem(422, "give exactly one of query_id and item_id", code="invalid-parameters")
+    if sum(v is not None for v in (query_id, item_id, track_id)) != 1:
+        raise Problem(
+            422, "give exactly one of query_id, item_id and track_id", code="invalid-parameters"
+        )
+    if track_id is not None:
+        gallery = params.gallery or "default"
+        vector = track_query(await load_track(rt, gallery, track_id))
+        return await _search(rt, vector, params, gallery, exclude_track=track_id)
     if query_id is not None:
         vector = rt.queries.get(query_id)
         if vector is None:

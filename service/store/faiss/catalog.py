@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_gallery_camera ON items (gallery, camera_id);
 CREATE INDEX IF NOT EXISTS items_gallery_ts ON items (gallery, ts);
+CREATE INDEX IF NOT EXISTS items_gallery_track ON items (gallery, track_id);
 """
 
 _ITEM_COLUMNS = (
@@ -343,6 +344,19 @@ class Catalog:
             for r in rows
         ]
 
+    def track(
+        self, conn: sqlite3.Connection, gallery: str, track_id: str, limit: int
+    ) -> list[tuple[Item, np.ndarray]]:
+        """A track's items with their embeddings, by time then rowid."""
+        rows = conn.execute(
+            f"SELECT {_ITEM_COLUMNS}, embedding FROM items WHERE gallery = ? AND track_id = ?"
+            " ORDER BY ts, rowid LIMIT ?",
+            (gallery, track_id, limit),
+        ).fetchall()
+        return [
+            (_row_item(r[:-1]), np.frombuffer(r[-1], dtype="<f4").astype(np.float32)) for r in rows
+        ]
+
     def items_of(self, conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, Item]:
         out: dict[int, Item] = {}
         for start in range(0, len(ids), CHUNK):
@@ -404,6 +418,12 @@ class Catalog:
                 ).fetchone()
                 if row is not None:
                     parts.append(np.array([row[0]], dtype=np.int64))
+            if w.exclude_track is not None:
+                cur = conn.execute(
+                    "SELECT rowid FROM items WHERE gallery = ? AND track_id = ?",
+                    (gallery, w.exclude_track),
+                )
+                parts.append(np.fromiter((r[0] for r in cur), dtype=np.int64))
             negatives = np.unique(np.concatenate(parts))  # sorted, no repeats
             return ResolvedFilter(gallery, None, negatives, ntotal - len(negatives))
         clauses = ["gallery = ?"]
@@ -423,6 +443,9 @@ class Catalog:
         if w.exclude_item is not None:
             clauses.append("item_id != ?")
             params.append(w.exclude_item)
+        if w.exclude_track is not None:
+            clauses.append("(track_id IS NULL OR track_id != ?)")
+            params.append(w.exclude_track)
         sql = "SELECT rowid FROM items WHERE " + " AND ".join(clauses) + " ORDER BY rowid"
         allowed = np.fromiter((r[0] for r in conn.execute(sql, params)), dtype=np.int64)
         return ResolvedFilter(gallery, allowed, np.zeros(0, np.int64), len(allowed))

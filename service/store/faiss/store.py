@@ -394,6 +394,12 @@ class FaissSqliteStore(GalleryStore):
             with catalog.reader() as conn:
                 return catalog.count(conn, gallery)
 
+    def _track(self, gallery: str, track_id: str, limit: int) -> list[tuple[Item, np.ndarray]]:
+        with self._rw.read():
+            catalog = self._check_open()
+            with catalog.reader() as conn:
+                return catalog.track(conn, gallery, track_id, limit)
+
     def _iter_items(self, gallery: str, batch: int) -> Iterator[list[tuple[Item, np.ndarray]]]:
         after = 0
         while True:

@@ -62,4 +62,6 @@ def filter_expression(gallery: str, where: SearchFilter | None) -> str | None:
         parts.append(f"ts <= {number(w.until.timestamp())}")
     if w.exclude_item is not None and ITEM_ID.fullmatch(w.exclude_item):
         parts.append(f"item_id != {literal(w.exclude_item)}")  # other text matches no item
+    if w.exclude_track is not None:
+        parts.append(f"track_id != {literal(w.exclude_track)}")  # no track is stored as ""
     return " and ".join(parts)

@@ -502,6 +502,14 @@ class MilvusStore(GalleryStore):
         rows = self._query(expr, ["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
+    def _track(self, gallery: str, track_id: str, limit: int) -> list[tuple[Item, np.ndarray]]:
+        """The track's rows (a filtered query; a track holds a few crops), sorted here."""
+        self._check_open()
+        expr = f"gallery == {literal(gallery)} and track_id == {literal(track_id)}"
+        rows = [r for batch in self._scan(expr, [*META_FIELDS, "ts", "embedding"]) for r in batch]
+        rows.sort(key=lambda r: (float(r["ts"]), int(r["seq"]), str(r["item_id"])))
+        return [(_item(r), np.asarray(r["embedding"], dtype=np.float32)) for r in rows[:limit]]
+
     def _iter_items(self, gallery: str, batch: int) -> Iterator[list[tuple[Item, np.ndarray]]]:
         """Lists (seq, id) of the whole gallery first (a scan of two small fields), then
         fetches the rows a batch at a time."""

@@ -1,0 +1,220 @@
+"""``sona footage add``: camera footage (a video, a folder of videos, an image sequence) to a
+searchable gallery of tracked people, through a running service's HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+__all__ = ["add_parsers"]
+
+
+def _detector(args: argparse.Namespace) -> Any:
+    from footage.detect import FileDetector, HogDetector, TorchvisionDetector
+
+    if args.detections:
+        if args.weights:
+            raise UserError("--weights is for --detector torchvision, not --detections")
+        return FileDetector(Path(args.detections), min_score=args.min_score)
+    if args.detector == "torchvision":
+        if not args.weights:
+            raise UserError(
+                "--detector torchvision needs --weights FILE (COCO weights of --torchvision-model;"
+                " nothing is downloaded)"
+            )
+        return TorchvisionDetector(
+            Path(args.weights),
+            args.torchvision_model,
+            min_score=0.3 if args.min_score is None else args.min_score,
+            device=args.device,
+        )
+    if args.weights:
+        raise UserError("--weights is for --detector torchvision")
+    return HogDetector(
+        upscale=args.hog_upscale, min_score=0.0 if args.min_score is None else args.min_score
+    )
+
+
+def _cmd_footage_add(args: argparse.Namespace) -> int:
+    from footage.decode import open_sources
+    from footage.ingest import Settings, ingest
+    from footage.state import RunState, default_state_path, run_key
+    from footage.upload import TrackUploader
+
+    try:
+        start = datetime.fromisoformat(args.start)
+    except ValueError:
+        raise UserError(f"--start {args.start!r} is not an ISO 8601 time") from None
+    if start.tzinfo is None:
+        raise UserError("--start needs the camera's UTC offset, e.g. 2024-05-01T08:00:00+02:00")
+    for name in ("crops_per_track", "min_height"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.crops_per_track > 64:
+        raise UserError("--crops-per-track is at most 64 (one request per track)")
+    if args.min_motion < 0:
+        raise UserError("--min-motion must be >= 0")
+    if args.fps is not None and args.fps <= 0:
+        raise UserError("--fps must be > 0")
+    if args.duration is not None and args.duration <= 0:
+        raise UserError("--duration must be > 0")
+    if not args.camera or "," in args.camera:
+        raise UserError("--camera must be a non-empty name without commas")
+    detector = _detector(args)
+    sources = open_sources(Path(args.video), args.fps, args.duration)
+    if args.detections and len(sources) > 1:
+        raise UserError("--detections holds one video's detections: give one video, not a folder")
+    settings = Settings(
+        camera=args.camera,
+        start=start,
+        crops_per_track=args.crops_per_track,
+        min_height=args.min_height,
+        min_motion=args.min_motion,
+    )
+    key = run_key(
+        *(str(Path(getattr(s, "path", args.video)).resolve()) for s in sources),
+        *(f"{s.frames}/{s.fps}/{s.width}x{s.height}" for s in sources),
+        args.camera,
+        start.isoformat(),
+        args.gallery,
+        args.url.rstrip("/"),
+        detector.describe(),
+        settings.describe(),
+    )
+    state = RunState(Path(args.state) if args.state else default_state_path(key))
+    uploader = TrackUploader(args.url, args.gallery, api_key=args.api_key, retries=args.retries)
+    try:
+        report = ingest(
+            sources, detector, uploader, settings, state, key=key, progress=not args.quiet
+        )
+    finally:
+        uploader.close()
+        state.close()
+    where = f"gallery '{args.gallery}' at {args.url}"
+    if report.already_complete:
+        print(f"already indexed into {where} ({report.skipped} tracks; state {state.path})")
+        return 0
+    print(f"{report.summary()}; {where}")
+    if report.items:
+        ids = sorted(report.items)
+        print(f"track ids {ids[0]} to {ids[-1]}" if len(ids) > 1 else f"track id {ids[0]}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    footage = sub.add_parser("footage", help="index camera footage: people tracked, crops chosen")
+    footage_sub = footage.add_subparsers(dest="footage_command", metavar="ACTION", required=True)
+    add = footage_sub.add_parser(
+        "add",
+        help="find, track and index the people of a video",
+        description="Decode VIDEO (a video file, a folder of videos taken one after the other, "
+        "or a folder of images with --fps), find people (--detector or --detections), track "
+        "them, choose a few good crops per track and index them into a running service's "
+        "gallery with camera, time and track id. An interrupted run started again with the "
+        "same arguments skips the tracks it indexed.",
+    )
+    add.add_argument("video", metavar="VIDEO", help="video file, folder of videos or of images")
+    add.add_argument("--camera", required=True, help="camera id of this footage (required)")
+    add.add_argument(
+        "--start",
+        required=True,
+        help="time of the first frame, ISO 8601 with the camera's UTC offset, e.g. "
+        "2024-05-01T08:00:00+02:00 (required); frame times follow the stream",
+    )
+    add.add_argument("--gallery", default="default", help="gallery name (default 'default')")
+    add.add_argument(
+        "--url",
+        default="http://127.0.0.1:8000",
+        help="service root URL (default http://127.0.0.1:8000, where make serve listens)",
+    )
+    add.add_argument(
+        "--api-key", default=os.environ.get("SONA_API_KEY"), help="API key (default: SONA_API_KEY)"
+    )
+    add.add_argument(
+        "--detector",
+        choices=["hog", "torchvision"],
+        default="hog",
+        help="hog: OpenCV's built-in pedestrian detector, no weights; torchvision: a COCO "
+        "detector from --weights (default hog)",
+    )
+    add.add_argument(
+        "--detections",
+        metavar="DET_TXT",
+        help="use these MOTChallenge det.txt detections instead of a detector",
+    )
+    add.add_argument("--weights", metavar="FILE", help="COCO weights for --detector torchvision")
+    add.add_argument(
+        "--torchvision-model",
+        default="fasterrcnn_resnet50_fpn",
+        help="torchvision architecture of --weights (default fasterrcnn_resnet50_fpn; also "
+        "fasterrcnn_resnet50_fpn_v2, fasterrcnn_mobilenet_v3_large_fpn, "
+        "fasterrcnn_mobilenet_v3_large_320_fpn)",
+    )
+    add.add_argument(
+        "--device",
+        default="auto",
+        help="torchvision detector device: auto, cpu, cuda:N (default auto: CUDA when present)",
+    )
+    add.add_argument(
+        "--min-score",
+        type=float,
+        help="drop detections scoring less (default: hog 0, torchvision 0.3, det.txt none)",
+    )
+    add.add_argument(
+        "--hog-upscale",
+        type=float,
+        default=1.5,
+        help="enlarge frames this much for HOG, which misses people under about 100 pixels "
+        "otherwise (default 1.5)",
+    )
+    add.add_argument(
+        "--crops-per-track",
+        type=int,
+        default=4,
+        help="crops indexed per track, spread over its time (default 4)",
+    )
+    add.add_argument(
+        "--min-height",
+        type=int,
+        default=80,
+        help="shortest person, in pixels, whose crop may be indexed (default 80)",
+    )
+    add.add_argument(
+        "--min-motion",
+        type=float,
+        default=0.5,
+        help="leave out tracks whose box centre moves less than this many of the person's "
+        "heights (pro rata for tracks under 2 s): detectors' false alarms on still things; 0 "
+        "keeps people standing still (default 0.5)",
+    )
+    add.add_argument(
+        "--fps",
+        type=float,
+        help="frame rate: needed for a folder of images; for a video it overrides the stream's "
+        "(default: the stream's)",
+    )
+    add.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="only the first SECONDS of each clip (default: all of it)",
+    )
+    add.add_argument(
+        "--state",
+        metavar="FILE",
+        help="where the run writes what it indexed (default: a file under "
+        "$XDG_CACHE_HOME/sona/footage named for the clip, gallery and settings)",
+    )
+    add.add_argument(
+        "--retries",
+        type=int,
+        default=8,
+        help="retries of a busy or unreachable service, with back-off (default 8)",
+    )
+    add.add_argument("--quiet", action="store_true", help="no progress bar")
+    add.set_defaults(handler=_cmd_footage_add)

@@ -1,0 +1,14 @@
+"""Camera footage to a searchable gallery: decode, find people, track them, choose a few good
+crops per track, and index them through the service's HTTP API (``sona footage add``).
+
+One module per step: ``decode`` (videos and image sequences), ``detect`` (HOG, torchvision,
+MOTChallenge ``det.txt``), ``track`` (IoU and motion association), ``select`` (crop choice),
+``upload`` (the HTTP client with retries), ``state`` (resumable runs), ``ingest`` (the
+pipeline). It talks to the service only through the public API; nothing here imports it.
+"""
+
+from __future__ import annotations
+
+from .errors import FootageError
+
+__all__ = ["FootageError"]

@@ -1,0 +1,235 @@
+"""Finding people in a frame, three ways behind one interface (``Detector.detect``):
+
+- ``HogDetector``: OpenCV's HOG + linear SVM pedestrian detector (Dalal and Triggs), built into
+  OpenCV 4.x, so it needs no weights; its overlapping windows are merged by non-maximum
+  suppression. Fast on a CPU, and misses people under about 100 pixels unless upscaled.
+- ``TorchvisionDetector``: a torchvision COCO detector (Faster R-CNN by default) from a local
+  weights file; nothing is downloaded. Far better recall, far slower on a CPU.
+- ``FileDetector``: detections a site already has, in MOTChallenge ``det.txt`` format.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import FootageError
+
+__all__ = [
+    "TORCHVISION_MODELS",
+    "Detection",
+    "Detector",
+    "FileDetector",
+    "HogDetector",
+    "TorchvisionDetector",
+    "nms",
+]
+
+#: torchvision detection models that take COCO weights (label 1 is a person).
+TORCHVISION_MODELS = (
+    "fasterrcnn_resnet50_fpn",
+    "fasterrcnn_resnet50_fpn_v2",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+)
+_COCO_PERSON = 1
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A person's box in frame pixels (left, top, width, height) and the detector's score."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    score: float
+
+    @property
+    def corners(self) -> tuple[float, float, float, float]:
+        return self.x, self.y, self.x + self.w, self.y + self.h
+
+
+class Detector(abc.ABC):
+    """People in one frame. ``high_score``: the score above which a detection may start a
+    track (the tracker's first association round); ``None``: every detection may."""
+
+    name: str
+    high_score: float | None = None
+
+    @abc.abstractmethod
+    def detect(self, index: int, image: np.ndarray) -> list[Detection]:
+        """People in frame ``index`` (0-based) of the clip, whose BGR pixels are ``image``."""
+
+    def check(self, frames: int, width: int, height: int, name: str) -> None:  # noqa: B027
+        """Refuse a clip these detections cannot belong to (only ``FileDetector`` can tell)."""
+
+    def describe(self) -> str:
+        """What makes its output what it is (resumed runs must detect the same way)."""
+        return self.name
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def nms(detections: list[Detection], iou: float) -> list[Detection]:
+    """Non-maximum suppression (OpenCV's): the best box of each overlapping cluster."""
+    if not detections:
+        return []
+    boxes = [[d.x, d.y, d.w, d.h] for d in detections]
+    low = min(float(d.score) for d in detections)
+    scores = [float(d.score) - low + 1.0 for d in detections]  # OpenCV keeps scores > 0 only
+    keep = cv2.dnn.NMSBoxes(boxes, scores, score_threshold=0.0, nms_threshold=iou)
+    return [detections[int(i)] for i in np.asarray(keep).reshape(-1)]
+
+
+class HogDetector(Detector):
+    """``upscale`` enlarges the frame first: HOG's window is 64x128, so people shorter than
+    about 100 pixels are found only in an upscaled frame (1.5: from about 70 pixels)."""
+
+    name = "hog"
+    high_score = 0.5
+
+    def __init__(
+        self, upscale: float = 1.5, min_score: float = 0.0, nms_iou: float = 0.4, stride: int = 8
+    ) -> None:
+        if upscale <= 0:
+            raise FootageError("the HOG upscale factor must be > 0")
+        self.upscale = upscale
+        self.min_score = min_score
+        self.nms_iou = nms_iou
+        self.stride = stride
+        self._hog = cv2.HOGDescriptor()
+        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+
+    def describe(self) -> str:
+        return f"hog x{self.upscale:g} score>{self.min_score:g} nms{self.nms_iou:g}"
+
+    def detect(self, index: int, image: np.ndarray) -> list[Detection]:
+        s = self.upscale
+        scaled = image if s == 1 else cv2.resize(image, None, fx=s, fy=s)
+        rects, weights = self._hog.detectMultiScale(
+            scaled,
+            hitThreshold=self.min_score,
+            winStride=(self.stride, self.stride),
+            padding=(8, 8),
+            scale=1.05,
+        )
+        found = []
+        for (x, y, w, h), score in zip(rects, np.asarray(weights).reshape(-1), strict=True):
+            # the 64x128 window holds a margin around the person: keep some of it, as crops
+            # in re-ID data do, but not all (Market-1501's crops are tighter)
+            dx, dy = 0.1 * w, 0.05 * h
+            found.append(
+                Detection((x + dx) / s, (y + dy) / s, (w - 2 * dx) / s, (h - 2 * dy) / s, score)
+            )
+        return nms(found, self.nms_iou)
+
+
+class TorchvisionDetector(Detector):
+    """A torchvision COCO detector from ``weights`` (a state-dict file such as torchvision's
+    own ``fasterrcnn_resnet50_fpn_coco-258fb6c6.pth``); person boxes scoring ``min_score`` or
+    more. ``model`` is torchvision's name for the architecture of that file."""
+
+    name = "torchvision"
+
+    def __init__(
+        self,
+        weights: Path,
+        model: str = TORCHVISION_MODELS[0],
+        *,
+        min_score: float = 0.3,
+        high_score: float = 0.6,
+        device: str = "auto",
+        min_size: int | None = None,
+    ) -> None:
+        import torch
+        import torchvision
+
+        from model.device import resolve_device
+
+        if model not in TORCHVISION_MODELS:
+            raise FootageError(
+                f"unknown torchvision model {model!r}: {', '.join(TORCHVISION_MODELS)}"
+            )
+        if not weights.is_file():
+            raise FootageError(f"{weights}: no such weights file")
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:  # any file torch cannot read is the user's to fix
+            raise FootageError(f"{weights}: not a PyTorch weights file ({_line(exc)})") from None
+        if isinstance(state, dict) and isinstance(state.get("model"), dict):
+            state = state["model"]  # a training checkpoint of torchvision's reference scripts
+        extra = {"min_size": min_size} if min_size else {}
+        net = torchvision.models.get_model(
+            model,
+            weights=None,
+            weights_backbone=None,
+            num_classes=91,
+            box_score_thresh=min_score,
+            **extra,
+        )
+        try:
+            net.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise FootageError(f"{weights}: not {model} COCO weights ({_line(exc)})") from None
+        self.device = resolve_device(device)
+        self.net = net.eval().to(self.device)
+        self.model = model
+        self.min_score = min_score
+        self.high_score = high_score
+        self._digest = f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}"
+
+    def describe(self) -> str:
+        return f"torchvision {self.model} {self._digest} score>{self.min_score:g}"
+
+    def detect(self, index: int, image: np.ndarray) -> list[Detection]:
+        import torch
+
+        rgb = np.ascontiguousarray(image[:, :, ::-1])
+        tensor = torch.from_numpy(rgb).permute(2, 0, 1).to(self.device, torch.float32) / 255
+        with torch.inference_mode():
+            out = self.net([tensor])[0]
+        boxes = out["boxes"].cpu().numpy()
+        labels = out["labels"].cpu().numpy()
+        scores = out["scores"].cpu().numpy()
+        return [
+            Detection(float(x1), float(y1), float(x2 - x1), float(y2 - y1), float(s))
+            for (x1, y1, x2, y2), label, s in zip(boxes, labels, scores, strict=True)
+            if label == _COCO_PERSON and s >= self.min_score and x2 > x1 and y2 > y1
+        ]
+
+
+class FileDetector(Detector):
+    """Detections from a MOTChallenge ``det.txt`` (see ``motchallenge``)."""
+
+    name = "det.txt"
+
+    def __init__(self, path: Path, min_score: float | None = None) -> None:
+        from .motchallenge import read_det
+
+        self.path = path
+        self.by_frame = read_det(path)
+        if min_score is not None:
+            self.by_frame = {
+                f: [d for d in ds if d.score >= min_score] for f, ds in self.by_frame.items()
+            }
+        self.min_score = min_score
+
+    def describe(self) -> str:
+        stat = self.path.stat()
+        return f"det.txt {self.path.resolve()} {stat.st_size}:{stat.st_mtime_ns} {self.min_score}"
+
+    def check(self, frames: int, width: int, height: int, name: str) -> None:
+        from .motchallenge import check_against
+
+        check_against(self.by_frame, frames, width, height, name)
+
+    def detect(self, index: int, image: np.ndarray) -> list[Detection]:
+        return list(self.by_frame.get(index, ()))

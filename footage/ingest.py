@@ -1,0 +1,231 @@
+"""The footage pipeline: clips -> frames -> people -> tracks -> chosen crops -> ``POST /gallery``.
+
+Everything that can be checked before indexing is (every clip decoded once, det.txt against
+the clips, the service answering), so bad input changes nothing. Tracks are sent as they end,
+one request each, and written down in the run's state (``state``), so an interrupted run
+started again skips what it sent. A failure part way says what was indexed before it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import cv2
+
+from .decode import Source
+from .detect import Detector
+from .errors import FootageError
+from .select import Candidate, CropChooser
+from .state import RunState
+from .track import Track, Tracker
+from .upload import TrackUploader
+
+__all__ = ["Report", "Settings", "ingest", "track_id"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    camera: str
+    start: datetime  # time of the first frame of the first clip, with its UTC offset
+    crops_per_track: int = 4
+    min_height: int = 80
+    min_hits: int = 3  # frames a track must be seen in to count
+    max_gap_seconds: float = 1.0  # a track unseen this long has ended
+    iou: float = 0.3
+    jpeg_quality: int = 95
+    min_motion: float = 0.5  # heights a track must move (pro rata under 2 s; 0: keep all)
+
+    def describe(self) -> str:
+        return (
+            f"{self.crops_per_track}/{self.min_height}/{self.min_hits}/{self.max_gap_seconds}/"
+            f"{self.iou}/{self.jpeg_quality}/{self.min_motion}"
+        )
+
+
+@dataclass
+class Report:
+    clips: int = 0
+    frames: int = 0
+    video_seconds: float = 0.0
+    detections: int = 0
+    tracks: int = 0  # confirmed tracks
+    indexed: int = 0  # tracks sent by this run
+    crops: int = 0  # crops sent by this run
+    skipped: int = 0  # tracks a previous run had indexed
+    unusable: int = 0  # tracks without a crop tall enough and clear of the border
+    static: int = 0  # tracks that never moved (a detector's false alarm on a still thing)
+    wall_s: float = 0.0
+    already_complete: bool = False
+    items: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.tracks} tracks in {self.frames} frames ({self.video_seconds:.1f} s of video, "
+            f"{self.fps:.1f} frames/s): {self.indexed} indexed with {self.crops} crops, "
+            f"{self.skipped} already indexed, {self.unusable} without a usable crop, "
+            f"{self.static} that never moved"
+        )
+
+
+def track_id(camera: str, start: datetime, key: str, number: int) -> str:
+    """Stable across reruns of the same run (same clip, settings, start), distinct otherwise."""
+    return f"{camera[:80]}-{start.strftime('%Y%m%dT%H%M%S')}-{key[:6]}-{number:04d}"
+
+
+def _jpeg(crop, quality: int) -> bytes:
+    ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 BGR array
+        raise FootageError("a crop could not be encoded as JPEG")
+    return data.tobytes()
+
+
+class _Run:
+    def __init__(
+        self,
+        detector: Detector,
+        uploader: TrackUploader,
+        settings: Settings,
+        state: RunState,
+        key: str,
+    ) -> None:
+        self.detector = detector
+        self.uploader = uploader
+        self.s = settings
+        self.state = state
+        self.key = key
+        self.report = Report()
+        self.number = 0
+        self.tracks_before = 0  # confirmed in earlier clips
+
+    def flush(
+        self, track: Track, chooser: CropChooser | None, clip_start: datetime, fps: float
+    ) -> None:
+        self.number += 1
+        if track.still(self.s.min_motion, fps):
+            self.report.static += 1
+            return
+        chosen: list[Candidate] = chooser.choose(self.s.crops_per_track) if chooser else []
+        if not chosen:
+            self.report.unusable += 1
+            return
+        tid = track_id(self.s.camera, self.s.start, self.key, self.number)
+        if tid in self.state.done:
+            self.report.skipped += 1
+            return
+        if tid in self.state.pending and (held := self.uploader.exists(tid)):
+            self.state.mark_done(tid, held)  # sent by the run that stopped, never written down
+            self.report.skipped += 1
+            return
+        crops = [
+            (
+                _jpeg(c.crop, self.s.jpeg_quality),
+                {
+                    "camera_id": self.s.camera,
+                    "timestamp": (clip_start + timedelta(seconds=c.seconds)).isoformat(),
+                    "track_id": tid,
+                },
+            )
+            for c in chosen
+        ]
+        self.state.mark_pending(tid)
+        items = self.uploader.send(tid, crops)
+        self.state.mark_done(tid, items)
+        self.report.items[tid] = items
+        self.report.indexed += 1
+        self.report.crops += len(items)
+
+    def clip(self, source: Source, clip_start: datetime, bar) -> None:
+        tracker = Tracker(
+            iou_threshold=self.s.iou,
+            max_age=max(1, round(self.s.max_gap_seconds * source.fps)),
+            min_hits=self.s.min_hits,
+            high_score=self.detector.high_score,
+        )
+        choosers: dict[int, CropChooser] = {}
+        for frame in source:
+            detections = self.detector.detect(frame.index, frame.image)
+            pairs, ended = tracker.update(frame.index, detections)
+            for track, det in pairs:
+                chooser = choosers.get(track.key)
+                if chooser is None:
+                    chooser = choosers[track.key] = CropChooser(min_height=self.s.min_height)
+                chooser.add(frame.index, frame.seconds, frame.image, det)
+            for track in ended:
+                self.flush(track, choosers.pop(track.key, None), clip_start, source.fps)
+            live = {t.key for t in tracker.live}
+            for k in [k for k in choosers if k not in live]:  # died unconfirmed
+                del choosers[k]
+            self.report.frames += 1
+            self.report.detections += len(detections)
+            self.report.tracks = self.tracks_before + tracker.confirmed
+            bar.update(1)
+            bar.set_postfix(people=len(detections), tracks=self.report.tracks, refresh=False)
+        for track in tracker.finish():
+            self.flush(track, choosers.pop(track.key, None), clip_start, source.fps)
+        self.tracks_before = self.report.tracks
+
+
+def ingest(
+    sources: Sequence[Source],
+    detector: Detector,
+    uploader: TrackUploader,
+    settings: Settings,
+    state: RunState,
+    *,
+    key: str,
+    progress: bool = True,
+) -> Report:
+    """Index the clips (consecutive: each starts where the previous ended) into the
+    uploader's gallery. Raises ``FootageError`` for bad input, and for a failure part way,
+    saying what was indexed before it."""
+    from tqdm import tqdm
+
+    for source in sources:
+        detector.check(source.frames, source.width, source.height, source.name)
+    if state.complete:
+        report = Report(clips=len(sources), already_complete=True)
+        report.skipped = len(state.done)
+        return report
+    uploader.check()
+    run = _Run(detector, uploader, settings, state, key)
+    run.report.clips = len(sources)
+    started = time.perf_counter()
+    offset = 0.0
+    total = sum(s.frames for s in sources)
+    try:
+        with tqdm(total=total, unit="frame", disable=not progress, desc=settings.camera) as bar:
+            for source in sources:
+                run.clip(source, settings.start + timedelta(seconds=offset), bar)
+                offset += source.duration
+    except FootageError as exc:
+        r = run.report
+        if r.indexed:
+            raise FootageError(
+                f"{exc} (stopped after {r.frames} frames; {r.indexed} tracks with {r.crops} "
+                "crops were indexed before this: the same command resumes after them)"
+            ) from None
+        raise
+    finally:
+        run.report.wall_s = time.perf_counter() - started
+        run.report.video_seconds = offset
+    report = run.report
+    if report.tracks == 0:
+        raise FootageError(
+            f"no people found in {', '.join(s.name for s in sources)} "
+            f"({report.frames} frames, detector {detector.name}): nothing indexed"
+        )
+    if report.indexed + report.skipped == 0:
+        raise FootageError(
+            f"{report.tracks} people tracked but none had a crop at least {settings.min_height} "
+            f"pixels tall and clear of the frame border ({report.static} never moved): nothing "
+            "indexed (try a lower --min-height, or --min-motion 0)"
+        )
+    state.mark_complete()
+    return report

@@ -1,0 +1,271 @@
+"""The footage pipeline's parts on real pixels: decoding real video files (written here, and
+vtest.avi where installed), det.txt validation, HOG, a torchvision detector, the tracker and
+crop choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from footage import FootageError
+from footage.decode import ImageSequence, VideoFile, open_sources
+from footage.detect import Detection, FileDetector, HogDetector, TorchvisionDetector, nms
+from footage.motchallenge import read_det
+from footage.select import CropChooser
+from footage.track import Tracker, iou_matrix
+from tests.footage_support import (
+    FPS,
+    HEIGHT,
+    VTEST,
+    WIDTH,
+    needs_vtest,
+    people_boxes,
+    scene,
+    write_det,
+    write_video,
+)
+
+# ------------------------------------------------------------------------------ decoding
+
+
+def test_video_frames_carry_stream_times(tmp_path: Path) -> None:
+    source = VideoFile(write_video(tmp_path / "v.avi", frames=12))
+    assert (source.frames, source.fps, source.width, source.height) == (12, FPS, WIDTH, HEIGHT)
+    frames = list(source)
+    assert [f.index for f in frames] == list(range(12))
+    np.testing.assert_allclose([f.seconds for f in frames], np.arange(12) / FPS, atol=1e-6)
+    # MJPEG is lossy: each frame is nearer its own scene than another frame's
+    errors = [np.abs(frames[5].image.astype(int) - scene(i)).mean() for i in (5, 4, 9)]
+    assert errors[0] < 0.8 * min(errors[1:])
+    assert len(list(VideoFile(tmp_path / "v.avi", max_seconds=0.5))) == 5
+    slowed = list(VideoFile(tmp_path / "v.avi", fps=4))  # --fps: the rate the user says
+    np.testing.assert_allclose([f.seconds for f in slowed], np.arange(12) / 4, atol=1e-9)
+
+
+def test_truncated_unreadable_and_missing_videos_are_refused(tmp_path: Path) -> None:
+    data = write_video(tmp_path / "v.avi", frames=30).read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FootageError, match=r"ends after \d+ of the 30 frames"):
+        VideoFile(tmp_path / "cut.avi")
+    (tmp_path / "junk.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(FootageError, match=r"junk\.mp4"):
+        VideoFile(tmp_path / "junk.mp4")
+    with pytest.raises(FootageError, match="no such file"):
+        open_sources(tmp_path / "absent.mp4")
+
+
+def test_a_folder_of_videos_and_an_image_sequence(tmp_path: Path) -> None:
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "b.avi", frames=4)
+    write_video(clips / "a.avi", frames=6)
+    assert [s.name for s in open_sources(clips)] == ["a.avi", "b.avi"]
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(seq / f"{i:06d}.png"), scene(i))
+    with pytest.raises(FootageError, match="--fps"):
+        open_sources(seq)
+    (source,) = open_sources(seq, fps=4)
+    assert isinstance(source, ImageSequence) and source.frames == 5
+    frames = list(source)
+    assert [f.seconds for f in frames] == [0, 0.25, 0.5, 0.75, 1.0]
+    np.testing.assert_array_equal(frames[2].image, scene(2))  # PNG: exact
+    (seq / "000009.png").write_bytes(b"not a png")
+    with pytest.raises(FootageError, match=r"000009\.png"):
+        ImageSequence(seq, 4)
+
+
+@needs_vtest
+def test_vtest_decodes_whole() -> None:
+    source = VideoFile(VTEST)
+    assert (source.frames, source.fps, source.width, source.height) == (795, 10.0, 768, 576)
+
+
+# ------------------------------------------------------------------------------ det.txt
+
+
+def test_det_txt_is_read_by_frame(tmp_path: Path) -> None:
+    detector = FileDetector(write_det(tmp_path / "det.txt", frames=10))
+    assert sorted(detector.by_frame) == list(range(10))
+    (a, _) = detector.detect(3, np.zeros((1, 1, 3), np.uint8))
+    assert (a.x, a.y, a.w, a.h) == people_boxes(3)[0] and a.score == pytest.approx(0.9)
+    detector.check(10, WIDTH, HEIGHT, "v.avi")
+    assert detector.detect(20, np.zeros((1, 1, 3), np.uint8)) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("1,-1,10,10,20", "5 fields"),
+        ("1,-1,10,ten,20,40,0.9", "not a number"),
+        ("0,-1,10,10,20,40,0.9", "frame 0 is not"),
+        ("1.5,-1,10,10,20,40,0.9", "not a whole number"),
+        ("1,-1,10,10,-20,40,0.9", "width -20"),
+        ("1,-1,10,10,20,nan,0.9", "finite"),
+    ],
+)
+def test_bad_det_txt_lines_are_named(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "det.txt"
+    path.write_text(f"1,-1,10,10,20,40,0.9\n{line}\n")
+    with pytest.raises(FootageError, match=message) as info:
+        read_det(path)
+    assert f"{path}:2" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_det_txt_of_another_video_is_refused(tmp_path: Path) -> None:
+    longer = FileDetector(write_det(tmp_path / "det.txt", frames=10, shift=40))
+    with pytest.raises(FootageError, match=r"names frame 50 but v\.avi has 30 frames"):
+        longer.check(30, WIDTH, HEIGHT, "v.avi")
+    path = tmp_path / "far.txt"
+    path.write_text("1,-1,700,500,40,100,1\n")
+    with pytest.raises(FootageError, match="outside the 320x240 picture"):
+        FileDetector(path).check(30, WIDTH, HEIGHT, "v.avi")
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(FootageError, match="no detections"):
+        FileDetector(tmp_path / "empty.txt")
+
+
+# ------------------------------------------------------------------------------ detectors
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
+    boxes = [
+        Detection(10, 10, 40, 100, 1.0),
+        Detection(12, 12, 40, 100, 2.0),
+        Detection(200, 10, 40, 100, -0.5),  # a negative score survives when alone
+    ]
+    kept = nms(boxes, 0.4)
+    assert sorted(d.score for d in kept) == [-0.5, 2.0]
+
+
+@needs_vtest
+def test_hog_finds_the_people_of_a_real_frame() -> None:
+    frame = next(iter(VideoFile(VTEST, max_seconds=0.1))).image
+    found = HogDetector().detect(0, frame)
+    assert len(found) >= 3  # the first frame shows several walkers
+    boxes = np.array([d.corners for d in found])
+    assert (boxes[:, :2] >= -20).all() and (boxes[:, 2] <= 788).all() and (boxes[:, 3] <= 596).all()
+    heights = boxes[:, 3] - boxes[:, 1]
+    assert ((heights > 60) & (heights < 400)).all()
+    overlap = iou_matrix(boxes, boxes) - np.eye(len(boxes))
+    assert overlap.max() <= 0.4 + 1e-6  # NMS left no two boxes overlapping more
+
+
+def test_hog_finds_nobody_in_an_empty_scene() -> None:
+    assert HogDetector().detect(0, scene(0, blank=True)) == []
+
+
+def test_torchvision_detector_wiring_with_randomly_initialised_weights(tmp_path: Path) -> None:
+    """Not a trained detector (nothing is downloaded here): a randomly initialised Faster R-CNN
+    saved as a state dict, to check loading, pre-processing and the output's shape and units.
+    Its class head is biased towards COCO's person class, so that its proposals come out as
+    people rather than as whichever of 91 classes the random weights favour."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    name = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    net = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=91)
+    with torch.no_grad():
+        net.roi_heads.box_predictor.cls_score.bias[1] = 10.0
+    torch.save(net.state_dict(), tmp_path / "random-init.pth")
+    detector = TorchvisionDetector(
+        tmp_path / "random-init.pth", name, min_score=0.0, high_score=0.5, device="cpu"
+    )
+    found = detector.detect(0, scene(0))
+    assert found, "with no score threshold an untrained head still proposes person boxes"
+    for d in found:
+        assert 0 <= d.x <= d.x + d.w <= WIDTH + 1e-3 and 0 <= d.y <= d.y + d.h <= HEIGHT + 1e-3
+        assert 0.0 <= d.score <= 1.0
+    with pytest.raises(FootageError, match="not fasterrcnn_resnet50_fpn COCO weights"):
+        TorchvisionDetector(tmp_path / "random-init.pth", "fasterrcnn_resnet50_fpn")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(FootageError, match="not a PyTorch weights file"):
+        TorchvisionDetector(tmp_path / "junk.pth", name)
+
+
+# ------------------------------------------------------------------------------ tracking
+
+
+def _boxes(frame: int) -> list[Detection]:
+    return [Detection(x, y, w, h, 1.0) for x, y, w, h in people_boxes(frame)]
+
+
+def test_tracker_follows_two_people_through_missed_frames() -> None:
+    tracker = Tracker(max_age=5, min_hits=3)
+    seen: dict[int, set[int]] = {}
+    for frame in range(30):
+        dets = _boxes(frame)
+        if 10 <= frame <= 12:
+            dets = dets[:1]  # the second person is missed for three frames
+        pairs, ended = tracker.update(frame, dets)
+        assert not ended
+        for track, det in pairs:
+            seen.setdefault(track.key, set()).add(round(det.y))
+    finished = tracker.finish()
+    assert sorted(t.number for t in finished) == [1, 2]
+    assert len(seen) == 2  # no new track after the gap, no swap: one height per track
+    assert all(len(ys) == 1 for ys in seen.values())
+
+
+def test_tracker_ends_lost_tracks_and_ignores_flickers() -> None:
+    tracker = Tracker(max_age=2, min_hits=3)
+    ended_all = []
+    for frame in range(12):
+        dets = _boxes(frame)[:1] if frame < 6 else []
+        if frame == 8:
+            dets = [Detection(150, 50, 30, 90, 1.0)]  # one frame of something: no track
+        _, ended = tracker.update(frame, dets)
+        ended_all += ended
+    assert [t.number for t in ended_all] == [1] and ended_all[0].last_frame == 5
+    assert tracker.finish() == [] and tracker.confirmed == 1
+
+
+def test_weak_detections_only_continue_tracks() -> None:
+    tracker = Tracker(min_hits=1, high_score=0.5)
+    tracker.update(0, [Detection(10, 10, 40, 100, 0.9), Detection(200, 10, 40, 100, 0.2)])
+    assert len(tracker.live) == 1  # the weak one starts nothing
+    pairs, _ = tracker.update(1, [Detection(14, 10, 40, 100, 0.2)])
+    assert len(pairs) == 1 and pairs[0][0].number == 1  # but keeps the strong one's track
+
+
+# ------------------------------------------------------------------------------ crop choice
+
+
+def test_crops_are_usable_sharp_and_spread_over_the_track() -> None:
+    chooser = CropChooser(min_height=80)
+    frame = scene(0)
+    blurred = cv2.GaussianBlur(frame, (0, 0), 4)
+    for i in range(100):  # 10 s at 10 fps
+        seconds = i / 10
+        x, y, w, h = people_boxes(0)[0]
+        image = blurred if i % 2 else frame  # every other frame blurred
+        if 40 <= i < 50:
+            chooser.add(i, seconds, image, Detection(0, y, w, h, 1.0))  # cut by the border
+        elif 50 <= i < 60:
+            chooser.add(i, seconds, image, Detection(x, y, w, 60, 1.0))  # too small
+        else:
+            chooser.add(i, seconds, image, Detection(x, y, w, h, 1.0))
+    chosen = chooser.choose(4)
+    assert len(chosen) == 4
+    times = [c.seconds for c in chosen]
+    assert times == sorted(times) and min(np.diff(times)) >= 1.5  # spread, not one moment
+    assert all(c.frame % 2 == 0 for c in chosen)  # the sharp frames
+    assert all(not 4.0 <= c.seconds < 6.0 for c in chosen)  # not cut, not too small
+    assert all(c.height >= 80 and c.crop.shape[0] == c.height for c in chosen)
+    assert CropChooser(min_height=200).choose(4) == []
+
+
+def test_tracks_that_never_move_are_told_apart_from_walkers() -> None:
+    tracker = Tracker(min_hits=1)
+    for frame in range(20):
+        jitter = frame % 2  # a false alarm on a parked van: the box only jitters
+        tracker.update(frame, [Detection(300 + jitter, 50, 40, 100, 1.0), *_boxes(frame)[:1]])
+    still, walker = sorted(tracker.finish(), key=lambda t: t.moved)
+    assert still.moved < 0.05 and walker.moved > 1.0  # 6 px a frame for 19 frames, 110 tall
+    assert still.still(0.5, fps=10) and not walker.still(0.5, fps=10)
+    assert not walker.still(0.5, fps=1)  # 19 s: the full half height needed, and moved
