@@ -144,9 +144,10 @@ def _item(e: dict[str, Any]) -> Item:
 OPEN_TIMEOUT_S = 120.0
 
 #: A filtered search on an approximate index (HNSW, IVF_FLAT) scores the items that pass
-#: exactly when there are at most this many, as the FAISS store does: camera and time
-#: filters stay exact where an ANN index would miss items the filter lets through.
-EXACT_FILTERED_MAX = 20_000
+#: exactly when there are at most this many: camera and time filters stay exact where an ANN
+#: index would miss items the filter lets through. Fetching their vectors costs about 0.1 ms
+#: an item on a real server (bench/RESULTS.md); past this many the index answers.
+EXACT_FILTERED_MAX = 2_000
 
 #: Seconds after a delete during which a Session replica reads at Strong: Milvus's time tick
 #: (200 ms by default) has carried the delete well before, even on a loaded server.
@@ -561,15 +562,23 @@ class MilvusStore(GalleryStore):
         """Every row passing ``expr``, scored exactly here: searches past Milvus's top-k limit."""
         out: list[_Row] = []
         for rows in self._scan(expr, [*META_FIELDS, "embedding"]):
-            x = np.asarray([r.pop("embedding") for r in rows], dtype=np.float32)
-            scores = x @ q
-            out.extend(_Row(float(s), r) for s, r in zip(scores.tolist(), rows, strict=True))
+            out.extend(self._scored(rows, q))
         out.sort(key=lambda r: r.key)
         return out
 
-    def _filter_is_small(self, where: SearchFilter, expr: str) -> bool:
-        """Whether a camera or time filter on an approximate index passes few enough items to
-        score them all exactly (one count first)."""
+    @staticmethod
+    def _scored(rows: list[dict], q: np.ndarray) -> list[_Row]:
+        """Rows with their embeddings scored against ``q`` (the embeddings dropped), sorted."""
+        if not rows:
+            return []
+        x = np.asarray([r.pop("embedding") for r in rows], dtype=np.float32)
+        scored = [_Row(float(s), r) for s, r in zip((x @ q).tolist(), rows, strict=True)]
+        scored.sort(key=lambda r: r.key)
+        return scored
+
+    def _filtered_exactly(self, where: SearchFilter, expr: str, q: np.ndarray) -> list[_Row] | None:
+        """A camera or time filter on an approximate index that passes at most
+        ``EXACT_FILTERED_MAX`` items: those items, scored exactly (one count, one query)."""
         filtered = (
             where.cameras is not None
             or bool(where.exclude_cameras)
@@ -577,9 +586,12 @@ class MilvusStore(GalleryStore):
             or where.until is not None
         )
         if self.index_type == "FLAT" or not filtered:
-            return False
+            return None
         rows = self._query(expr, ["count(*)"])
-        return (int(rows[0]["count(*)"]) if rows else 0) <= EXACT_FILTERED_MAX
+        if (int(rows[0]["count(*)"]) if rows else 0) > EXACT_FILTERED_MAX:
+            return None
+        rows = self._query(expr, [*META_FIELDS, "embedding"], limit=EXACT_FILTERED_MAX)
+        return self._scored(rows, q)
 
     def _search(
         self,
@@ -594,7 +606,7 @@ class MilvusStore(GalleryStore):
         if expr is None:
             return []
         label = _LABEL_FIELDS[group_by] if group_by else None
-        exact = self._exact(expr, query) if self._filter_is_small(where, expr) else None
+        exact = self._filtered_exactly(where, expr, query)
 
         def fetch(window: int) -> tuple[list[Candidate], bool]:
             if exact is not None:
