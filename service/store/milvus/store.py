@@ -145,8 +145,8 @@ OPEN_TIMEOUT_S = 120.0
 
 #: A filtered search on an approximate index (HNSW, IVF_FLAT) scores the items that pass
 #: exactly when there are at most this many: camera and time filters stay exact where an ANN
-#: index would miss items the filter lets through. Fetching their vectors costs about 0.1 ms
-#: an item on a real server (bench/RESULTS.md); past this many the index answers.
+#: index would miss items the filter lets through. Fetching their vectors costs time in
+#: proportion to their number (bench/RESULTS.md); past this many the index answers.
 EXACT_FILTERED_MAX = 2_000
 
 #: Seconds after a delete during which a Session replica reads at Strong: Milvus's time tick
