@@ -197,6 +197,8 @@ def _cmd_gallery_import(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
+    from training.demo import DEMO_EPOCHS
+
     serve = sub.add_parser(
         "serve",
         help="run the gallery-search HTTP service",
@@ -232,8 +234,8 @@ def add_parsers(sub: Any) -> None:
     serve.add_argument(
         "--demo-epochs",
         type=int,
-        default=int(os.environ["SONA_DEMO_EPOCHS"]) if os.environ.get("SONA_DEMO_EPOCHS") else None,
-        help="demo only: training epochs (default: the tiny preset's)",
+        default=int(os.environ.get("SONA_DEMO_EPOCHS", DEMO_EPOCHS)),
+        help="demo only: training epochs; the tiny preset's full schedule is 40 (default 8)",
     )
     serve.set_defaults(handler=_cmd_serve)
 
