@@ -2,42 +2,44 @@
 
 One interface over the ways the network can run, so the service, ``sona export`` and
 ``bench/embed.py`` run exactly the same code: PyTorch (fp32 or bf16 autocast, channels_last,
-optionally ``torch.compile``) and ONNX Runtime (an fp32 or static int8 export). Which one is
-fastest at equal rankings is a measurement (``bench/embed.py``), not a guess.
+optionally ``torch.compile``), and an fp32 or static int8 export (``sona export``) in ONNX
+Runtime or in OpenVINO. Which one is fastest at equal rankings depends on the CPU's
+instruction sets; it is a measurement (``bench/embed.py``, and the service's start-up probe),
+not a guess.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .export import INPUT_NAME, parse_onnx_meta
+from .export import INPUT_NAME, parse_onnx_meta, read_onnx_meta
 from .preprocess import normalize
 from .sona_net import SONANet, embed
 
-__all__ = ["Encoder", "OnnxEncoder", "TorchEncoder", "agreement", "cpu_has_bf16"]
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX), so autocast pays off."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+__all__ = ["Encoder", "OnnxEncoder", "OpenVinoEncoder", "TorchEncoder", "agreement"]
 
 
 class Encoder(ABC):
     """``encoder(uint8 [B, 3, H, W]) -> float32 [B, D]``; crops already at ``input_size``."""
 
     name: str
+    runtime: str  # torch, onnxruntime or openvino
     input_size: tuple[int, int]
     dim: int
 
     @abstractmethod
     def __call__(self, images: torch.Tensor) -> np.ndarray: ...
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether this encoder's runtime is installed."""
+        return importlib.util.find_spec(cls.runtime) is not None
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1, 8)) -> None:
         """Run the shapes serving will see, so the first request pays no start-up cost."""
@@ -52,6 +54,8 @@ class TorchEncoder(Encoder):
     ``bf16``: autocast to bfloat16 (CUDA, or a CPU with bf16 instructions); ``channels_last``:
     NHWC memory layout, faster for convolutions on both; ``compile``: ``torch.compile``.
     """
+
+    runtime = "torch"
 
     def __init__(
         self,
@@ -85,10 +89,21 @@ class TorchEncoder(Encoder):
 
 
 class OnnxEncoder(Encoder):
-    """An exported model (``sona export``) in ONNX Runtime; its metadata gives size and dim."""
+    """An exported model (``sona export``) in ONNX Runtime; its metadata gives size and dim.
+
+    ``spinning``: let idle worker threads busy-wait for the next operator (ONNX Runtime's
+    default); off here, as the service decodes and searches on the same cores.
+    """
+
+    runtime = "onnxruntime"
 
     def __init__(
-        self, path: str | Path, *, threads: int | None = None, device: str = "cpu"
+        self,
+        path: str | Path,
+        *,
+        threads: int | None = None,
+        device: str = "cpu",
+        spinning: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -97,8 +112,7 @@ class OnnxEncoder(Encoder):
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # no busy-waiting between runs: the service decodes and searches on the same cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
@@ -113,6 +127,41 @@ class OnnxEncoder(Encoder):
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         batch = normalize(images).numpy()
         return self.session.run(None, {INPUT_NAME: batch})[0]
+
+
+class OpenVinoEncoder(Encoder):
+    """The same export in OpenVINO's CPU runtime, which runs int8 QDQ graphs as int8.
+
+    ``bf16``: let OpenVINO compute in bfloat16 where it does not run int8 (its default on a
+    CPU with bf16 instructions); off, it computes in fp32 as ONNX Runtime does.
+    """
+
+    runtime = "openvino"
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, bf16: bool = False) -> None:
+        import openvino as ov
+
+        self.path = Path(path)
+        self.meta = read_onnx_meta(self.path)
+        config = {
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
+            "ENABLE_CPU_PINNING": False,  # the service's other threads share these cores
+        }
+        self.compiled = ov.Core().compile_model(str(self.path), "CPU", config)
+        self._requests = threading.local()  # an infer request serves one thread at a time
+        self.input_size = tuple(self.meta["input_size"])
+        self.dim = int(self.meta["embedding_dim"])
+        precision = self.meta.get("precision", "fp32")
+        self.name = f"openvino {precision}{' bf16' if bf16 else ''} (CPU)"
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        result = request.infer({0: normalize(images).numpy()}, share_inputs=True)
+        return np.array(result[0], copy=True)  # the request reuses its output buffer
 
 
 def agreement(

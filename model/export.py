@@ -166,6 +166,10 @@ def quantize_int8(
     calibration: Iterable[np.ndarray],
     *,
     method: str = "minmax",
+    quant_format: str = "qdq",
+    per_channel: bool = True,
+    weights: str = "s8",
+    reduce_range: bool = False,
 ) -> Path:
     """Static int8 (QDQ, per-channel) model from an fp32 export and calibration batches.
 
@@ -173,7 +177,12 @@ def quantize_int8(
     activation ranges come from them, so they should look like what will be served.
     ``method`` is ``minmax`` (the default: its memory stays flat whatever the number of crops),
     ``percentile`` (99.999th, robust to outliers) or ``entropy``; the last two keep histograms
-    whose memory grows with the crops.
+    whose memory grows with the crops. The other options are the variants ``bench/embed.py``
+    compares: ``quant_format`` ``qdq`` (quantise/dequantise pairs that runtimes fuse; OpenVINO
+    reads only these as int8) or ``qoperator`` (ONNX Runtime's integer operators);
+    per-tensor weights; ``weights`` ``u8`` (u8 x u8 products, which AVX2 CPUs without VNNI
+    compute without the 16-bit saturation of u8 x s8); ``reduce_range`` (7-bit weights, the
+    other cure for that saturation).
     """
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -190,6 +199,10 @@ def quantize_int8(
     }
     if method not in methods:
         raise ValueError(f"method must be one of {sorted(methods)}, got {method!r}")
+    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+    types = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
+    if quant_format not in formats or weights not in types:
+        raise ValueError(f"quant_format: one of {sorted(formats)}; weights: one of {sorted(types)}")
     meta = read_onnx_meta(fp32_path)
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="sona-quant-") as tmp:
@@ -201,10 +214,11 @@ def quantize_int8(
                     str(prepared),
                     str(path),
                     _Calibration(calibration),
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=True,
+                    quant_format=formats[quant_format],
+                    per_channel=per_channel,
+                    reduce_range=reduce_range,
                     activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
+                    weight_type=types[weights],
                     op_types_to_quantize=["Conv", "MatMul", "Gemm"],
                     calibrate_method=methods[method],
                     extra_options={"CalibTensorRangeSymmetric": False},

@@ -1,7 +1,9 @@
 """Open an encoder from plain values: checkpoint, optional ONNX export, backend, device, AMP.
 
 The checkpoint is read and hashed once: its SHA-256 names the model and ties an ONNX export to
-the checkpoint it came from, so a service never serves an export of another model.
+the checkpoint it came from, so a service never serves an export of another model. With the
+``auto`` backend on a CPU, an export runs in whichever installed runtime (ONNX Runtime,
+OpenVINO) a short probe finds fastest on this CPU (``model.choice``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any, Literal
 import torch
 
 from .checkpoint import CheckpointError, build_network, checkpoint_config, parse_checkpoint
+from .choice import EncoderChoice, probe_fastest
 from .config import SONANetConfig
+from .cpu import cpu_has_bf16, cpu_info
 from .device import resolve_device
-from .encoders import Encoder, OnnxEncoder, TorchEncoder, cpu_has_bf16
+from .encoders import Encoder, OnnxEncoder, OpenVinoEncoder, TorchEncoder
 from .export import OnnxExportError, read_onnx_meta
 
 __all__ = [
@@ -29,7 +33,9 @@ __all__ = [
     "open_encoder",
 ]
 
-Backend = Literal["auto", "torch", "onnx"]
+Backend = Literal["auto", "torch", "onnx", "openvino"]
+#: The runtimes that can run an export, by backend name; ``onnx`` is ONNX Runtime.
+EXPORT_RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
 
 
 class EncoderError(ValueError):
@@ -37,7 +43,7 @@ class EncoderError(ValueError):
 
 
 class NoExportError(EncoderError):
-    """The onnx backend was asked for without an export to run."""
+    """The onnx or openvino backend was asked for without an export to run."""
 
 
 class StaleExportError(EncoderError):
@@ -51,6 +57,7 @@ class LoadedModel:
     digest: str  # SHA-256 of the checkpoint file
     device: torch.device
     meta: dict[str, Any] = field(default_factory=dict)
+    choice: EncoderChoice | None = None
 
     @property
     def model_id(self) -> str:
@@ -68,17 +75,23 @@ def find_export(
 ) -> Path | None:
     """The ONNX export to run, or None for PyTorch.
 
-    ``onnx_model`` when given (and ``backend`` is not ``torch``). Otherwise, with ``auto`` on a
-    CPU, ``<checkpoint>.int8.onnx`` beside the checkpoint (what ``sona export --int8`` writes)
-    when it exists: the fastest CPU path once it is made.
+    ``onnx_model`` when given (and ``backend`` is not ``torch``). Otherwise
+    ``<checkpoint>.int8.onnx`` beside the checkpoint (what ``sona export --int8`` writes) when
+    it exists: with ``onnx`` or ``openvino``, and with ``auto`` on a CPU, where it is the
+    fastest path once it is made.
     """
     if backend == "torch":
         return None
     if onnx_model is not None:
         return Path(onnx_model)
-    if backend == "onnx":
-        raise NoExportError("the onnx backend needs an ONNX export (make one with sona export)")
     beside = Path(checkpoint).with_suffix(".int8.onnx")
+    if backend in EXPORT_RUNTIMES:
+        if beside.is_file():
+            return beside
+        raise NoExportError(
+            f"SONA_BACKEND={backend} needs an export: SONA_ONNX_MODEL, or {beside.name} beside "
+            "the checkpoint (make one with sona export --int8)"
+        )
     return beside if device.type == "cpu" and beside.is_file() else None
 
 
@@ -97,16 +110,57 @@ def _check_export(path: Path, digest: str) -> None:
         )
 
 
-def _onnx_encoder(path: Path, config: SONANetConfig, device: torch.device) -> Encoder:
+def _export_encoder(
+    runtime: str, path: Path, config: SONANetConfig, device: torch.device, amp: bool
+) -> Encoder:
+    """``path`` in ``runtime`` (onnxruntime or openvino), checked against the checkpoint."""
     try:
-        encoder = OnnxEncoder(path, device=device.type)
+        if runtime == "openvino":
+            if device.type != "cpu":
+                raise EncoderError("the openvino backend runs on the CPU (SONA_DEVICE=cpu)")
+            encoder: Encoder = OpenVinoEncoder(path, bf16=amp and cpu_has_bf16())
+        else:
+            encoder = OnnxEncoder(path, device=device.type)
     except ImportError as exc:
-        raise EncoderError("serving ONNX needs onnxruntime (pip install onnxruntime)") from exc
-    except Exception as exc:  # onnxruntime's own errors: a corrupt or incompatible file
-        raise EncoderError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
+        raise EncoderError(f"serving an export in {runtime} needs pip install {runtime}") from exc
+    except EncoderError:
+        raise
+    except Exception as exc:  # the runtimes' own errors: a corrupt or incompatible file
+        raise EncoderError(f"{path}: {runtime} cannot load it ({exc})") from exc
     if encoder.input_size != tuple(config.input_size) or encoder.dim != config.embedding_dim:
         raise EncoderError(f"{path} does not match the checkpoint's input size or dimension")
     return encoder
+
+
+def installed_export_runtimes() -> list[str]:
+    """The runtimes that can run an export here."""
+    return [e.runtime for e in (OnnxEncoder, OpenVinoEncoder) if e.available()]
+
+
+def _choose_export_runtime(
+    path: Path,
+    config: SONANetConfig,
+    device: torch.device,
+    amp: bool,
+    backend: Backend,
+    probe_cache: Path | None,
+) -> tuple[Encoder, EncoderChoice]:
+    """The backend's runtime when it names one; with ``auto``, the probe's fastest."""
+    if backend in EXPORT_RUNTIMES:
+        runtime = EXPORT_RUNTIMES[backend]
+        encoder = _export_encoder(runtime, path, config, device, amp)
+        return encoder, EncoderChoice(runtime, "setting", f"SONA_BACKEND={backend}")
+    runtimes = installed_export_runtimes() if device.type == "cpu" else ["onnxruntime"]
+    if len(runtimes) < 2:
+        runtime = runtimes[0] if runtimes else "onnxruntime"
+        encoder = _export_encoder(runtime, path, config, device, amp)
+        why = "the only runtime installed for an export" if device.type == "cpu" else "CUDA"
+        return encoder, EncoderChoice(runtime, "only candidate", why)
+    factories = {
+        runtime: (lambda r=runtime: _export_encoder(r, path, config, device, amp))
+        for runtime in runtimes
+    }
+    return probe_fastest(path, factories, cache=probe_cache)
 
 
 def _torch_encoder(net: torch.nn.Module, device: torch.device, amp: bool) -> Encoder:
@@ -125,9 +179,13 @@ def open_encoder(
     backend: Backend = "auto",
     device: str = "auto",
     amp: bool = True,
+    probe_cache: str | Path | None = None,
 ) -> LoadedModel:
     """The encoder to serve ``checkpoint`` with. Raises ``CheckpointError``, ``EncoderError``
-    or ``DeviceError`` (all ``ValueError``) with a one-line reason."""
+    or ``DeviceError`` (all ``ValueError``) with a one-line reason.
+
+    ``probe_cache``: a JSON file where the ``auto`` backend keeps what its probe measured.
+    """
     path = Path(checkpoint)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -143,9 +201,24 @@ def open_encoder(
     if export is not None:  # the weights live in the export: only the config is needed
         _check_export(export, digest)
         config = checkpoint_config(payload, path)
-        encoder = _onnx_encoder(export, config, where)
+        cache = Path(probe_cache) if probe_cache else None
+        encoder, choice = _choose_export_runtime(export, config, where, amp, backend, cache)
     else:
         net = build_network(payload, path)
         config = net.config
         encoder = _torch_encoder(net, where, amp)
-    return LoadedModel(encoder, config, digest, where, payload["meta"])
+        choice = _torch_choice(encoder, backend, where)
+    return LoadedModel(encoder, config, digest, where, payload["meta"], choice)
+
+
+def _torch_choice(encoder: Encoder, backend: Backend, device: torch.device) -> EncoderChoice:
+    precision = "bf16" if "bf16" in encoder.name else "fp32"
+    if backend == "torch":
+        return EncoderChoice("torch", "setting", f"SONA_BACKEND=torch ({precision})")
+    where = "CUDA" if device.type == "cuda" else f"this {cpu_info().isa_class} CPU"
+    return EncoderChoice(
+        "torch",
+        "no export",
+        f"no export beside the checkpoint (sona export --int8 makes one); PyTorch {precision} "
+        f"on {where}",
+    )

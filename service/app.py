@@ -71,6 +71,14 @@ def create_app(
         rt.ready = True
         demo = " (DEMO model trained on synthetic data)" if rt.model_meta.get("demo") else ""
         log.info("ready: %s, %s%s", rt.model_id, rt.embedder.encoder.name, demo)
+        if rt.encoder_choice:
+            log.info(
+                "encoder: %s, chosen by %s: %s; CPU %s",
+                rt.encoder_choice["runtime"],
+                rt.encoder_choice["chosen_by"],
+                rt.encoder_choice["reason"],
+                rt.encoder_choice["cpu"],
+            )
 
     async def prepare_then_start(app: FastAPI) -> None:
         assert prepare is not None

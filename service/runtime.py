@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from model.loading import LoadedModel, NoExportError, StaleExportError, open_encoder
+from model.loading import LoadedModel, StaleExportError, open_encoder
 
 from .budget import PixelBudget, RequestPixels
 from .embedder import Embedder
@@ -43,11 +43,8 @@ def load_model(settings: Settings) -> LoadedModel:
             backend=settings.backend,
             device=settings.device,
             amp=settings.amp,
+            probe_cache=settings.data_dir / "encoder-probe.json",
         )
-    except NoExportError as exc:
-        raise StartupError(
-            "SONA_BACKEND=onnx needs SONA_ONNX_MODEL (make one with sona export)"
-        ) from exc
     except StaleExportError as exc:
         raise StartupError(f"{exc}, or set SONA_BACKEND=torch") from exc
     except ValueError as exc:  # CheckpointError, EncoderError, DeviceError: one line each
@@ -94,6 +91,7 @@ class Runtime:
     device: torch.device
     model_id: str
     model_meta: dict = field(default_factory=dict)
+    encoder_choice: dict = field(default_factory=dict)  # runtime, chosen_by, reason, cpu, probe
     queries: QueryCache = field(init=False)
     pixels: PixelBudget = field(init=False)
     ready: bool = False
@@ -121,7 +119,10 @@ class Runtime:
             queue_size=settings.queue_size,
             metrics=metrics,
         )
-        return cls(settings, metrics, embedder, store, model.device, model.model_id, model.meta)
+        choice = model.choice.as_dict() if model.choice else {}
+        return cls(
+            settings, metrics, embedder, store, model.device, model.model_id, model.meta, choice
+        )
 
     def decode(self, data: bytes, request: RequestPixels) -> tuple[str, torch.Tensor]:
         """Validate and decode uploaded bytes: (media type, the crop at the network's input

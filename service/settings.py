@@ -68,10 +68,11 @@ class Settings(BaseSettings):
     queue_size: int = Field(
         512, ge=1, description="images waiting to be embedded before 503 Retry-After"
     )
-    backend: Literal["auto", "torch", "onnx"] = Field(
+    backend: Literal["auto", "torch", "onnx", "openvino"] = Field(
         "auto",
-        description="how the network runs: torch, onnx (ONNX Runtime, SONA_ONNX_MODEL), or "
-        "auto: onnx when SONA_ONNX_MODEL is set, else torch",
+        description="how the network runs: torch; onnx (ONNX Runtime) or openvino, running "
+        "SONA_ONNX_MODEL or <checkpoint>.int8.onnx; or auto: an export when there is one, in "
+        "the runtime a start-up probe finds fastest on this CPU, else torch",
     )
     onnx_model: Path | None = Field(
         None,

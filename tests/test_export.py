@@ -1,7 +1,7 @@
-"""ONNX export and the encoders: PyTorch and ONNX Runtime give the same rankings.
+"""ONNX export and the encoders: PyTorch, ONNX Runtime and OpenVINO give the same rankings.
 
-Real exports (torch.onnx), real ONNX Runtime sessions, real ``sona export`` and ``sona serve``
-processes on the tiny configuration.
+Real exports (torch.onnx), real ONNX Runtime and OpenVINO sessions, real ``sona export`` and
+``sona serve`` processes on the tiny configuration.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from model import load_checkpoint
-from model.encoders import OnnxEncoder, TorchEncoder, agreement, cpu_has_bf16
+from model.cpu import cpu_has_bf16, cpu_info
+from model.encoders import OnnxEncoder, OpenVinoEncoder, TorchEncoder, agreement
 from model.export import (
     OnnxExportError,
     export_checkpoint,
@@ -100,6 +101,20 @@ def test_int8_export_keeps_rankings_close(checkpoint, int8_export, fp32_export, 
     assert int8_export.stat().st_size < 0.5 * fp32_export.stat().st_size  # int8 weights
 
 
+def test_openvino_runs_the_export_as_onnx_runtime_does(fp32_export, int8_export, crops):
+    """One export, two runtimes: fp32 to float rounding, int8 to int8 rounding."""
+    test = crops["bounding_box_test"]
+    fp32 = agreement(embed_all(OnnxEncoder(fp32_export), test), embed_all(ov(fp32_export), test))
+    assert fp32["max_abs_diff"] < 1e-4 and fp32["same_ranking"] > 0.95
+    int8 = agreement(embed_all(OnnxEncoder(int8_export), test), embed_all(ov(int8_export), test))
+    assert int8["min_cosine"] > 0.99 and int8["topk_overlap"] > 0.8  # as ORT int8 vs fp32
+    assert ov(int8_export).name == "openvino int8 (CPU)"
+
+
+def ov(path: Path) -> OpenVinoEncoder:
+    return OpenVinoEncoder(path)
+
+
 def test_int8_needs_calibration(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="calibration"):
         export_checkpoint(checkpoint, tmp_path / "m.onnx", int8=True)
@@ -154,11 +169,14 @@ def test_sona_export_command(checkpoint, tmp_path):
 
 
 def test_service_serves_the_onnx_export(checkpoint, int8_export, tmp_path):
-    server = Server(checkpoint, tmp_path / "data", SONA_ONNX_MODEL=str(int8_export)).start()
+    server = Server(
+        checkpoint, tmp_path / "data", SONA_ONNX_MODEL=str(int8_export), SONA_BACKEND="onnx"
+    ).start()
     try:
         with server.client() as c:
             ready = c.get("/readyz").json()
             assert ready["encoder"].startswith("onnxruntime int8")
+            assert ready["encoder_choice"]["chosen_by"] == "setting"
             body = c.post("/embed", files={"image": ("a.jpg", jpeg(4), "image/jpeg")}).json()
             crop = resize(decode_image(jpeg(4)).pixels, (64, 32))[None]
             expected = OnnxEncoder(int8_export)(crop)[0]
@@ -206,10 +224,24 @@ def test_int8_export_beside_the_checkpoint_is_served_by_default(checkpoint, int8
     models.mkdir()
     shutil.copy(checkpoint, models / "model.pt")
     shutil.copy(int8_export, models / "model.int8.onnx")
-    server = Server(models / "model.pt", tmp_path / "data").start()
+    for chosen_by in ("probe", "cache"):  # measured at the first start, remembered after
+        server = Server(models / "model.pt", tmp_path / "data", log_level="info").start()
+        try:
+            with server.client() as c:
+                ready = c.get("/readyz").json()
+        finally:
+            server.stop()
+        choice = ready["encoder_choice"]
+        assert choice["chosen_by"] == chosen_by, choice
+        assert set(choice["probe"]) == {"onnxruntime", "openvino"}
+        assert choice["runtime"] == max(choice["probe"], key=choice["probe"].get)
+        assert ready["encoder"].startswith(f"{choice['runtime']} int8")
+        assert cpu_info().isa_class in choice["reason"] and choice["cpu"]
+        assert f"encoder: {choice['runtime']}, chosen by {chosen_by}" in server.log.read_text()
+    server = Server(models / "model.pt", tmp_path / "data", SONA_BACKEND="openvino").start()
     try:
         with server.client() as c:
-            assert c.get("/readyz").json()["encoder"].startswith("onnxruntime int8")
+            assert c.get("/readyz").json()["encoder"].startswith("openvino int8")
     finally:
         server.stop()
     server = Server(models / "model.pt", tmp_path / "data", SONA_BACKEND="torch").start()

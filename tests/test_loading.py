@@ -51,8 +51,9 @@ def test_open_encoder_refuses_with_one_line(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         open_encoder(tmp_path / "junk.pt")
     path = make_checkpoint(tmp_path / "m.pt")
-    with pytest.raises(EncoderError, match="needs an ONNX export"):
-        open_encoder(path, backend="onnx")
+    for backend in ("onnx", "openvino"):
+        with pytest.raises(EncoderError, match=f"SONA_BACKEND={backend} needs an export"):
+            open_encoder(path, backend=backend)
     with pytest.raises(EncoderError, match="not found"):
         open_encoder(path, onnx_model=tmp_path / "none.onnx")
 
@@ -81,3 +82,4 @@ def test_find_export_prefers_the_int8_file_beside_the_checkpoint_on_a_cpu(tmp_pa
     assert find_export(checkpoint, "torch", beside, cpu) is None  # torch ignores any export
     assert find_export(checkpoint, "auto", None, torch.device("cuda")) is None
     assert find_export(checkpoint, "onnx", tmp_path / "x.onnx", cpu) == tmp_path / "x.onnx"
+    assert find_export(checkpoint, "openvino", None, cpu) == beside

@@ -57,6 +57,7 @@ async def readyz(request: Request) -> JSONResponse:
             "model": rt.model_id,
             "device": str(rt.device),
             "encoder": rt.embedder.encoder.name,
+            "encoder_choice": rt.encoder_choice,
             "demo": bool(rt.model_meta.get("demo", False)),
             "store": rt.settings.store,
             "index": rt.settings.index,
