@@ -7,19 +7,23 @@ bytes to flip-averaged, L2-normalised vectors:
   ``ToTensor`` + ``Normalize``, an eager fp32 forward at batch 1 (twice: the image and its
   mirror, as flip-averaging needs);
 * **variants** at ``--batch`` of the paper configuration (depth 50, SONA2+3, 384x128): PyTorch
-  fp32 (NCHW, channels_last), bf16 autocast, ``torch.compile``, ONNX Runtime fp32 and static
-  int8 (calibrated on training crops); each with its speed-up over naive and its agreement
-  with fp32 (cosine of the vectors, top-10 overlap of the rankings among the crops);
+  fp32 (NCHW, channels_last), bf16 autocast (where the CPU has bf16 instructions),
+  ``torch.compile``, and the fp32 and static int8 exports (calibrated on training crops) in
+  ONNX Runtime and in OpenVINO; with ``--int8-variants``, the other int8 formats (QOperator,
+  per-tensor, u8 weights, reduced range); each with its speed-up over naive and over PyTorch
+  fp32, and its agreement with fp32 (cosine of the vectors, top-10 overlap among the crops);
 * **sweep**: the chosen default at batch 1, 8, 32, 64 against naive: images/s, p50/p99 batch
   latency, achieved GFLOP/s (from ``sona info``'s multiply-adds) against a large GEMM's;
-* **rankings** (``--checkpoint`` of a trained network and its synthetic ``--data``): rank-1,
-  mAP and top-10 overlap of every variant against fp32 with the trained weights.
+* **rankings** (``--checkpoint`` of a trained network and its synthetic ``--data``; by default
+  the demo's, trained once into ``runs/bench-embed``): rank-1, mAP and top-10 overlap of every
+  variant against fp32 with the trained weights.
 
 The paper configuration has random weights here (no trained one fits on these machines), so
 its agreement is about numerics; the rankings table measures what quantisation does to a
-trained network's search results.
+trained network's search results. The report names the CPU's instruction sets: which variant
+wins depends on them (AVX2, AVX-512, VNNI, BF16, AMX). Reference GEMM peaks are measured only
+for the precisions the CPU computes natively, so every run ends in bounded time.
 
-    python bench/train_synthetic.py --variants 2+3      # once: the trained tiny checkpoint
     python bench/embed.py --no-compile --crops 32       # about 15 minutes on 2 cores
     python bench/embed.py                               # with torch.compile: much longer
     python bench/embed.py --quick                       # smaller, for a smoke run
@@ -30,8 +34,8 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -48,12 +52,15 @@ from torchvision.io import decode_jpeg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/service.py shadows service
 
 from model import PRESETS, SONANet, load_checkpoint
-from model.encoders import Encoder, OnnxEncoder, TorchEncoder, agreement, cpu_has_bf16
+from model.cpu import cpu_has_bf16, cpu_info
+from model.encoders import Encoder, OnnxEncoder, OpenVinoEncoder, TorchEncoder, agreement
 from model.export import export_onnx, quantize_int8
 from model.info import describe
 from model.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize, resize
 from training.datasets import load_dataset
+from training.demo import build_demo
 from training.evaluation import cmc_map, cosine_distance
+from training.synthetic import is_complete, make_dataset
 
 Factory = Callable[[], Encoder]
 
@@ -127,15 +134,51 @@ def p(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
+def gemm_peaks() -> dict[str, float | None]:
+    """Reference peaks: fp32 in PyTorch, int8 in ONNX Runtime's u8 x s8 GEMM (the kernel its
+    int8 convolutions use, fast on every x86 CPU), bf16 only where the CPU has bf16
+    instructions: elsewhere PyTorch's bf16 fallback runs under 1 GFLOP/s and would take
+    minutes to measure nothing useful (None).
+    """
+    return {
+        "fp32": gemm_peak(torch.float32),
+        "bf16": gemm_peak(torch.bfloat16) if cpu_has_bf16() else None,
+        "int8": int8_gemm_peak(),
+    }
+
+
+def int8_gemm_peak(n: int = 3072) -> float:
+    """GOP/s of ONNX Runtime's MatMulInteger (u8 activations x s8 weights), best of 5."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = numpy_helper.from_array(rng.integers(-128, 128, (n, n), dtype=np.int8), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
+        "int8-gemm",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
+        [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    a = {"a": rng.integers(0, 256, (n, n), dtype=np.uint8)}
+    session.run(None, a)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        session.run(None, a)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
 def gemm_peak(dtype: torch.dtype, n: int = 3072) -> float:
-    """GFLOP/s (GOP/s for int8) of a large square matrix product on these threads, best of 5."""
-    if dtype is torch.int8:
-        a = torch.randint(-128, 127, (n, n), dtype=torch.int8)
-        b = torch.randint(-128, 127, (n, n), dtype=torch.int8)
-        mm = torch._int_mm
-    else:
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-        mm = torch.mm
+    """GFLOP/s of a large square matrix product in PyTorch on these threads, best of 5."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    mm = torch.mm
     mm(a, b)
     best = float("inf")
     for _ in range(5):
@@ -157,28 +200,49 @@ def calibration_batches(records, size: tuple[int, int], count: int, batch: int =
         yield normalize(crops[i : i + batch]).numpy()
 
 
+#: int8 formats beside the default (QDQ, per-channel s8 weights): ``quantize_int8`` options.
+INT8_VARIANTS = {
+    "qoperator": {"quant_format": "qoperator"},
+    "per-tensor": {"per_channel": False},
+    "u8 weights": {"weights": "u8"},
+    "reduce-range": {"reduce_range": True},
+}
+
+
 def variants(
-    net: SONANet, workdir: Path, calibration: list, *, compile: bool, bf16: bool
+    net: SONANet,
+    workdir: Path,
+    calibration: list,
+    *,
+    compile: bool,
+    bf16: bool,
+    int8_variants: bool = False,
 ) -> dict[str, Factory]:
     """The candidate encoders of ``net``, built lazily (exports and compilation take a while)."""
 
-    def onnx(precision: str) -> Encoder:
+    def export(int8: str | None) -> Path:
         fp32 = workdir / "fp32.onnx"
         if not fp32.exists():
             export_onnx(net, fp32)
-        if precision == "fp32":
-            return OnnxEncoder(fp32)
-        int8 = workdir / "int8.onnx"
-        if not int8.exists():
-            quantize_int8(fp32, int8, iter(calibration))
-        return OnnxEncoder(int8)
+        if int8 is None:
+            return fp32
+        path = workdir / f"int8-{int8.replace(' ', '-')}.onnx"
+        if not path.exists():
+            quantize_int8(fp32, path, iter(calibration), **INT8_VARIANTS.get(int8, {}))
+        return path
+
+    def ort(int8: str | None = None, **options) -> Factory:
+        return lambda: OnnxEncoder(export(int8), **options)
+
+    def openvino(int8: str | None = None, **options) -> Factory:
+        return lambda: OpenVinoEncoder(export(int8), **options)
 
     def torch_encoder(**options) -> Factory:  # a copy each: TorchEncoder converts in place
         return lambda: TorchEncoder(copy.deepcopy(net), **options)
 
-    found: dict[str, Factory] = {
-        "torch fp32": torch_encoder(channels_last=False),
+    found: dict[str, Factory] = {  # the first is the reference of the others
         "torch fp32 channels_last": torch_encoder(),
+        "torch fp32": torch_encoder(channels_last=False),
     }
     if bf16:
         found["torch bf16 channels_last"] = torch_encoder(bf16=True)
@@ -186,9 +250,31 @@ def variants(
         found["torch fp32 compiled"] = torch_encoder(compile=True)
         if bf16:
             found["torch bf16 compiled"] = torch_encoder(bf16=True, compile=True)
-    found["onnxruntime fp32"] = lambda: onnx("fp32")
-    found["onnxruntime int8"] = lambda: onnx("int8")
+    found["onnxruntime fp32"] = ort()
+    found["onnxruntime int8"] = ort("default")
+    found["onnxruntime int8 spinning"] = ort("default", spinning=True)
+    if int8_variants:
+        for name in INT8_VARIANTS:
+            found[f"onnxruntime int8 {name}"] = ort(name)
+    if OpenVinoEncoder.available():
+        found["openvino fp32"] = openvino()
+        found["openvino int8"] = openvino("default")
+        if bf16:
+            found["openvino int8 bf16"] = openvino("default", bf16=True)
     return found
+
+
+def keep(factories: dict[str, Factory], only: str | None) -> dict[str, Factory]:
+    """The reference (first) variant and those whose name holds one of ``only``'s parts."""
+    if not only:
+        return factories
+    parts = only.split(",")
+    first = next(iter(factories))
+    return {
+        name: f
+        for name, f in factories.items()
+        if name == first or any(part in name for part in parts)
+    }
 
 
 # --- sections -------------------------------------------------------------------------------
@@ -225,18 +311,19 @@ def section_variants(net, jpegs, factories, batch, seconds):
         f"{1000 / naive_rate:.0f} ms each; {len(latencies['naive']) // batch} rounds\n"
     )
     print(
-        "| variant | embeddings/s | ms/image | vs naive | build s | min cosine vs fp32 "
-        "| top-10 overlap vs fp32 |"
+        "| variant | embeddings/s | ms/image | vs naive | vs torch fp32 channels_last "
+        "| build s | min cosine vs fp32 | top-10 overlap vs fp32 |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     reference = vectors[next(iter(vectors))]
-    rates = {}
-    for name in encoders:
-        rates[name] = rate = batch / statistics.mean(latencies[name])
+    rates = {name: batch / statistics.mean(latencies[name]) for name in encoders}
+    base = rates.get("torch fp32 channels_last", next(iter(rates.values())))
+    for name, rate in rates.items():
         close = agreement(reference, vectors[name])
         print(
             f"| {name} | {rate:.2f} | {1000 / rate:.0f} | {rate / naive_rate:.2f}x | "
-            f"{builds[name]:.0f} | {close['min_cosine']:.5f} | {close['topk_overlap']:.3f} |",
+            f"{rate / base:.2f}x | {builds[name]:.0f} | {close['min_cosine']:.5f} | "
+            f"{close['topk_overlap']:.3f} |",
             flush=True,
         )
     return rates
@@ -265,12 +352,20 @@ def section_sweep(net, jpegs, encoder, sizes, seconds, macs, peaks):
         print(
             f"| {label} | {batch} | {len(lat)} | {rate:.2f} | {rate / naive_rate:.2f}x | "
             f"{1000 * p(lat, 50):.0f} | {1000 * p(lat, 99):.0f} | {gflops:.0f} | "
-            f"{gflops / peak:.0%} |",
+            f"{f'{gflops / peak:.0%}' if peak else 'n/a'} |",
             flush=True,
         )
 
 
-def section_rankings(checkpoint: Path, data: Path, workdir: Path, compile: bool, bf16: bool):
+def section_rankings(
+    checkpoint: Path,
+    data: Path,
+    workdir: Path,
+    compile: bool,
+    bf16: bool,
+    int8_variants: bool,
+    only: str | None,
+):
     net, _ = load_checkpoint(checkpoint)
     dataset = load_dataset("market1501", data)
     size = net.config.input_size
@@ -284,7 +379,15 @@ def section_rankings(checkpoint: Path, data: Path, workdir: Path, compile: bool,
     q_cam = np.array([r.camid for r in dataset.query])
     g_cam = np.array([r.camid for r in dataset.gallery])
     calibration = list(calibration_batches(dataset.train, size, 256, batch=32))
-    factories = variants(net, workdir / "trained", calibration, compile=compile, bf16=bf16)
+    factories = variants(
+        net,
+        workdir / "trained",
+        calibration,
+        compile=compile,
+        bf16=bf16,
+        int8_variants=int8_variants,
+    )
+    factories = keep(factories, only)
     c = net.config
     print(
         f"\n## Rankings: trained {checkpoint} (depth {c.depth}, "
@@ -292,7 +395,7 @@ def section_rankings(checkpoint: Path, data: Path, workdir: Path, compile: bool,
     )
     print("| variant | rank-1 % | mAP % | Δ rank-1 | Δ mAP | top-10 overlap | identical top-10 |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    ref = None
+    ref, found = None, {}
     for name, factory in factories.items():
         encoder = factory()
         q = np.concatenate([encoder(b) for b in q_img.split(64)])
@@ -310,6 +413,13 @@ def section_rankings(checkpoint: Path, data: Path, workdir: Path, compile: bool,
             f"{overlap:.3f} | {same:.1%} |",
             flush=True,
         )
+        found[name] = {
+            "rank1": 100 * cmc[0],
+            "map": 100 * mean_ap,
+            "d_rank1": 100 * (cmc[0] - ref[0]),
+            "d_map": 100 * (mean_ap - ref[1]),
+        }
+    return found
 
 
 def main() -> None:
@@ -326,13 +436,26 @@ def main() -> None:
     )
     parser.add_argument("--default", help="variant of the sweep (default: the fastest)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    parser.add_argument("--data", type=Path, default=Path("runs/bench-synthetic/data"))
     parser.add_argument(
-        "--checkpoint", type=Path, default=Path("runs/bench-synthetic/sona-2+3/last.pt")
+        "--data", type=Path, help="a synthetic set (default: the demo's, made if missing)"
     )
+    parser.add_argument(
+        "--checkpoint", type=Path, help="trained, for the rankings (default: the demo's)"
+    )
+    parser.add_argument(
+        "--demo-dir",
+        type=Path,
+        default=Path("runs/bench-embed"),
+        help="where the default data and checkpoint are made once and kept",
+    )
+    parser.add_argument(
+        "--int8-variants", action="store_true", help="also the other int8 formats (slower)"
+    )
+    parser.add_argument("--only", help="comma-separated substrings: variants to keep")
     parser.add_argument("--quick", action="store_true", help="tiny config, short budgets")
     parser.add_argument("--threads", type=int, help="threads for PyTorch and ONNX Runtime")
     parser.add_argument("--sections", default="speed,rankings", help="speed, rankings or both")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     if args.quick:
         args.config, args.seconds, args.crops, args.sizes = "tiny", 2, 16, "1,8"
@@ -341,20 +464,24 @@ def main() -> None:
     torch.manual_seed(0)
     bf16 = cpu_has_bf16()
     compile_ok = not args.no_compile
+    sections = set(args.sections.split(","))
+    if args.checkpoint is None and "rankings" in sections:  # trains once, kept in demo_dir
+        demo = build_demo(args.demo_dir, progress=False)
+        args.data, args.checkpoint = args.data or demo.data, demo.checkpoint
+    if args.data is None:  # crops to time and to calibrate with: no training needed
+        args.data = args.demo_dir / "synthetic"
+        if not is_complete(args.data):
+            make_dataset(args.data, identities=100, cameras=6, seed=0, overwrite=True)
 
     config = PRESETS[args.config]
     net = SONANet(config, load_backbone_weights=False).eval()
     info = describe(config)
     dataset = load_dataset("market1501", args.data)
-    peaks = {
-        "fp32": gemm_peak(torch.float32),
-        "bf16": gemm_peak(torch.bfloat16),
-        "int8": gemm_peak(torch.int8),
-    }
+    peaks = gemm_peaks()
     print(
-        f"# bench/embed.py: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"bf16 instructions: {bf16}"
+        f"# bench/embed.py: {cpu_info().describe()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads, kernels "
+        f"{torch.backends.cpu.get_cpu_capability()}), bf16 instructions: {bf16}"
     )
     print(
         f"config {args.config}: depth {config.depth}, SONA {config.sona_stages}, input "
@@ -362,33 +489,49 @@ def main() -> None:
         f"forward, {info.macs_per_embedding / 1e9:.2f} per flip-averaged embedding"
     )
     print(
-        "GEMM peak measured on these threads (3072^3 matmul, best of 5): "
-        + ", ".join(f"{k} {v:.0f} G{'OP' if k == 'int8' else 'FLOP'}/s" for k, v in peaks.items())
+        "GEMM peaks on these threads (3072^3, best of 5; int8: ONNX Runtime's u8 x s8): "
+        + ", ".join(
+            f"{k} {v:.0f} G{'OP' if k == 'int8' else 'FLOP'}/s"
+            if v
+            else f"{k} skipped (not native on this CPU)"
+            for k, v in peaks.items()
+        )
     )
 
-    sections = set(args.sections.split(","))
+    report = {"cpu": cpu_info().describe(), "class": cpu_info().isa_class, "config": args.config}
     with tempfile.TemporaryDirectory(prefix="sona-bench-embed-") as tmp:
         if "speed" in sections:
-            speed(args, net, dataset, Path(tmp), info, peaks, compile_ok, bf16)
-        if "rankings" not in sections:
-            return
-        if args.checkpoint.exists():
-            section_rankings(args.checkpoint, args.data, Path(tmp), compile_ok, bf16)
-        else:
-            print(f"\n(no {args.checkpoint}: run bench/train_synthetic.py for the rankings table)")
+            report["speed"] = speed(args, net, dataset, Path(tmp), info, peaks, compile_ok, bf16)
+        if "rankings" in sections:
+            report["rankings"] = section_rankings(
+                args.checkpoint,
+                args.data,
+                Path(tmp),
+                compile_ok,
+                bf16,
+                args.int8_variants,
+                args.only,
+            )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
 
 
 def speed(args, net, dataset, tmp: Path, info, peaks, compile_ok: bool, bf16: bool):
     """The variants table, then the sweep of the fastest variant (or ``--default``)."""
     jpegs = [Path(r.path).read_bytes() for r in dataset.gallery[: args.crops]]
     calibration = list(calibration_batches(dataset.train, net.config.input_size, 64))
-    factories = variants(net, tmp, calibration, compile=compile_ok, bf16=bf16)
+    factories = variants(
+        net, tmp, calibration, compile=compile_ok, bf16=bf16, int8_variants=args.int8_variants
+    )
+    factories = keep(factories, args.only)
     rates = section_variants(net, jpegs, factories, args.batch, args.seconds)
     default = args.default or max(rates, key=rates.get)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    section_sweep(
-        net, jpegs, factories[default](), sizes, args.seconds, info.macs_per_embedding, peaks
-    )
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    if sizes:
+        section_sweep(
+            net, jpegs, factories[default](), sizes, args.seconds, info.macs_per_embedding, peaks
+        )
+    return rates
 
 
 if __name__ == "__main__":

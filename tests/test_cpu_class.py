@@ -1,0 +1,77 @@
+"""bench/cpu_class.sh: a process sees only its class's instruction sets, and the libraries the
+service relies on dispatch accordingly; real crashes still crash."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "cpu_class.sh"
+PROBE = (
+    "import torch, openvino as ov; from model.cpu import cpu_info; "
+    "print(cpu_info().isa_class, torch.backends.cpu.get_cpu_capability(), "
+    "torch.ops.mkldnn._is_mkldnn_bf16_supported(), "
+    "sorted(ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES')))"
+)
+
+
+def as_class(klass: str, *command: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler for the CPUID mask")
+    done = subprocess.run(
+        ["bash", str(SCRIPT), klass, "--", *command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode == 77:
+        pytest.skip(done.stderr.strip())
+    return done
+
+
+def test_avx2_class_hides_avx512_vnni_bf16_and_amx_from_every_library() -> None:
+    host = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
+    ).stdout.split(maxsplit=3)
+    if host[0] in ("avx2", "older"):
+        pytest.skip("this CPU is AVX2 class already: nothing to hide")
+    masked = as_class("avx2", sys.executable, "-c", PROBE)
+    assert masked.returncode == 0, masked.stderr
+    klass, capability, bf16, openvino = masked.stdout.split(maxsplit=3)
+    assert (klass, capability, bf16) == ("avx2", "AVX2", "False")
+    assert "BF16" not in openvino and "INT8" in openvino
+
+
+def test_a_real_crash_under_the_mask_still_crashes() -> None:
+    done = as_class("avx2", sys.executable, "-c", "import ctypes; ctypes.string_at(0)")
+    assert done.returncode == -11  # SIGSEGV, handed on to the default action
+
+
+def test_unknown_class_is_refused() -> None:
+    done = subprocess.run(["bash", str(SCRIPT), "avx9", "--", "true"], capture_output=True)
+    assert done.returncode == 2 and b"usage" in done.stderr
+
+
+@pytest.mark.slow
+def test_embed_benchmark_finishes_on_an_avx2_class_cpu_with_its_own_data(tmp_path: Path) -> None:
+    """No data folder given, no native bf16 or int8: it makes its crops, skips those peaks,
+    and reports the class beside every variant, ONNX Runtime and OpenVINO included."""
+    bench = SCRIPT.parent / "embed.py"
+    done = as_class(
+        "avx2",
+        sys.executable,
+        str(bench),
+        *("--quick", "--no-compile", "--sections", "speed", "--demo-dir", str(tmp_path)),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "(avx2: AVX2, FMA)" in out and "kernels AVX2" in out
+    assert "bf16 skipped" in out and "int8 skipped" in out
+    for variant in ("torch fp32 channels_last", "onnxruntime int8", "openvino int8"):
+        assert f"| {variant} |" in out
+    assert "## Sweep" in out
