@@ -23,6 +23,7 @@ __all__ = [
     "cpu_seconds",
     "crop_jpegs",
     "int8_model",
+    "machine_cpu_seconds",
     "milvus_server",
     "nginx_proxy",
     "random_checkpoint",
@@ -228,3 +229,12 @@ def cpu_seconds(pid: int) -> float:
             total += stats[current][1]
             todo += [p for p, (parent, _) in stats.items() if parent == current]
     return total
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every core, every process) since boot,
+    from /proc/stat (Linux): what a benchmark's own processes did not spend, others did."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")

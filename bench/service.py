@@ -43,6 +43,7 @@ from bench._support import (
     cpu_seconds,
     crop_jpegs,
     int8_model,
+    machine_cpu_seconds,
     milvus_server,
     nginx_proxy,
     random_checkpoint,
@@ -126,6 +127,8 @@ def drive(url: str, args, pids: dict[str, list[int]] | None = None) -> dict:
             outcome = asyncio.run(level(url, route, concurrency, args.requests))
             after = cpu_snapshot(pids or {})
             cpu = {group: after[group] - before[group] for group in after}
+            machine = cpu.pop("machine")
+            cpu["others"] = max(0.0, machine - sum(cpu.values()))  # not this benchmark's
             results[(route, concurrency)] = (*outcome, cpu)
     return results
 
@@ -135,6 +138,7 @@ def cpu_snapshot(pids: dict[str, list[int]]) -> dict[str, float]:
         group: sum(cpu_seconds(pid) for pid in group_pids) for group, group_pids in pids.items()
     }
     snapshot["client"] = time.process_time()  # this process: the load generator
+    snapshot["machine"] = machine_cpu_seconds()
     return snapshot
 
 
@@ -228,8 +232,11 @@ def print_deployments(runs: dict, args) -> None:
             cells.append(f"{rps:.1f} ({p50:.0f} / {p99:.0f})")
             errors += err
         print(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + f" | {errors} |")
-    groups = ["replicas", "milvus", "nginx", "client"]
-    print(f"\nWhere the CPU went: cores busy during each level (CPU s / wall s; {cores} in all)\n")
+    groups = ["replicas", "milvus", "nginx", "client", "others"]
+    print(
+        f"\nWhere the CPU went: cores busy during each level (CPU s / wall s; {cores} in all; "
+        "client: this load generator; others: every other process on the machine)\n"
+    )
     print("| deployment | route | clients | req/s | " + " | ".join(groups) + " | total |")
     print("|---|---|---|---|" + "---|" * len(groups) + "---|")
     for name in names:
@@ -247,9 +254,9 @@ def print_deployments(runs: dict, args) -> None:
     )
     print(
         "| deployment | route | best req/s | replica CPU ms | Milvus CPU ms | nginx CPU ms | "
-        "client CPU ms | req/s per replica core | bottleneck |"
+        "client CPU ms | others CPU ms | req/s per replica core | bottleneck |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         for route in args.routes.split(","):
             levels = [v for (r, _), v in runs[name].items() if r == route]
@@ -260,7 +267,7 @@ def print_deployments(runs: dict, args) -> None:
             best = max(levels, key=lambda v: v[0])
             print(
                 f"| {name} | {route} | {best[0]:.1f} | {ms['replicas']} | {ms['milvus']} | "
-                f"{ms['nginx']} | {ms['client']} | {1000 / replica_ms:.0f} | "
+                f"{ms['nginx']} | {ms['client']} | {ms['others']} | {1000 / replica_ms:.0f} | "
                 f"{bottleneck(best, cores)} |"
             )
 
@@ -276,6 +283,7 @@ def bottleneck(outcome: tuple, cores: int) -> str:
         "milvus": "Milvus",
         "nginx": "nginx",
         "client": "the load generator",
+        "others": "other processes on the machine",
     }
     if total >= 0.8 * cores:
         return f"CPU ({total:.1f} of {cores} cores busy), most in {names[top]} ({busy[top]:.1f})"
