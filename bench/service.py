@@ -273,21 +273,25 @@ def print_deployments(runs: dict, args) -> None:
 
 
 def bottleneck(outcome: tuple, cores: int) -> str:
-    """The busiest process at a level, and whether the CPUs were the limit."""
+    """Whether the CPUs were the limit at a level, and which of the deployment's processes
+    was the busiest (other processes on the machine named apart)."""
     wall, cpu = outcome[4], outcome[5]
     busy = {g: s / wall for g, s in cpu.items()}
     total = sum(busy.values())
+    others = busy.pop("others", 0.0)
     top = max(busy, key=busy.get)
     names = {
         "replicas": "the replicas",
         "milvus": "Milvus",
         "nginx": "nginx",
         "client": "the load generator",
-        "others": "other processes on the machine",
     }
+    where = f"most in {names[top]} ({busy[top]:.1f})"
+    if others >= 0.1:
+        where += f"; other processes {others:.1f}"
     if total >= 0.8 * cores:
-        return f"CPU ({total:.1f} of {cores} cores busy), most in {names[top]} ({busy[top]:.1f})"
-    return f"waiting, not CPU ({total:.1f} of {cores} cores busy; most in {names[top]})"
+        return f"CPU: {total:.1f} of {cores} cores busy, {where}"
+    return f"waiting, not CPU: {total:.1f} of {cores} cores busy, {where}"
 
 
 def main() -> None:
