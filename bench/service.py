@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -184,13 +185,22 @@ def deployment(
                 pids["nginx"] = [pid]
             yield url, pids
     finally:
-        from pymilvus import MilvusClient
+        drop_collections(args.milvus_uri, prefix)
 
-        client = MilvusClient(uri=args.milvus_uri)
+
+def drop_collections(uri: str, prefix: str) -> None:
+    """The benchmark's collections on the server, gone; a failure here must not hide the
+    error that ended the run."""
+    from pymilvus import MilvusClient
+
+    try:
+        client = MilvusClient(uri=uri)
         for name in client.list_collections():
             if name.startswith(prefix):
                 client.drop_collection(name)
         client.close()
+    except Exception as error:
+        print(f"could not drop the {prefix}* collections: {error}", file=sys.stderr)
 
 
 def run_deployments(checkpoint: Path, args, tmp: Path) -> dict:
@@ -320,6 +330,8 @@ def main() -> None:
     needs_milvus = any(t.startswith("milvus") for t in topologies)
     if needs_milvus and not (args.milvus_server or args.milvus_uri):
         parser.error("--topology milvus needs --milvus-server or --milvus-uri")
+    if "milvus-2" in topologies and not shutil.which("nginx", path=f"{os.defpath}:/usr/sbin"):
+        parser.error("--topology milvus-2 needs nginx (Debian: apt-get install nginx-light)")
     args.milvus_version, args.milvus_pid = "", 0
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         CROPS[:] = crop_jpegs(Path(tmp) / "crops", 48)
