@@ -30,6 +30,7 @@ real embeddings instead (``sona gallery export`` writes them): queries are drawn
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import shutil
 import statistics
@@ -46,6 +47,7 @@ import numpy as np
 # the repository first: bench/service.py would otherwise shadow the service package
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._support import milvus_server
 from service.store.faiss import spec as faiss_spec
 from service.store.faiss.index import no_polysemous
 
@@ -533,7 +535,15 @@ def main() -> None:
     parser.add_argument("--tmp", default=None, help="where the stores' data go")
     args = parser.parse_args()
     args.milvus_version = ""
-    server = start_milvus(args) if args.milvus_server else None
+    with contextlib.ExitStack() as stack:
+        if args.milvus_server:
+            args.milvus_uri, _, args.milvus_version = stack.enter_context(
+                milvus_server(Path(args.tmp) if args.tmp else None)
+            )
+        run(args)
+
+
+def run(args) -> None:
     source = args.vectors or (
         f"{args.data} (rank {args.rank})" if args.data == "lowrank" else args.data
     )
@@ -560,8 +570,6 @@ def main() -> None:
             print_stores(store_rows(args, n, data, queries, truth))
         print(f"\n({n:,}: {time.perf_counter() - began:.0f} s)", flush=True)
         del data
-    if server is not None:
-        server.stop()
 
 
 def print_rows(rows: list[Row]) -> None:
@@ -591,23 +599,6 @@ def print_filters(rows: list[tuple]) -> None:
             f"| {label} | {passing:,} | {how} | {p50:.2f} | {p99:.2f} | {qps:.0f} | {exact:.0%} |"
         )
     print(flush=True)
-
-
-def start_milvus(args):
-    """The embedded Milvus standalone server, on a free port; sets ``args.milvus_uri``."""
-    import socket
-
-    from milvus import MilvusServer, __version__  # the server it embeds: 2.3.x
-
-    server = MilvusServer()
-    server.set_base_dir(tempfile.mkdtemp(prefix="sona-milvus-", dir=args.tmp))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        server.listen_port = s.getsockname()[1]
-    server.start()
-    args.milvus_uri = f"http://127.0.0.1:{server.listen_port}"
-    args.milvus_version = __version__
-    return server
 
 
 def print_stores(rows: list[list]) -> None:
