@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import platform
 import sys
 import timeit
 import warnings
@@ -42,6 +41,8 @@ from service.imaging import decode_image
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\..*")
 from torchvision.io import ImageReadMode  # noqa: E402
 from torchvision.io import decode_image as tv_decode_image  # noqa: E402
+
+from model.cpu import cpu_info  # noqa: E402
 
 SIZES = ((128, 64), (384, 128), (2048, 1024))
 NETWORK = (384, 128)
@@ -122,7 +123,7 @@ def main() -> None:
     print(
         f"Pillow {PIL.__version__}, torchvision {torchvision.__version__}, "
         f"simplejpeg {simplejpeg.__version__}, "
-        f"torch {torch.__version__}, {platform.processor() or platform.machine()}; "
+        f"torch {torch.__version__}, {cpu_info().describe()}; "
         "per-image microseconds, best of 5 repeats, one thread\n"
     )
     print(

@@ -11,6 +11,7 @@ rank-1 and mAP on its synthetic test split.
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from model.cpu import cpu_info
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the project's packages, not bench/'s files of the same names
@@ -32,6 +35,7 @@ def free_port() -> int:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help only
     data = Path(tempfile.mkdtemp(prefix="sona-demo-start-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -70,7 +74,7 @@ def main() -> None:
         process.wait(timeout=60)
     for name, seconds in marks.items():
         print(f"{name:<14} {seconds:6.1f} s")
-    print(f"({items} gallery crops indexed; {os.cpu_count()} CPUs)")
+    print(f"({items} gallery crops indexed; {os.cpu_count()} CPUs, {cpu_info().describe()})")
 
     import torch
 

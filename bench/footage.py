@@ -41,6 +41,7 @@ from footage.decode import VideoFile  # noqa: E402
 from footage.detect import HogDetector  # noqa: E402
 from footage.select import Candidate, CropChooser  # noqa: E402
 from footage.track import Tracker  # noqa: E402
+from model.cpu import cpu_info  # noqa: E402
 from model.loading import open_encoder  # noqa: E402
 from model.preprocess import resize  # noqa: E402
 from service.store import FaissSqliteStore, NewItem  # noqa: E402
@@ -322,7 +323,10 @@ def main() -> None:
 
     per_track = [len(v) for v in run.indexed.values()]
     print(f"video: {video.name}, {run.frames} frames at {run.fps:g} fps; model {checkpoint.name}")
-    print(f"torch threads {torch.get_num_threads()}, OpenCV threads {cv2.getNumThreads()}")
+    print(
+        f"{cpu_info().describe()}; torch threads {torch.get_num_threads()}, "
+        f"OpenCV threads {cv2.getNumThreads()}"
+    )
     print("\n| step | time (s) | frames/s | per |\n|---|---|---|---|")
     for name in ("decode", "detect", "track", "embed", "index"):
         spent = getattr(t, name)

@@ -26,6 +26,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._support import random_checkpoint, served
+from model.cpu import cpu_info
 
 
 def status_of(pid: int, key: str) -> float:
@@ -78,7 +79,8 @@ def main() -> None:
     per_request = len(png) * args.images / 1024
     print(
         f"{args.clients} clients x 1 request of {args.images} {args.side}x{args.side} grey PNGs "
-        f"({per_request:.0f} KiB on the wire a request), {os.cpu_count()} CPUs\n"
+        f"({per_request:.0f} KiB on the wire a request), {os.cpu_count()} CPUs, "
+        f"{cpu_info().describe()}\n"
     )
     print(
         "| peak RSS before | peak RSS after | growth | RSS after | server CPU s | wall s "

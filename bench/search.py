@@ -48,6 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._support import milvus_server
+from model.cpu import cpu_info
 from service.store.faiss import spec as faiss_spec
 from service.store.faiss.index import no_polysemous
 
@@ -548,7 +549,8 @@ def run(args) -> None:
         f"{args.data} (rank {args.rank})" if args.data == "lowrank" else args.data
     )
     print(
-        f"1536-d unit vectors, {source}, up to {args.queries} single queries per setting "
+        f"{cpu_info().describe()}; 1536-d unit vectors, {source}, "
+        f"up to {args.queries} single queries per setting "
         f"(at most ~{args.time:.0f} s each), k={K}, {args.threads} FAISS search thread(s), "
         f"{args.build_threads} build threads, faiss {faiss.__version__}; auto: exact below "
         f"{faiss_spec.AUTO_THRESHOLD:,} items, then flat + "

@@ -50,6 +50,7 @@ from bench._support import (
     random_checkpoint,
     served,
 )
+from model.cpu import cpu_info
 from service.sona_client import SonaClient
 
 MODES = {
@@ -226,7 +227,8 @@ def print_deployments(runs: dict, args) -> None:
     names = list(runs)
     cores = os.cpu_count() or 1
     print(
-        f"sona serve on 127.0.0.1, {cores} CPUs shared by every process (replicas, Milvus, "
+        f"sona serve on 127.0.0.1, {cores} CPUs ({cpu_info().describe()}) shared by every "
+        f"process (replicas, Milvus, "
         f"nginx, the load generator), {args.requests} requests per level, checkpoint "
         f"{'SONA_CHECKPOINT' if os.environ.get('SONA_CHECKPOINT') else 'tiny'}, micro-batching "
         f"on; Milvus {args.milvus_version or args.milvus_uri}\n"
@@ -348,7 +350,8 @@ def main() -> None:
             return
         runs = {mode: run_mode(checkpoint, env, args) for mode, env in MODES.items()}
     print(
-        f"sona serve on 127.0.0.1, {os.cpu_count()} CPUs, {args.requests} requests per level, "
+        f"sona serve on 127.0.0.1, {os.cpu_count()} CPUs ({cpu_info().describe()}), "
+        f"{args.requests} requests per level, "
         f"checkpoint {'SONA_CHECKPOINT' if os.environ.get('SONA_CHECKPOINT') else 'tiny'}\n"
     )
     print(

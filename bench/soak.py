@@ -25,6 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._support import crop_jpegs, random_checkpoint, served
+from model.cpu import cpu_info
 
 CROPS: list[bytes] = []  # synthetic pedestrian crops, made once in main()
 
@@ -153,7 +154,7 @@ def main() -> None:
             result = asyncio.run(soak(url, args.seconds, args.clients, pid, args.max_items))
     print(
         f"{args.clients} clients for {args.seconds:.0f} s against sona serve on 127.0.0.1 "
-        f"({os.cpu_count()} CPUs)\n"
+        f"({os.cpu_count()} CPUs, {cpu_info().describe()})\n"
     )
     print("| request | count | errors | p50 ms | p99 ms |")
     print("|---|---|---|---|---|")

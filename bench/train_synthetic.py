@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
 
 from model import SONANet
+from model.cpu import cpu_info
 from training.config import TRAIN_PRESETS
 from training.datasets import load_dataset
 from training.features import evaluate_net
@@ -71,7 +71,7 @@ def main() -> None:
         )
         print(json.dumps(results[-1]))
 
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_info().describe()
     machine = f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     (args.out / "results.json").write_text(
         json.dumps({"machine": machine, "results": results}, indent=2)
