@@ -149,13 +149,24 @@ def cpu_info() -> CpuInfo:
     features = {"AVX2", "FMA"} if capability in ("AVX2", "AVX512") else set()
     if capability == "AVX512":
         features.add("AVX-512")
-    if cpu_has_bf16():
+    if _onednn_bf16() and capability == "AVX512":
         features.add("AVX512-BF16")
     return CpuInfo(platform.processor() or platform.machine(), frozenset(features))
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX), so autocast pays off."""
+    """Whether this CPU computes bf16 natively, so autocast pays off.
+
+    On x86 that means AVX512-BF16 or AMX. oneDNN also reports bf16 support on AVX-512 CPUs
+    without them (Skylake, Cascade Lake, Ice Lake), where it emulates bf16 several times
+    slower than fp32 (bench/RESULTS.md), so its answer counts only on other architectures.
+    """
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        return bool(cpu_info().features & {"AVX512-BF16", "AMX"})
+    return _onednn_bf16()
+
+
+def _onednn_bf16() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

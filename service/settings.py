@@ -79,7 +79,9 @@ class Settings(BaseSettings):
         description="an export of SONA_CHECKPOINT by sona export (--int8: the fastest on a CPU)",
     )
     amp: bool = Field(
-        True, description="torch: bf16 autocast on CUDA, and on a CPU with bf16 instructions"
+        True,
+        description="bf16 where the hardware runs it natively: torch autocast on CUDA and on a "
+        "CPU with bf16 instructions; openvino computes in bf16 what it does not run in int8",
     )
     max_upload_bytes: int = Field(10 * MiB, ge=1024, description="per image")
     max_images_per_request: int = Field(64, ge=1, le=1024)

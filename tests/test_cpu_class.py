@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from model.cpu import cpu_info
+
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "cpu_class.sh"
 PROBE = (
     "import torch, openvino as ov; from model.cpu import cpu_info; "
@@ -45,6 +47,20 @@ def test_avx2_class_hides_avx512_vnni_bf16_and_amx_from_every_library() -> None:
     klass, capability, bf16, openvino = masked.stdout.split(maxsplit=3)
     assert (klass, capability, bf16) == ("avx2", "AVX2", "False")
     assert "BF16" not in openvino and "INT8" in openvino
+
+
+def test_avx512_without_bf16_instructions_is_not_taken_for_a_bf16_cpu() -> None:
+    """oneDNN says bf16 is supported on any AVX-512 CPU and emulates it there, several times
+    slower than fp32: the service must not autocast to bf16 on such a CPU."""
+    if "AVX512-BF16" not in cpu_info().features:
+        pytest.skip("this CPU has no AVX512-BF16 to hide")
+    probe = (
+        "import torch; from model.cpu import cpu_has_bf16, cpu_info; "
+        "print(cpu_info().isa_class, cpu_has_bf16(), torch.ops.mkldnn._is_mkldnn_bf16_supported())"
+    )
+    masked = as_class("avx512-vnni", sys.executable, "-c", probe)
+    assert masked.returncode == 0, masked.stderr
+    assert masked.stdout.split()[:2] == ["avx512-vnni", "False"]  # oneDNN's own: likely True
 
 
 def test_a_real_crash_under_the_mask_still_crashes() -> None:
