@@ -55,6 +55,38 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
+def supervised(
+    proc: subprocess.Popen,
+    url: str,
+    name: str,
+    log: Path,
+    *,
+    ready_within: float,
+    stop_within: float,
+) -> Iterator[None]:
+    """Wait until ``url``/readyz answers 200 (or ``proc`` exits: its log's tail in the error),
+    run the block, then stop ``proc`` (SIGTERM, SIGKILL after ``stop_within`` seconds)."""
+    try:
+        deadline = time.monotonic() + ready_within
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited: {log.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not become ready in {ready_within:.0f} s")
+            time.sleep(0.1)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=stop_within)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
 def served(
     checkpoint: Path, data_dir: Path, command: list[str] | None = None, **env: str
 ) -> Iterator[tuple[str, int]]:
@@ -75,23 +107,8 @@ def served(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    try:
-        for _ in range(600):
-            if proc.poll() is not None:
-                raise RuntimeError(f"sona serve exited: {log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("sona serve did not become ready in 120 s")
+    with supervised(proc, url, "sona serve", log, ready_within=120, stop_within=60):
         yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def int8_model(checkpoint: Path, crops: Path, output: Path) -> Path:
@@ -187,23 +204,8 @@ http {{
     with (folder / "nginx.log").open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            if proc.poll() is not None:
-                raise RuntimeError(f"nginx exited: {(folder / 'nginx.log').read_text()[-2000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("nginx did not answer in 10 s")
+    with supervised(proc, url, "nginx", folder / "nginx.log", ready_within=10, stop_within=10):
         yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def cpu_seconds(pid: int) -> float:
