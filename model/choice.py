@@ -37,7 +37,7 @@ class EncoderChoice:
     """Why the service runs the encoder it runs: what ``/readyz`` and the start-up log show."""
 
     runtime: str
-    chosen_by: str  # setting, probe, cache, only candidate, no export, device
+    chosen_by: str  # setting, probe, cache, only candidate, no export
     reason: str
     cpu: str = field(default_factory=lambda: cpu_info().describe())
     probe: dict[str, float] = field(default_factory=dict)  # runtime -> embeddings/s

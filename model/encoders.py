@@ -132,8 +132,9 @@ class OnnxEncoder(Encoder):
 class OpenVinoEncoder(Encoder):
     """The same export in OpenVINO's CPU runtime, which runs int8 QDQ graphs as int8.
 
-    ``bf16``: let OpenVINO compute in bfloat16 where it does not run int8 (its default on a
-    CPU with bf16 instructions); off, it computes in fp32 as ONNX Runtime does.
+    ``bf16``: let OpenVINO compute in bfloat16 where it does not run int8 (its own default on
+    a CPU with bf16 instructions); off, it computes in fp32 as ONNX Runtime does, which for an
+    int8 export's remaining layers was the faster on AMX (bench/RESULTS.md).
     """
 
     runtime = "openvino"

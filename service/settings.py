@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     amp: bool = Field(
         True,
         description="bf16 where the hardware runs it natively: torch autocast on CUDA and on a "
-        "CPU with bf16 instructions; openvino computes in bf16 what it does not run in int8",
+        "CPU with bf16 instructions; openvino runs an fp32 export in bf16 there",
     )
     max_upload_bytes: int = Field(10 * MiB, ge=1024, description="per image")
     max_images_per_request: int = Field(64, ge=1, le=1024)
