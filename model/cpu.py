@@ -84,7 +84,8 @@ def parse_cpuinfo(text: str) -> CpuInfo:
 
 
 #: x86-64 machine code of ``cpuid(leaf, subleaf, uint32 out[4])`` (System V calling
-#: convention): save rbx and the out pointer, run CPUID, store eax, ebx, ecx, edx.
+#: convention): push rbx; mov r8, rdx; mov eax, edi; mov ecx, esi; cpuid;
+#: mov [r8], eax; mov [r8+4], ebx; mov [r8+8], ecx; mov [r8+12], edx; pop rbx; ret
 _CPUID_CODE = bytes.fromhex("534989d089f889f10fa241890041895804418948084189500c5bc3")
 
 

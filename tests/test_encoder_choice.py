@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from model.choice import probe_fastest
-from model.cpu import cpu_info, parse_cpuinfo
+from model.cpu import cpu_info, cpuid_features, parse_cpuinfo
 from model.encoders import Encoder
 
 BASE = "fpu sse sse2 ssse3 sse4_1 sse4_2 popcnt"
@@ -55,6 +55,11 @@ def test_client_chip_with_avx_vnni_is_avx2_class_with_fast_int8() -> None:
 def test_this_cpu_is_described() -> None:
     info = cpu_info()
     assert info.isa_class in CPUS
+    reported = cpuid_features()  # the CPUID instruction itself, as the runtimes read it
+    if reported is not None and Path("/proc/cpuinfo").exists():
+        # the kernel lists a flag only where CPUID has it (it may hide more, never add)
+        assert parse_cpuinfo(Path("/proc/cpuinfo").read_text()).features <= reported
+        assert info.features <= reported
     if torch.backends.cpu.get_cpu_capability() == "AVX512":
         assert "AVX-512" in info.features
 
