@@ -14,6 +14,7 @@ import importlib.util
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -139,11 +140,19 @@ class OpenVinoEncoder(Encoder):
 
     runtime = "openvino"
 
-    def __init__(self, path: str | Path, *, threads: int | None = None, bf16: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        threads: int | None = None,
+        bf16: bool = False,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        """``meta``: the export's metadata, when the caller has read it already."""
         import openvino as ov
 
         self.path = Path(path)
-        self.meta = read_onnx_meta(self.path)
+        self.meta = meta if meta is not None else read_onnx_meta(self.path)
         config = {
             "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
             "PERFORMANCE_HINT": "LATENCY",

@@ -95,7 +95,8 @@ def find_export(
     return beside if device.type == "cpu" and beside.is_file() else None
 
 
-def _check_export(path: Path, digest: str) -> None:
+def _check_export(path: Path, digest: str) -> dict[str, Any]:
+    """The export's metadata, once it is known to come from the checkpoint served."""
     if not path.is_file():
         raise EncoderError(f"ONNX model not found: {path}")
     try:
@@ -108,19 +109,27 @@ def _check_export(path: Path, digest: str) -> None:
             f"ONNX model {path} was exported from another checkpoint than the one served "
             f"({exported_from[:12]} != {digest[:12]}): export it again with sona export"
         )
+    return meta
 
 
 def _export_encoder(
-    runtime: str, path: Path, config: SONANetConfig, device: torch.device, amp: bool
+    runtime: str,
+    path: Path,
+    meta: dict[str, Any],
+    config: SONANetConfig,
+    device: torch.device,
+    amp: bool,
 ) -> Encoder:
-    """``path`` in ``runtime`` (onnxruntime or openvino), checked against the checkpoint."""
+    """``path`` (whose metadata is ``meta``) in ``runtime`` (onnxruntime or openvino), checked
+    against the checkpoint."""
     try:
         if runtime == "openvino":
             if device.type != "cpu":
                 raise EncoderError("the openvino backend runs on the CPU (SONA_DEVICE=cpu)")
             # an int8 export's remaining layers run faster in fp32 than in bf16 on AMX
-            int8 = read_onnx_meta(path).get("precision") == "int8"
-            encoder: Encoder = OpenVinoEncoder(path, bf16=amp and cpu_has_bf16() and not int8)
+            int8 = meta.get("precision") == "int8"
+            bf16 = amp and cpu_has_bf16() and not int8
+            encoder: Encoder = OpenVinoEncoder(path, bf16=bf16, meta=meta)
         else:
             encoder = OnnxEncoder(path, device=device.type)
     except ImportError as exc:
@@ -141,6 +150,7 @@ def installed_export_runtimes() -> list[str]:
 
 def _choose_export_runtime(
     path: Path,
+    meta: dict[str, Any],
     config: SONANetConfig,
     device: torch.device,
     amp: bool,
@@ -150,16 +160,16 @@ def _choose_export_runtime(
     """The backend's runtime when it names one; with ``auto``, the probe's fastest."""
     if backend in EXPORT_RUNTIMES:
         runtime = EXPORT_RUNTIMES[backend]
-        encoder = _export_encoder(runtime, path, config, device, amp)
+        encoder = _export_encoder(runtime, path, meta, config, device, amp)
         return encoder, EncoderChoice(runtime, "setting", f"SONA_BACKEND={backend}")
     runtimes = installed_export_runtimes() if device.type == "cpu" else ["onnxruntime"]
     if len(runtimes) < 2:
         runtime = runtimes[0] if runtimes else "onnxruntime"
-        encoder = _export_encoder(runtime, path, config, device, amp)
+        encoder = _export_encoder(runtime, path, meta, config, device, amp)
         why = "the only runtime installed for an export" if device.type == "cpu" else "CUDA"
         return encoder, EncoderChoice(runtime, "only candidate", why)
     factories = {
-        runtime: (lambda r=runtime: _export_encoder(r, path, config, device, amp))
+        runtime: (lambda r=runtime: _export_encoder(r, path, meta, config, device, amp))
         for runtime in runtimes
     }
     return probe_fastest(path, factories, cache=probe_cache)
@@ -201,10 +211,10 @@ def open_encoder(
     where = resolve_device(device)
     export = find_export(path, backend, Path(onnx_model) if onnx_model else None, where)
     if export is not None:  # the weights live in the export: only the config is needed
-        _check_export(export, digest)
+        meta = _check_export(export, digest)
         config = checkpoint_config(payload, path)
         cache = Path(probe_cache) if probe_cache else None
-        encoder, choice = _choose_export_runtime(export, config, where, amp, backend, cache)
+        encoder, choice = _choose_export_runtime(export, meta, config, where, amp, backend, cache)
     else:
         net = build_network(payload, path)
         config = net.config
