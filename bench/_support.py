@@ -26,6 +26,7 @@ __all__ = [
     "machine_cpu_seconds",
     "milvus_server",
     "nginx_proxy",
+    "process_table",
     "random_checkpoint",
     "served",
 ]
@@ -208,11 +209,11 @@ http {{
         yield url, proc.pid
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its live descendants, from /proc (Linux);
-    0.0 when it is gone."""
+def process_table() -> dict[int, tuple[int, float]]:
+    """Every live process's parent and CPU seconds (user + system, its own and its reaped
+    children's), read once from /proc (Linux): {pid: (parent pid, seconds)}."""
     tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}  # pid: (parent, seconds)
+    table: dict[int, tuple[int, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -223,7 +224,14 @@ def cpu_seconds(pid: int) -> float:
         fields = text[text.rfind(")") + 2 :].split()  # after the command, which may hold spaces
         own = int(fields[11]) + int(fields[12])
         waited = int(fields[13]) + int(fields[14])  # children that exited and were reaped
-        stats[int(entry.name)] = (int(fields[1]), (own + waited) / tick)
+        table[int(entry.name)] = (int(fields[1]), (own + waited) / tick)
+    return table
+
+
+def cpu_seconds(pid: int, table: dict[int, tuple[int, float]] | None = None) -> float:
+    """CPU seconds of a process and its live descendants (from ``table``, else read now);
+    0.0 when it is gone."""
+    stats = process_table() if table is None else table
     total, todo = 0.0, [pid]
     while todo:
         current = todo.pop()

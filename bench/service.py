@@ -47,6 +47,7 @@ from bench._support import (
     machine_cpu_seconds,
     milvus_server,
     nginx_proxy,
+    process_table,
     random_checkpoint,
     served,
 )
@@ -136,8 +137,10 @@ def drive(url: str, args, pids: dict[str, list[int]] | None = None) -> dict:
 
 
 def cpu_snapshot(pids: dict[str, list[int]]) -> dict[str, float]:
+    table = process_table()  # one read of /proc for every group
     snapshot = {
-        group: sum(cpu_seconds(pid) for pid in group_pids) for group, group_pids in pids.items()
+        group: sum(cpu_seconds(pid, table) for pid in group_pids)
+        for group, group_pids in pids.items()
     }
     snapshot["client"] = time.process_time()  # this process: the load generator
     snapshot["machine"] = machine_cpu_seconds()
