@@ -58,9 +58,8 @@ from model.export import export_onnx, quantize_int8
 from model.info import describe
 from model.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize, resize
 from training.datasets import load_dataset
-from training.demo import build_demo
+from training.demo import build_demo, demo_data
 from training.evaluation import cmc_map, cosine_distance
-from training.synthetic import is_complete, make_dataset
 
 Factory = Callable[[], Encoder]
 
@@ -469,9 +468,7 @@ def main() -> None:
         demo = build_demo(args.demo_dir, progress=False)
         args.data, args.checkpoint = args.data or demo.data, demo.checkpoint
     if args.data is None:  # crops to time and to calibrate with: no training needed
-        args.data = args.demo_dir / "synthetic"
-        if not is_complete(args.data):
-            make_dataset(args.data, identities=100, cameras=6, seed=0, overwrite=True)
+        args.data = demo_data(args.demo_dir, log=lambda _: None)
 
     config = PRESETS[args.config]
     net = SONANet(config, load_backbone_weights=False).eval()

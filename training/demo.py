@@ -18,7 +18,7 @@ from .datasets import load_dataset
 from .synthetic import is_complete, make_dataset
 from .trainer import Trainer
 
-__all__ = ["DEMO_EPOCHS", "Demo", "build_demo"]
+__all__ = ["DEMO_EPOCHS", "Demo", "build_demo", "demo_data"]
 
 #: Epochs of the demo's training: the tiny preset's warm-up and a few epochs at full rate, so
 #: that a fresh clone is searchable in minutes or less (README); 40 (the preset's) for a
@@ -39,6 +39,15 @@ class Demo:
         return sorted((self.data / "query").glob("*.jpg"))[0]
 
 
+def demo_data(root: Path, *, identities: int = 100, log=print) -> Path:
+    """The demo's synthetic dataset under ``root`` (Market-1501 layout), made if missing."""
+    data = root / "synthetic"
+    if not is_complete(data):
+        log(f"demo: writing a synthetic dataset ({identities} identities) to {data}")
+        make_dataset(data, identities=identities, cameras=6, seed=0, overwrite=True)
+    return data
+
+
 def build_demo(
     root: Path,
     *,
@@ -48,13 +57,11 @@ def build_demo(
     log=print,
 ) -> Demo:
     """Make (or reuse) the demo dataset and checkpoint under ``root``."""
-    data = root / "synthetic"
     checkpoint = root / "demo.pt"
-    if checkpoint.is_file() and is_complete(data):
+    was_complete = is_complete(root / "synthetic")  # a remade dataset means training again
+    data = demo_data(root, identities=identities, log=log)
+    if checkpoint.is_file() and was_complete:
         return Demo(checkpoint, data)
-    if not is_complete(data):
-        log(f"demo: writing a synthetic dataset ({identities} identities) to {data}")
-        make_dataset(data, identities=identities, cameras=6, seed=0, overwrite=True)
     config = TRAIN_PRESETS["tiny"]
     if epochs is not None:
         config = dataclasses.replace(
