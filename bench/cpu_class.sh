@@ -4,9 +4,12 @@
 #
 #   bash bench/cpu_class.sh avx2 -- python bench/embed.py --no-compile
 #   bash bench/cpu_class.sh avx512-vnni -- python bench/embed.py --no-compile
+#   bash bench/cpu_class.sh avx512-bf16 -- python bench/embed.py --no-compile
 #
 # Classes: avx2 (AVX2 and FMA: no AVX-512, VNNI, BF16 or AMX, like an AMD EPYC Zen 2/3 or an
-# Intel Xeon up to Broadwell), avx512-vnni (Cascade Lake, Ice Lake: no BF16, no AMX), host.
+# Intel Xeon up to Broadwell), avx512-vnni (Cascade Lake, Ice Lake: no BF16, no AMX),
+# avx512-bf16 (AMD Zen 4, Intel Cooper Lake: AVX512-BF16 but no AMX), host. A class can only
+# hide what the host has: on a CPU without AMX, avx512-bf16 runs as host does.
 # How: bench/cpu_class/mask_cpuid.c, preloaded, turns on Linux's CPUID faulting and answers
 # every CPUID with the class's bits cleared (see its header). The code runs natively, at full
 # speed, on this machine's cores: what it measures is the class's code paths, not another
@@ -14,11 +17,11 @@
 # (/proc/cpuinfo flag cpuid_fault); exits 77 where there is none.
 set -euo pipefail
 
-usage() { echo "usage: bash bench/cpu_class.sh avx2|avx512-vnni|host -- COMMAND [ARGS...]" >&2; exit 2; }
+usage() { echo "usage: bash bench/cpu_class.sh avx2|avx512-vnni|avx512-bf16|host -- COMMAND [ARGS...]" >&2; exit 2; }
 [ $# -ge 3 ] && [ "$2" = "--" ] || usage
 class=$1
 shift 2
-case $class in avx2 | avx512-vnni | host) ;; *) usage ;; esac
+case $class in avx2 | avx512-vnni | avx512-bf16 | host) ;; *) usage ;; esac
 
 if ! grep -qw cpuid_fault /proc/cpuinfo; then
     echo "cpu_class: SKIP: this CPU or kernel has no CPUID faulting (flag cpuid_fault)" >&2

@@ -10,7 +10,7 @@ from model.variants import VARIANTS
 from training.features import DISTANCES
 from training.sampler import EPOCH_UNITS
 
-from .args import batch_shape, block_size, hw
+from .args import batch_shape, block_size, hw, positive
 from .errors import UserError
 from .model_cmds import add_architecture_options, add_device_option
 
@@ -269,6 +269,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             distance=args.distance,
             batch_size=args.batch_size,
             workers=args.workers,
+            map_max_rank=args.max_rank,
         )
         row = [getattr(metrics, c) * 100 for c in columns]
         if not rows:  # after the first evaluation: an error before it leaves no half table
@@ -284,7 +285,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"{'std':<40} " + " ".join(f"{v:>7.2f}" for v in table.std(0, ddof=1)))
     print(
         f"({data.name}: {len(data.query)} queries, {len(data.gallery)} gallery images, "
-        f"{args.distance} distance" + (", k-reciprocal re-ranking" if args.rerank else "") + ")"
+        f"{args.distance} distance"
+        + (", k-reciprocal re-ranking" if args.rerank else "")
+        + (f", mAP over the first {args.max_rank} ranks" if args.max_rank else "")
+        + ")"
     )
     return 0
 
@@ -429,6 +433,13 @@ def add_parsers(sub: Any) -> None:
         default="euclidean",
         help="euclidean on the raw flip-averaged features (the paper's protocol) or cosine on "
         "L2-normalised ones (what the service ranks by) (default: euclidean)",
+    )
+    evaluate.add_argument(
+        "--max-rank",
+        type=positive,
+        metavar="N",
+        help="mAP over each query's first N ranks only, as BFE's evaluator computes it with "
+        "50 (reads lower than the full mAP) (default: the whole ranking)",
     )
     evaluate.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     evaluate.set_defaults(handler=_cmd_eval)

@@ -63,6 +63,21 @@ def test_avx512_without_bf16_instructions_is_not_taken_for_a_bf16_cpu() -> None:
     assert masked.stdout.split()[:2] == ["avx512-vnni", "False"]  # oneDNN's own: likely True
 
 
+def test_avx512_bf16_class_keeps_bf16_and_hides_amx() -> None:
+    """AMD Zen 4 and Intel Cooper Lake: bf16 instructions, no AMX tiles, so bf16 autocast
+    still pays off but rounds as AVX-512 dot products do."""
+    if "AVX512-BF16" not in cpu_info().features:
+        pytest.skip("this CPU has no AVX512-BF16: the class cannot be made here")
+    probe = (
+        "import torch; from model.cpu import cpu_has_bf16, cpu_info; i = cpu_info(); "
+        "print(i.isa_class, cpu_has_bf16(), 'AMX' in i.features, "
+        "'AVX-VNNI' in i.features, torch.backends.cpu.get_cpu_capability())"
+    )
+    masked = as_class("avx512-bf16", sys.executable, "-c", probe)
+    assert masked.returncode == 0, masked.stderr
+    assert masked.stdout.split() == ["avx512-bf16", "True", "False", "False", "AVX512"]
+
+
 def test_a_real_crash_under_the_mask_still_crashes() -> None:
     done = as_class("avx2", sys.executable, "-c", "import ctypes; ctypes.string_at(0)")
     assert done.returncode == -11  # SIGSEGV, handed on to the default action

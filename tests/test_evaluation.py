@@ -23,8 +23,11 @@ from training.evaluation import (
 # --------------------------------------------------------------------------------------------
 
 
-def reference_evaluate(dist, q_pids, g_pids, q_cams, g_cams, max_rank):
-    """Market-1501 single-query protocol, one query at a time, with plain Python."""
+def reference_evaluate(dist, q_pids, g_pids, q_cams, g_cams, max_rank, map_cut=None):
+    """Market-1501 single-query protocol, one query at a time, with plain Python.
+
+    ``map_cut``: each AP sums the precisions of the matches within that rank only, over all
+    the query's matches (BFE's evaluator, with 50)."""
     cmcs, aps, inps = [], [], []
     for i in range(dist.shape[0]):
         order = sorted(range(dist.shape[1]), key=lambda j, i=i: (dist[i, j], j))
@@ -33,8 +36,12 @@ def reference_evaluate(dist, q_pids, g_pids, q_cams, g_cams, max_rank):
         if not positions:
             continue
         cmcs.append([1.0 if positions[0] <= k + 1 else 0.0 for k in range(max_rank)])
-        precisions = [hit / pos for hit, pos in enumerate(positions, start=1)]
-        aps.append(sum(precisions) / len(precisions))
+        precisions = [
+            hit / pos
+            for hit, pos in enumerate(positions, start=1)
+            if map_cut is None or pos <= map_cut
+        ]
+        aps.append(sum(precisions) / len(positions))
         inps.append(len(positions) / positions[-1])
     if not cmcs:
         return None
@@ -186,6 +193,45 @@ def test_evaluate_on_a_larger_problem_with_many_matches(monkeypatch, sort_thresh
     dist = rng.integers(0, 50, (nq, ng)).astype(np.float64)  # many ties, junk among them
     monkeypatch.setattr(evaluation, "_SORT_THRESHOLD", sort_threshold)
     assert assert_matches_reference(dist, q_pids, g_pids, q_cams, g_cams, max_rank=50)
+
+
+@pytest.mark.parametrize("sort_threshold", [0, 10**9], ids=["sorting", "counting"])
+def test_map_cut_at_a_rank_matches_reference_and_never_exceeds_full_map(
+    monkeypatch, sort_threshold
+):
+    monkeypatch.setattr(evaluation, "_SORT_THRESHOLD", sort_threshold)
+    rng = np.random.default_rng(77)
+    checked = lower = 0
+    for _ in range(60):
+        dist, q_pids, g_pids, q_cams, g_cams = random_problem(rng, ties=bool(rng.random() < 0.5))
+        if reference_evaluate(dist, q_pids, g_pids, q_cams, g_cams, 1) is None:
+            continue
+        full = evaluate(dist, q_pids, g_pids, q_cams, g_cams)
+        for cut in (1, 3, 10):
+            expected = reference_evaluate(dist, q_pids, g_pids, q_cams, g_cams, 1, map_cut=cut)
+            got = evaluate(dist, q_pids, g_pids, q_cams, g_cams, map_max_rank=cut)
+            assert got.mAP == pytest.approx(expected[1], abs=1e-12)
+            assert got.mAP <= full.mAP + 1e-12
+            lower += got.mAP < full.mAP - 1e-9
+            np.testing.assert_array_equal(got.cmc, full.cmc)  # the cut is mAP's alone
+            assert got.mINP == full.mINP
+        # a cut past the last rank keeps every match: the full mAP, to the bit
+        whole = evaluate(dist, q_pids, g_pids, q_cams, g_cams, map_max_rank=dist.shape[1])
+        assert whole.mAP == full.mAP
+        checked += 1
+    assert checked > 25 and lower > 10
+
+
+def test_map_cut_on_a_known_query():
+    # matches at ranks 2 and 4: full AP (1/2 + 2/4) / 2; cut at 3, only the first counts,
+    # still over both matches; cut at 4, both
+    dist = np.array([[0.1, 0.2, 0.3, 0.4]])
+    labels = ([1], [2, 1, 3, 1], [0], [1, 1, 1, 2])
+    assert evaluate(dist, *labels, map_max_rank=1).mAP == 0.0
+    assert evaluate(dist, *labels, map_max_rank=3).mAP == pytest.approx((1 / 2) / 2)
+    assert evaluate(dist, *labels, map_max_rank=4).mAP == evaluate(dist, *labels).mAP
+    with pytest.raises(ValueError, match="map_max_rank"):
+        evaluate(dist, *labels, map_max_rank=0)
 
 
 def test_first_match_at_rank_two():
@@ -389,6 +435,45 @@ def test_re_ranking_improves_map_on_clustered_identities(seed):
     # 0.50 -> 0.66, 0.51 -> 0.67; rank-1 improves too.
     assert reranked.mAP >= plain.mAP + 0.1
     assert reranked.rank1 >= plain.rank1
+
+
+def pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(a[:, None, :].astype(np.float64) - b[None, :, :], axis=2)
+
+
+def test_rerank_of_euclidean_features_gets_squared_distances_as_the_published_code():
+    """Zhong et al.'s and BFE's code square the Euclidean distances they are handed before
+    anything else: the evaluation re-ranks what they re-rank, not plain distances."""
+    from training.features import ranking_distances
+
+    rng = np.random.default_rng(21)
+    q = rng.normal(size=(10, 8)).astype(np.float32)
+    g = rng.normal(size=(40, 8)).astype(np.float32)
+    got = ranking_distances(torch.from_numpy(q), torch.from_numpy(g), "euclidean", rerank=True)
+    blocks = (pairwise(q, g), pairwise(q, q), pairwise(g, g))
+    published = reference_re_ranking(*(b**2 for b in blocks), 20, 6, 0.3)
+    np.testing.assert_allclose(got, published, atol=1e-4)
+    from_plain = reference_re_ranking(*blocks, 20, 6, 0.3)
+    assert np.abs(got - from_plain).max() > 0.01  # what passing plain distances gave
+    # without re-ranking, plain Euclidean distances as before
+    plain = ranking_distances(torch.from_numpy(q), torch.from_numpy(g), "euclidean")
+    np.testing.assert_allclose(plain, blocks[0], rtol=1e-4, atol=1e-4)
+
+
+def test_rerank_of_cosine_equals_rerank_of_squared_euclidean_on_unit_vectors():
+    """1 - cos is half the squared distance of L2-normalised features, and re-ranking divides
+    every row by its maximum: both metrics re-rank alike."""
+    from training.features import ranking_distances
+
+    rng = np.random.default_rng(22)
+    q, g = (rng.normal(size=(n, 8)).astype(np.float32) for n in (10, 40))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    q, g = torch.from_numpy(q), torch.from_numpy(g)
+    cosine = ranking_distances(q, g, "cosine", rerank=True)
+    np.testing.assert_allclose(cosine, ranking_distances(q, g, "euclidean", rerank=True), atol=1e-4)
+    with pytest.raises(ValueError, match="distance"):
+        ranking_distances(q, g, "manhattan")
 
 
 def test_re_ranking_symmetric_inputs_and_torch():

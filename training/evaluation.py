@@ -154,12 +154,19 @@ def evaluate(
     q_camids: Any,
     g_camids: Any,
     max_rank: int = 50,
+    *,
+    map_max_rank: int | None = None,
 ) -> RankingMetrics:
     """CMC, mAP and mINP under the Market-1501 single-query protocol (see the module docstring).
 
     ``distmat`` is ``[num_query, num_gallery]`` (smaller = closer; numpy or torch); identities
     and camera ids are 1-d label arrays compared for equality. Raises ``ValueError`` on bad
     shapes, NaN distances, ``max_rank < 1``, or when no query has a valid match.
+
+    ``max_rank`` is the CMC curve's length only; mAP ranks the whole gallery. With
+    ``map_max_rank`` each AP counts only the correct matches within that many ranks, still
+    divided by all the query's correct matches, as BFE's evaluator cuts it at 50: never above
+    the full mAP, equal to it when every match ranks within the cut.
 
     No row is sorted in the common case: the rank of each correct match is the number of
     gallery entries ahead of it in the stable order, counted directly, so a Market-1501-sized
@@ -172,6 +179,8 @@ def evaluate(
     if int(max_rank) != max_rank or max_rank < 1:
         raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}")
     max_rank = int(max_rank)
+    if map_max_rank is not None and (int(map_max_rank) != map_max_rank or map_max_rank < 1):
+        raise ValueError(f"map_max_rank must be a positive integer, got {map_max_rank!r}")
     nq, ng = dist.shape
     qp = _labels(q_pids, nq, "q_pids")
     gp = _labels(g_pids, ng, "g_pids")
@@ -209,7 +218,10 @@ def evaluate(
             hits = np.arange(1, ranks.size + 1)
             valid[i] = True
             first[i] = ranks[0]
-            ap[i] = np.mean(hits / ranks)
+            precision = hits / ranks
+            if map_max_rank is not None:
+                precision = precision[ranks <= map_max_rank]
+            ap[i] = precision.sum() / ranks.size
             inp[i] = ranks.size / ranks[-1]
 
     num_valid = int(valid.sum())
@@ -269,10 +281,13 @@ def cosine_distance(query_features: Any, gallery_features: Any) -> np.ndarray:
     return out
 
 
-def euclidean_distance(query_features: Any, gallery_features: Any) -> np.ndarray:
-    """Plain (not squared) Euclidean distance as float32 ``[num_query, num_gallery]``.
+def euclidean_distance(
+    query_features: Any, gallery_features: Any, *, squared: bool = False
+) -> np.ndarray:
+    """Euclidean distance as float32 ``[num_query, num_gallery]``, plain or ``squared``.
 
-    Computed as ``sqrt(max(|q|^2 + |g|^2 - 2 q.g, 0))`` in float32.
+    Computed as ``sqrt(max(|q|^2 + |g|^2 - 2 q.g, 0))`` in float32. Both rank a gallery the
+    same way; re-ranking is where they differ (see :func:`re_ranking`).
     """
     q = _features(query_features, "query_features")
     g = _features(gallery_features, "gallery_features")
@@ -283,7 +298,7 @@ def euclidean_distance(query_features: Any, gallery_features: Any) -> np.ndarray
     sq += np.einsum("ij,ij->i", q, q)[:, None]
     sq += np.einsum("ij,ij->i", g, g)[None, :]
     np.maximum(sq, 0.0, out=sq)
-    return np.sqrt(sq, out=sq)
+    return sq if squared else np.sqrt(sq, out=sq)
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,7 +468,10 @@ def re_ranking(
 ) -> np.ndarray:
     """k-reciprocal re-ranking (Zhong et al., CVPR 2017); returns the re-ranked ``[nq, ng]``.
 
-    Inputs are distances where smaller is closer (cosine or Euclidean, say): ``q_g_dist``
+    Zhong et al.'s and BFE's code square the distances they are given before anything else,
+    and are given Euclidean ones: pass squared Euclidean distances (or ``1 - cos`` of
+    L2-normalised features, which is half of that) to reproduce them; plain Euclidean ones
+    give other results. Inputs are distances where smaller is closer: ``q_g_dist``
     ``[nq, ng]``, ``q_q_dist`` ``[nq, nq]`` and ``g_g_dist`` ``[ng, ng]``, numpy or torch.
     They form one matrix over all nq + ng samples, ``[[q_q, q_g], [q_g.T, g_g]]``, so q_q and
     g_g should be symmetric (rows are read as given). Negative entries (rounding in

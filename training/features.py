@@ -6,6 +6,9 @@ and ``"euclidean"`` on the raw flip-averaged concatenation (what the paper and B
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 
 from model import SONANet, embed, preprocess
@@ -14,7 +17,7 @@ from .data import ImageDataset, eval_loader
 from .datasets import ReIDDataset, require_evaluable
 from .evaluation import RankingMetrics, cosine_distance, euclidean_distance, evaluate, re_ranking
 
-__all__ = ["DISTANCES", "evaluate_net", "extract_features"]
+__all__ = ["DISTANCES", "evaluate_net", "extract_features", "ranking_distances"]
 
 DISTANCES = ("euclidean", "cosine")
 
@@ -52,10 +55,12 @@ def evaluate_net(
     batch_size: int = 64,
     workers: int = 2,
     preload: bool = True,
+    map_max_rank: int | None = None,
 ) -> RankingMetrics:
     """Rank-k, mAP and mINP of ``net`` on ``data``'s query/gallery split (Market protocol).
 
-    Pass ``query``/``gallery`` image sets to reuse already decoded images across calls.
+    Pass ``query``/``gallery`` image sets to reuse already decoded images across calls;
+    ``map_max_rank`` cuts each AP at that rank as BFE's evaluator does (default: full mAP).
     """
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
@@ -67,14 +72,32 @@ def evaluate_net(
     options = {"batch_size": batch_size, "workers": workers, "normalize": cosine}
     q = extract_features(net, query, device, **options)
     g = extract_features(net, gallery, device, **options)
-    measure = cosine_distance if cosine else euclidean_distance
-    distances = measure(q, g)
-    if rerank:
-        distances = re_ranking(distances, measure(q, q), measure(g, g))
     return evaluate(
-        distances,
+        ranking_distances(q, g, distance, rerank=rerank),
         query.pids.numpy(),
         gallery.pids.numpy(),
         query.camids.numpy(),
         gallery.camids.numpy(),
+        map_max_rank=map_max_rank,
     )
+
+
+def ranking_distances(
+    query: torch.Tensor, gallery: torch.Tensor, distance: str, *, rerank: bool = False
+) -> np.ndarray:
+    """The ``[num_query, num_gallery]`` distances a test set is ranked by.
+
+    Re-ranking gets squared Euclidean distances, as Zhong et al.'s and BFE's code compute
+    them (plain ones give other results), or ``1 - cos``, the same up to a factor on
+    L2-normalised features; without it, plain and squared rank alike.
+    """
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    if distance == "cosine":
+        measure = cosine_distance
+    else:
+        measure = functools.partial(euclidean_distance, squared=rerank)
+    distances = measure(query, gallery)
+    if rerank:
+        distances = re_ranking(distances, measure(query, query), measure(gallery, gallery))
+    return distances

@@ -1,5 +1,6 @@
 /* Hide instruction sets from every CPUID a process executes, so its libraries dispatch the
- * kernels they would pick on an older CPU (AVX2 without AVX-512, VNNI or AMX), at full speed.
+ * kernels they would pick on an older CPU (AVX2 without AVX-512, VNNI or AMX; AVX-512 without
+ * BF16 or AMX), at full speed.
  *
  * Loaded with LD_PRELOAD by bench/cpu_class.sh. Its constructor turns on Linux's CPUID
  * faulting (arch_prctl ARCH_SET_CPUID, kept by every thread and child created later, dropped
@@ -8,6 +9,8 @@
  * dynamic loader's own choice of memcpy) keeps what it chose. SONA_CPU_CLASS picks the mask:
  *   avx2         no AVX-512 (any), no AVX-VNNI, no AVX512-BF16/FP16, no AMX
  *   avx512-vnni  AVX-512 with VNNI, but no BF16, FP16, AVX-VNNI or AMX
+ *   avx512-bf16  AVX-512 with VNNI and BF16, but no FP16, AVX-VNNI or AMX (AMD Zen 4, Intel
+ *                Cooper Lake): bf16 computed by AVX-512 dot products instead of AMX tiles
  */
 #define _GNU_SOURCE
 #include <asm/prctl.h>
@@ -43,6 +46,10 @@ static const struct mask AVX512_VNNI = {
     0, 0, 0, BIT(22) | BIT(23) | BIT(24) | BIT(25), BIT(4) | BIT(5) | BIT(21) | BIT(23),
     BIT(4) | BIT(5), BIT(17) | BIT(18),
 };
+static const struct mask AVX512_BF16 = {
+    0, 0, 0, BIT(22) | BIT(23) | BIT(24) | BIT(25), BIT(4) | BIT(21) | BIT(23),
+    BIT(4) | BIT(5), BIT(17) | BIT(18),
+};
 
 static struct mask hide;
 static struct sigaction previous;
@@ -75,6 +82,7 @@ __attribute__((constructor)) static void start(void) {
     if (name == NULL || strcmp(name, "host") == 0) return;
     if (strcmp(name, "avx2") == 0) hide = AVX2;
     else if (strcmp(name, "avx512-vnni") == 0) hide = AVX512_VNNI;
+    else if (strcmp(name, "avx512-bf16") == 0) hide = AVX512_BF16;
     else { fprintf(stderr, "mask_cpuid: unknown SONA_CPU_CLASS %s\n", name); _exit(2); }
     struct sigaction action = {0};
     action.sa_sigaction = on_segv;

@@ -1,0 +1,270 @@
+"""The suite's quality figures across seeds and CPU classes, beside the thresholds they meet.
+
+A test that asserts a quality figure (an mAP gain, an agreement between two runtimes) must
+pass on every x86 CPU and every seed, so its threshold has to sit well inside the spread of
+that figure. This script measures the spread: each probe re-creates one test's measurement,
+runs it for several seeds in a child process under each CPU class (``bench/cpu_class.sh``:
+the class's kernels on this machine's cores), and prints, per figure, the minimum, maximum and
+the threshold the test holds it to.
+
+    python bench/test_spread.py --probes training --seeds 0,1,2,3 --classes host,avx2
+    python bench/test_spread.py --probes export,synthetic --seeds 0,1,2,3,4
+
+Probes: ``training`` (tests/test_training_run.py, 6 epochs of the tiny preset: about a
+minute of CPU per seed), ``export`` (tests/test_export.py: ONNX Runtime and OpenVINO int8, bf16
+autocast, each against PyTorch fp32), ``synthetic`` (tests/test_synthetic.py: nearest
+neighbour on raw thumbnails against chance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+#: figure -> (comparison, threshold) as the tests assert them: the table shows the margin.
+THRESHOLDS: dict[str, tuple[str, float]] = {
+    "loss_last_over_first": ("<", 0.8),
+    "val_mAP_gain": (">", 0.15),
+    "test_mAP_gain": (">", 0.02),
+    "int8_ort_min_cosine": (">", 0.98),
+    "int8_ort_topk_overlap": (">", 0.8),
+    "int8_ov_vs_ort_min_cosine": (">", 0.99),
+    "int8_ov_vs_ort_topk_overlap": (">", 0.8),
+    "bf16_min_cosine": (">", 0.99),
+    "bf16_topk_overlap": (">", 0.9),
+    "raw_rank1_over_chance": (">", 5.0),
+    "raw_rank1": ("<", 0.6),
+}
+
+
+def probe_training(seed: int, work: Path) -> dict[str, float]:
+    """tests/test_training_run.py's learning test, with ``seed`` as the training seed."""
+    import torch
+
+    from model import SONANet
+    from training.config import TRAIN_PRESETS
+    from training.datasets import load_dataset
+    from training.datasets.validation import hold_out_identities
+    from training.features import evaluate_net
+    from training.synthetic import make_dataset
+    from training.trainer import Trainer
+
+    root = work / "synthetic"
+    if not root.exists():  # the suite's shared dataset (tests/conftest.py)
+        make_dataset(root, identities=40, cameras=3, images_per_camera=4, distractors=4, seed=3)
+    data = load_dataset("synthetic", root)
+    config = dataclasses.replace(
+        TRAIN_PRESETS["tiny"],
+        epochs=6,
+        warmup_epochs=2,
+        milestones=(),
+        eval_every=2,
+        val_identities=4,
+        amp=False,
+        seed=seed,
+    )
+    cpu = torch.device("cpu")
+    torch.manual_seed(config.seed)
+    untrained = SONANet(dataclasses.replace(config.model, num_classes=data.num_train_pids - 4))
+    before = evaluate_net(untrained, data, cpu)
+    _, validation = hold_out_identities(data, 4, seed=config.seed)
+    before_val = evaluate_net(untrained, validation, cpu)
+    run = work / f"run-{seed}"
+    result = Trainer(config, data, run, device="cpu", progress=False, log=lambda _: None).fit()
+    after = result.history[-1]
+    losses = [row["loss"] for row in result.history]
+    return {
+        "loss_last_over_first": losses[-1] / losses[0],
+        "test_mAP_before": before.mAP,
+        "test_mAP_after": after["mAP"],
+        "test_mAP_gain": after["mAP"] - before.mAP,
+        "test_rank1_gain": after["rank1"] - before.rank1,
+        "val_mAP_before": before_val.mAP,
+        "val_mAP_after": after["val_mAP"],
+        "val_mAP_gain": after["val_mAP"] - before_val.mAP,
+        "val_rank1_gain": after["val_rank1"] - before_val.rank1,
+    }
+
+
+def probe_export(seed: int, work: Path) -> dict[str, float]:
+    """tests/test_export.py's agreement figures, with ``seed`` for the network's weights."""
+    import torch
+
+    from model import PRESETS, SONANet, save_checkpoint
+    from model.cpu import cpu_has_bf16
+    from model.encoders import OnnxEncoder, OpenVinoEncoder, TorchEncoder, agreement
+    from model.export import export_checkpoint
+    from model.preprocess import image_files, load_crops
+    from training.synthetic import make_dataset
+
+    folder = work / "crops"
+    if not folder.exists():
+        make_dataset(folder, identities=30, cameras=3, seed=5)
+    crops = {
+        split: load_crops(image_files(folder / split), (64, 32))
+        for split in ("bounding_box_train", "bounding_box_test")
+    }
+    torch.manual_seed(seed)  # a random tiny network with BatchNorm statistics off their defaults
+    net = SONANet(dataclasses.replace(PRESETS["tiny"], num_classes=0))
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+    checkpoint = save_checkpoint(work / f"tiny-{seed}.pt", net.eval())
+    int8 = export_checkpoint(
+        checkpoint, work / f"tiny-{seed}.int8.onnx", int8=True,
+        calibration=crops["bounding_box_train"],
+    )  # fmt: skip
+    test = crops["bounding_box_test"]
+
+    def embed_all(encoder: Callable[[torch.Tensor], np.ndarray]) -> np.ndarray:
+        return np.concatenate([encoder(b) for b in test.split(17)])
+
+    reference = embed_all(TorchEncoder(net, channels_last=False))
+    ort = embed_all(OnnxEncoder(int8))
+    figures = {}
+    for name, candidate, base in (
+        ("int8_ort", ort, reference),
+        ("int8_ov_vs_ort", embed_all(OpenVinoEncoder(int8)), ort),
+    ):
+        found = agreement(base, candidate)
+        figures[f"{name}_min_cosine"] = found["min_cosine"]
+        figures[f"{name}_topk_overlap"] = found["topk_overlap"]
+    if cpu_has_bf16():
+        found = agreement(reference, embed_all(TorchEncoder(net, bf16=True)))
+        figures["bf16_min_cosine"] = found["min_cosine"]
+        figures["bf16_topk_overlap"] = found["topk_overlap"]
+    return figures
+
+
+def probe_synthetic(seed: int, work: Path) -> dict[str, float]:
+    """tests/test_synthetic.py's raw-pixel nearest neighbour, with ``seed`` for the data."""
+    from PIL import Image
+
+    from training.synthetic import make_dataset
+
+    root = work / f"market-{seed}"
+    make_dataset(root, 60, 4, images_per_camera=3, seed=seed)
+
+    def records(split: str) -> list[tuple[Path, int, int]]:
+        paths = sorted((root / split).glob("*.jpg"))
+        return [(p, int(p.name[:4]), int(p.name[6])) for p in paths]
+
+    def thumbnails(rows: list[tuple[Path, int, int]]) -> np.ndarray:
+        x = []
+        for path, _, _ in rows:
+            with Image.open(path) as im:
+                x.append(np.asarray(im.resize((8, 16), Image.BILINEAR), np.float32).ravel())
+        x = np.stack(x)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    query, gallery = records("query"), records("bounding_box_test")
+    sim = thumbnails(query) @ thumbnails(gallery).T
+    g_pid = np.array([r[1] for r in gallery])
+    g_cam = np.array([r[2] for r in gallery])
+    hits, chance = [], []
+    for i, (_, pid, cam) in enumerate(query):
+        valid = ~((g_pid == pid) & (g_cam == cam))
+        match = (g_pid == pid) & valid
+        hits.append(bool(match[np.argmax(np.where(valid, sim[i], -np.inf))]))
+        chance.append(match.sum() / valid.sum())
+    rank1 = float(np.mean(hits))
+    return {"raw_rank1": rank1, "raw_rank1_over_chance": rank1 / float(np.mean(chance))}
+
+
+PROBES: dict[str, Callable[[int, Path], dict[str, float]]] = {
+    "training": probe_training,
+    "export": probe_export,
+    "synthetic": probe_synthetic,
+}
+
+
+def child(probe: str, seeds: list[int], out: Path) -> None:
+    """Runs one probe for every seed in this process (already under its CPU class)."""
+    import torch
+
+    from model.cpu import cpu_info
+
+    torch.set_num_threads(2)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sona-spread-") as tmp:
+        for seed in seeds:
+            rows.append({"seed": seed} | PROBES[probe](seed, Path(tmp)))
+            print(f"  {probe} seed {seed}: {rows[-1]}", flush=True)
+    out.write_text(json.dumps({"class": cpu_info().isa_class, "rows": rows}))
+
+
+def table(results: dict[str, dict[str, list[dict]]]) -> None:
+    """One row per figure: its range under each class, and the test's threshold."""
+    classes = list(results)
+    figures = list(dict.fromkeys(k for r in results.values() for rows in r.values()
+                                 for row in rows for k in row if k != "seed"))  # fmt: skip
+    print("\n| figure | threshold | " + " | ".join(classes) + " | all: min .. max (n) |")
+    print("|---|---|" + "---|" * len(classes) + "---|")
+    for figure in figures:
+        every, cells = [], []
+        for klass in classes:
+            values = [row[figure] for rows in results[klass].values() for row in rows
+                      if figure in row]  # fmt: skip
+            every += values
+            cells.append(f"{min(values):.3f} .. {max(values):.3f}" if values else "-")
+        op, limit = THRESHOLDS.get(figure, ("", None))
+        bound = f"{op} {limit}" if limit is not None else "(reported)"
+        span = f"{min(every):.3f} .. {max(every):.3f} ({len(every)})"
+        print(f"| {figure} | {bound} | " + " | ".join(cells) + f" | {span} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--probes", default="training,export,synthetic")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--classes", default="host,avx512-bf16,avx512-vnni,avx2")
+    parser.add_argument("--keep", type=Path, help="folder for each class's figures (reused)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.child:
+        child(args.child, seeds, args.json)
+        return
+    results: dict[str, dict[str, list[dict]]] = {}
+    with tempfile.TemporaryDirectory(prefix="sona-spread-") as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for klass in args.classes.split(","):
+            for probe in args.probes.split(","):
+                out = folder / f"{probe}-{klass}-{args.seeds.replace(',', '_')}.json"
+                if not out.exists():
+                    print(f"# {probe} under {klass}, seeds {args.seeds}", flush=True)
+                    command = ["bash", str(HERE / "cpu_class.sh"), klass, "--", sys.executable]
+                    command += [__file__, "--child", probe, "--seeds", args.seeds]
+                    env = os.environ | {"PYTHONPATH": str(ROOT)}
+                    command += ["--json", str(out)]
+                    done = subprocess.run(command, cwd=ROOT, env=env, check=False)
+                    if done.returncode == 77:
+                        print(f"({klass}: this machine cannot mask its CPU; skipped)")
+                        break
+                    if done.returncode != 0:
+                        raise SystemExit(f"{probe} failed under {klass} ({done.returncode})")
+                found = json.loads(out.read_text())
+                label = f"{klass} ({found['class']})" if klass == "host" else klass
+                results.setdefault(label, {})[probe] = found["rows"]
+    table(results)
+
+
+if __name__ == "__main__":
+    main()
