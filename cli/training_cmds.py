@@ -7,8 +7,7 @@ import dataclasses
 from typing import Any
 
 from model.variants import VARIANTS
-from training.features import DISTANCES
-from training.sampler import EPOCH_UNITS
+from training.options import DISTANCES, EPOCH_UNITS
 
 from .args import batch_shape, block_size, hw, positive
 from .errors import UserError

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,3 +62,35 @@ def test_eval_of_a_file_that_is_no_checkpoint_prints_no_table(tmp_path: Path, ca
     assert code == 2 and out == ""
     assert "not a readable checkpoint" in err and "KeyError" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+HELP_LOADS = """
+import argparse, contextlib, io, sys
+from cli.main import build_parser, main
+
+def every(parser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from every(sub)
+
+shown, parsers = 0, list(every(build_parser()))
+for parser in parsers:
+    argv = parser.prog.split()[1:] + ["--help"]
+    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+        main(argv)
+    shown += "usage:" in out.getvalue()
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "torchvision"})
+print(len(parsers) - shown, len(parsers), heavy)
+"""
+
+
+def test_help_of_every_command_loads_neither_torch_nor_torchvision() -> None:
+    """``sona --help`` and every subcommand's ``--help`` start at once: torch loads only when a
+    command runs (each command imports what it needs)."""
+    out = subprocess.run(
+        [sys.executable, "-c", HELP_LOADS], capture_output=True, text=True, timeout=120, check=True
+    )
+    unshown, parsers, heavy = out.stdout.split(maxsplit=2)
+    assert unshown == "0" and int(parsers) > 10 and heavy.strip() == "[]", out.stdout

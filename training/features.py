@@ -16,10 +16,9 @@ from model import SONANet, embed, preprocess
 from .data import ImageDataset, eval_loader
 from .datasets import ReIDDataset, require_evaluable
 from .evaluation import RankingMetrics, cosine_distance, euclidean_distance, evaluate, re_ranking
+from .options import DISTANCES
 
 __all__ = ["DISTANCES", "evaluate_net", "extract_features", "ranking_distances"]
-
-DISTANCES = ("euclidean", "cosine")
 
 
 def extract_features(

@@ -26,9 +26,9 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-__all__ = ["EPOCH_UNITS", "PKSampler"]
+from .options import EPOCH_UNITS
 
-EPOCH_UNITS = ("identities", "images")
+__all__ = ["EPOCH_UNITS", "PKSampler"]
 
 
 class PKSampler(torch.utils.data.Sampler[list[int]]):

@@ -1,0 +1,72 @@
+"""The Python client of the service's HTTP API: typed calls with one retry policy, and uploads
+of crop folders and footage tracks. It needs only ``httpx`` (and ``tqdm`` for a folder upload's
+progress bar): neither torch nor the service's code, so a camera site or a script can use it
+without the model.
+
+The names below load their module on first use (PEP 562), so that ``client.media``, which the
+model and the service read, costs no ``httpx`` import.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .api import (
+        Embedding,
+        Item,
+        Match,
+        SearchAnswer,
+        SonaClient,
+        SonaError,
+        SonaUnreachable,
+        Track,
+    )
+    from .folder import Crop, crops_from_csv, crops_from_folder, upload
+    from .retry import RetryPolicy
+
+_HOMES = {
+    "Embedding": "api",
+    "Item": "api",
+    "Match": "api",
+    "SearchAnswer": "api",
+    "SonaClient": "api",
+    "SonaError": "api",
+    "SonaUnreachable": "api",
+    "Track": "api",
+    "Crop": "folder",
+    "crops_from_csv": "folder",
+    "crops_from_folder": "folder",
+    "upload": "folder",
+    "RetryPolicy": "retry",
+}
+
+__all__ = [
+    "Crop",
+    "Embedding",
+    "Item",
+    "Match",
+    "RetryPolicy",
+    "SearchAnswer",
+    "SonaClient",
+    "SonaError",
+    "SonaUnreachable",
+    "Track",
+    "crops_from_csv",
+    "crops_from_folder",
+    "upload",
+]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})
