@@ -21,7 +21,7 @@ from .trainer import Trainer
 __all__ = ["DEMO_EPOCHS", "Demo", "build_demo", "demo_data"]
 
 #: Epochs of the demo's training: the tiny preset's warm-up and a few epochs at full rate, so
-#: that a fresh clone is searchable in minutes or less (README); 40 (the preset's) for a
+#: that a fresh clone is searchable in minutes or less (docs/quickstart.md); 40 (the preset's) for a
 #: better toy.
 DEMO_EPOCHS = 8
 
