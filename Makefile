@@ -1,12 +1,14 @@
 # On a fresh clone: `make serve` sets up and starts the service (a demo model when
-# SONA_CHECKPOINT is unset); `make test` sets up and runs the whole test suite.
+# SONA_CHECKPOINT is unset); `make test` sets up and runs the whole test suite (ruff, a strict
+# build of the docs site, pytest); `make docs` builds the site into site/.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-serve
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 
-.PHONY: install serve test lint clean
+.PHONY: install serve test lint docs clean
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -38,11 +40,16 @@ test: $(STAMP)
 		apt-get update -qq && apt-get install -y -qq opencv-doc >/dev/null; fi
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MKDOCS) build --strict --quiet
 	$(BIN)/python -m pytest
+
+# the manual (docs/, mkdocs.yml) as a static site in site/; open site/index.html
+docs: $(STAMP)
+	$(MKDOCS) build --strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site

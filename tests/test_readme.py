@@ -1,14 +1,18 @@
-"""The README's "Try it" commands, run as written against a served demo.
+"""The README's "Try it" commands and the docs pages' commands that need a served model, run
+as written against a served demo.
 
 ``sona serve`` without a checkpoint builds the demo (a small one here: 16 synthetic
 identities, one epoch, so that it takes about a minute and not the default's minutes) and
-serves it; every shell command of the "Try it" section then runs literally in a folder holding
-the files it names (``crop.jpg``, ``a.jpg``, ``crops/``, ``query.jpg``, ``.venv`` linking to
-the running environment), with only the host and port replaced (in the URLs, and as
-``SONA_URL`` for ``sona gallery add``, whose default is where ``make serve`` listens), and each
-answer is checked against what the README shows or says. The Python example and the
-``sona viz`` examples run too, and what the README says of the demo's start: its port opens at
-once, and ``/readyz`` says what is being prepared and how far along it is.
+serves it; every shell command of the README's "Try it" section then runs literally in a
+folder holding the files it names (``crop.jpg``, ``a.jpg``, ``crops/``, ``query.jpg``,
+``.venv`` linking to the running environment), with only the host and port replaced (in the
+URLs, and as ``SONA_URL`` for ``sona gallery add``, whose default is where ``make serve``
+listens), and each answer is checked against what the README shows or says. The Python
+example of docs/api.md, the ``sona viz`` examples of docs/quickstart.md, the footage commands
+of docs/footage.md and the export of docs/cpu.md run too (the convention that ties each
+page's shell blocks to a test is in tests/test_docs.py), and what the pages say of the demo's
+start: its port opens at once, and ``/readyz`` says what is being prepared and how far along
+it is.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -26,43 +32,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service_support import Server, jpeg, serve_fails
+from tests.docs_support import PAGE_URL, code_blocks, commands, read, section
+from tests.footage_support import needs_vtest
+from tests.service_support import Server, free_port, jpeg, serve_fails
 
 pytestmark = pytest.mark.slow
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-README_URL = "http://127.0.0.1:8000"
+README_URL = PAGE_URL
 #: The crop the README's sample answer shows first: camera 3, frame 451 at 25 fps after 08:00.
 TWIN = "0002_c3s1_000451_01.jpg"
-
-
-def section(text: str, heading: str) -> str:
-    """The lines from ``heading`` to the next heading of the same or a higher level (lines
-    in code blocks are no headings: a shell comment starts with ``#`` too)."""
-    level = len(heading.split(" ")[0])
-    lines = text.splitlines(keepends=True)
-    start = lines.index(heading + "\n")
-    fenced = False
-    for end in range(start + 1, len(lines)):
-        line = lines[end]
-        if line.startswith("```"):
-            fenced = not fenced
-        found = re.match(r"(#+) ", line)
-        if not fenced and found and len(found.group(1)) <= level:
-            return "".join(lines[start:end])
-    return "".join(lines[start:])
-
-
-def code_blocks(text: str, language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
-
-
-def commands(block: str) -> list[str]:
-    """Shell commands of a block: comments dropped, continued lines joined."""
-    joined = re.sub(r"\\\n\s*", " ", block)
-    return [
-        line.strip() for line in joined.splitlines() if line.strip() and not line.startswith("#")
-    ]
 
 
 def sample_keys(sample: str) -> tuple[set[str], set[str]]:
@@ -158,15 +136,19 @@ def run(command: str, workdir: Path, server: Server | Demo) -> str:
         text=True,
         timeout=300,
         check=False,
-        env={**os.environ, "SONA_URL": server.url},  # sona gallery add's default --url
+        env={
+            **os.environ,
+            "SONA_URL": server.url,  # the default --url of sona gallery add and footage add
+            "PATH": f"{workdir / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",  # bare sona
+            "XDG_CACHE_HOME": str(workdir / ".cache"),  # footage runs' state: this test's own
+        },
     )
     assert result.returncode == 0, (command, result.stdout, result.stderr)
     return result.stdout
 
 
 def test_try_it_commands_answer_as_the_readme_says(demo: Demo, workdir: Path) -> None:
-    text = README.read_text()
-    try_it = section(text, "## Try it")
+    try_it = section(read("README.md"), "## Try it")
     shell = commands(code_blocks(try_it, "sh")[0])
     assert len(shell) == 4, shell
     embed, ingest, add_folder, search = shell
@@ -238,7 +220,7 @@ def test_an_empty_search_says_why(demo: Demo, workdir: Path) -> None:
 
 
 def test_the_python_example_runs(demo: Demo, workdir: Path) -> None:
-    block = code_blocks(section(README.read_text(), "### From Python: `SonaClient`"), "python")[0]
+    block = code_blocks(section(read("docs/api.md"), "## From Python: `SonaClient`"), "python")[0]
     script = workdir / "example.py"
     script.write_text(block.replace(README_URL, demo.url))
     result = subprocess.run(
@@ -255,13 +237,85 @@ def test_the_python_example_runs(demo: Demo, workdir: Path) -> None:
 
 
 def test_the_viz_examples_run_on_the_demo(demo: Demo, workdir: Path) -> None:
-    block = code_blocks(section(README.read_text(), "### Pictures of a model"), "sh")[0]
+    block = code_blocks(section(read("docs/quickstart.md"), "## Pictures of a model"), "sh")[0]
     viz = commands(block)
     assert len(viz) == 3 and all("data/demo" in c for c in viz)
     for command in viz:
         run(command.split("#")[0], workdir, demo)
     for name in ("attention.png", "ranks.png", "curves.png"):
         assert (workdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+@needs_vtest
+def test_the_footage_commands_index_vtest_and_search_by_track(demo: Demo, workdir: Path) -> None:
+    """docs/footage.md's commands against the demo: the first 20 s of vtest.avi indexed with
+    HOG, then a track read and searched by. The track id in the page's two curl commands is
+    replaced by the first one this run printed (the id holds a key of the run's settings,
+    among them the service's URL, which differs here)."""
+    block = code_blocks(section(read("docs/footage.md"), "# From camera footage"), "sh")[1]
+    add, track, search = commands(block)
+    out = run(add, workdir, demo)
+    printed = re.search(r"(\d+) tracks in (\d+) frames .*: (\d+) indexed with (\d+) crops", out)
+    assert printed, out
+    tracks, frames, indexed, crops = map(int, printed.groups())
+    assert frames == 200 and 0 < indexed <= tracks and crops >= indexed  # 20 s at 10 fps
+    first = re.search(r"track ids? (street-1-20240501T080000-\w{6}-\d{4})", out)
+    assert first, out
+    shown = re.search(r"street-1-20240501T080000-\w{6}-0001", track)
+    assert shown and shown.group() in search
+
+    body = json.loads(run(track.replace(shown.group(), first.group(1)), workdir, demo))
+    assert body["camera_id"] == "street-1" and body["track_id"] == first.group(1)
+    times = [datetime.fromisoformat(c["timestamp"]) for c in body["items"]]
+    assert times == sorted(times) and times[0] >= datetime.fromisoformat(
+        "2024-05-01T08:00:00+02:00"
+    )
+    answer = json.loads(run(search.replace(shown.group(), first.group(1)), workdir, demo))
+    found = [r["track_id"] for r in answer["results"]]
+    assert found and len(found) == len(set(found))  # one result per track
+
+
+def test_the_int8_export_is_served_as_the_cpu_page_says(demo: Demo, workdir: Path) -> None:
+    """docs/cpu.md's two commands on the demo's checkpoint, copied to ``models/sona.pt``, with
+    the folder's six crops to calibrate on; ``sona serve`` gets ``--port`` (a free one) and is
+    stopped once ready."""
+    export, serve = commands(code_blocks(read("docs/cpu.md"), "sh")[0])
+    folder = workdir / "cpu"
+    (folder / "models").mkdir(parents=True)
+    shutil.copy(workdir / "data" / "demo" / "demo.pt", folder / "models" / "sona.pt")
+    shutil.copytree(workdir / "crops", folder / "crops")
+    (folder / ".venv").symlink_to(workdir / ".venv")
+    run(export.split("#")[0], folder, demo)
+    assert (folder / "models" / "sona.int8.onnx").is_file()  # "writes models/sona.int8.onnx"
+
+    port = free_port()
+    process = subprocess.Popen(
+        ["bash", "-c", f"exec {serve.split('#')[0].strip()} --port {port}"],
+        cwd=folder,
+        env={**os.environ, "PATH": f"{workdir / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        ready = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+                if answer.status_code == 200:
+                    ready = answer.json()
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        log = process.communicate(timeout=60)[0].decode()
+    assert ready is not None, log[-3000:]
+    choice = ready["encoder_choice"]  # "/readyz says which runtime and why"
+    assert choice["runtime"] in {"onnxruntime", "openvino"} and choice["reason"], choice
+    assert ready["encoder"].startswith(f"{choice['runtime']} int8"), ready
 
 
 def test_the_demo_listens_at_once_and_readyz_tells_its_progress(demo: Demo) -> None:
