@@ -140,6 +140,9 @@ class Run:
             while pending:
                 self._run_one(pending.pop(0))
         except Terminated:
+            for record in self.figures["sections"].values():
+                if record["status"] == "running":  # stopped before its own handler ran
+                    record.update(status="terminated", error="SIGTERM (an outer time limit)")
             for section in pending:
                 self.figures["sections"][section.name] = {"status": "not run: terminated"}
             self.write()
