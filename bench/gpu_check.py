@@ -64,6 +64,13 @@ PRECISIONS: dict[str, tuple[torch.dtype | None, bool]] = {
 }
 
 
+#: PyTorch's own TF32 settings, read before the full run turns TF32 off for its fp32 rows.
+TF32_DEFAULTS = {
+    "cudnn_conv": torch.backends.cudnn.allow_tf32,
+    "matmul": torch.backends.cuda.matmul.allow_tf32,
+}
+
+
 @dataclasses.dataclass
 class Setup:
     """Sizes for this run, and what earlier sections leave for later ones."""
@@ -229,10 +236,7 @@ def env(run: Run, setup: Setup) -> None:
         "cpu_count": os.cpu_count(),
         "cpu": _cpu_model(),
         "cuda_available": torch.cuda.is_available(),
-        "tf32_defaults": {
-            "cudnn": torch.backends.cudnn.allow_tf32,
-            "matmul": torch.backends.cuda.matmul.allow_tf32,
-        },
+        "tf32_defaults": TF32_DEFAULTS,
         "nvidia_smi": command_line(
             "nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"
         ),
@@ -261,25 +265,22 @@ def _cpu_model() -> str:
 
 
 def flops(run: Run, setup: Setup) -> None:
-    """FLOPs counted from the model at a small batch (attention through the math kernel, whose
-    matrix products the counter sees), a multiply-add counting two."""
-    device, batch = setup.device, 2
-    torch.manual_seed(0)
-    net = SONANet(dataclasses.replace(setup.config, num_classes=0)).to(device).eval()
-    images = torch.randn(batch, 3, *setup.config.input_size, device=device)
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        embed(net, images)
-    per_embedding = counter.get_total_flops() / batch / 1e9
-    p, k = 2, 2
-    net = SONANet(setup.config).to(device).train()
-    images = torch.randn(p * k, 3, *setup.config.input_size, device=device)
-    pids = torch.arange(p, device=device).repeat_interleave(k)
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        ReIDLoss()(net(images), pids).total.backward()
-    per_image = counter.get_total_flops() / (p * k) / 1e9
+    """FLOPs counted from the model on the meta device (shapes only: no memory, no GPU, the
+    same count as any device), attention through the math kernel whose matrix products the
+    counter sees, a multiply-add counting two."""
+    batch, p, k = 2, 2, 2
+    size = setup.config.input_size
+    with torch.device("meta"), sdpa_kernel(SDPBackend.MATH):
+        net = SONANet(dataclasses.replace(setup.config, num_classes=0), load_backbone_weights=False)
+        with FlopCounterMode(display=False) as counter:
+            embed(net.eval(), torch.randn(batch, 3, *size))
+        per_embedding = counter.get_total_flops() / batch / 1e9
+        net = SONANet(setup.config, load_backbone_weights=False).train()
+        pids = torch.arange(p).repeat_interleave(k)
+        with FlopCounterMode(display=False) as counter:
+            ReIDLoss()(net(torch.randn(p * k, 3, *size)), pids).total.backward()
+        per_image = counter.get_total_flops() / (p * k) / 1e9
     setup.gflop_embedding, setup.gflop_training_image = per_embedding, per_image
-    del net
-    free_memory(device)
     run.set(
         "flops",
         {
@@ -588,6 +589,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-compile", action="store_true", help="skip the compile section")
     parser.add_argument(
+        "--flops-only",
+        action="store_true",
+        help="only the versions and the paper configuration's FLOPs (counted on any CPU)",
+    )
+    parser.add_argument(
         "--compile-batches",
         type=lambda text: tuple(int(b) for b in text.split(",")),
         help="batch sizes to compile, comma-separated (default 8,128; smoke 2,4)",
@@ -699,10 +705,17 @@ def main(argv: list[str] | None = None) -> int:
         hang=set(args.hang_section),
         caps=caps,
     )
-    if not args.smoke and not cuda:
-        # still say what this machine has: a CUDA that fails to start is a finding too
+    if args.flops_only or (not args.smoke and not cuda):
+        # versions and FLOPs need no GPU; a CUDA that fails to start is a finding too
         setup = Setup(smoke=False, device=torch.device("cpu"), config=SONANetConfig())
-        run.run([Section("env", lambda: env(run, setup), cap_s=60)])
+        status = run.run(
+            [
+                Section("env", lambda: env(run, setup), cap_s=60),
+                Section("flops", lambda: flops(run, setup), cap_s=90),
+            ]
+        )
+        if args.flops_only:
+            return status
         print("gpu_check: no CUDA device; use --smoke for the CPU dry run", file=sys.stderr)
         return 2
     setup = make_setup(args)

@@ -194,4 +194,16 @@ def test_gpu_check_refuses_without_a_gpu_unless_smoke_but_records_the_machine(
     result = gpu_check("--out", str(out))
     assert result.returncode == 2 and "no CUDA device" in result.stderr
     figures = json.loads(out.read_text())
-    assert statuses(figures) == {"env": "ok"} and figures["env"]["cuda_available"] is False
+    assert statuses(figures) == {"env": "ok", "flops": "ok"}
+    assert figures["env"]["cuda_available"] is False
+
+
+def test_flops_of_the_paper_configuration_are_counted_without_a_gpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu_check.json"
+    result = gpu_check("--flops-only", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    flops = json.loads(out.read_text())["flops"]
+    # ResNet-50 at 384 x 128, stride 8, two SONA blocks: tens of GFLOP a forward; training
+    # (forward and backward, one image) against an embedding (two forwards): about 3 / 2
+    assert 60 < flops["gflop_per_embedding"] < 150
+    assert 1.3 < flops["gflop_per_training_image"] / flops["gflop_per_embedding"] < 1.7
