@@ -48,12 +48,17 @@ from guarded_run import Run, Section, sig
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from model import PRESETS, SONANet, SONANetConfig
-from model.encoders import TorchEncoder, agreement
-from model.preprocess import normalize
-from model.sona import SONA
-from model.sona_net import embed
-from training.losses import ReIDLoss
+try:  # the project's code: where it fails to import, the machine is still recorded
+    from model import PRESETS, SONANet, SONANetConfig
+    from model.encoders import TorchEncoder, agreement
+    from model.preprocess import normalize
+    from model.sona import SONA
+    from model.sona_net import embed
+    from training.losses import ReIDLoss
+except ImportError as error:
+    IMPORT_ERROR: ImportError | None = error
+else:
+    IMPORT_ERROR = None
 
 #: autocast dtype and TF32 switch of each precision the rows name.
 PRECISIONS: dict[str, tuple[torch.dtype | None, bool]] = {
@@ -223,7 +228,7 @@ def package(name: str) -> str | None:
 
 
 # -- sections ------------------------------------------------------------------------------
-def env(run: Run, setup: Setup) -> None:
+def env(run: Run) -> None:
     """Versions and hardware, so every figure says what produced it."""
     info: dict[str, Any] = {
         "python": platform.python_version(),
@@ -240,7 +245,7 @@ def env(run: Run, setup: Setup) -> None:
         "nvidia_smi": command_line(
             "nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"
         ),
-        "nvcc": (command_line("nvcc", "--version") or "").splitlines()[-1:],
+        "nvcc": nvcc_version(),
         "cc": (command_line("cc", "--version") or "").splitlines()[:1],
         "commit": command_line("git", "rev-parse", "--short", "HEAD"),
     }
@@ -254,6 +259,15 @@ def env(run: Run, setup: Setup) -> None:
             "cudnn": torch.backends.cudnn.version(),
         }
     run.set("env", info)
+
+
+def nvcc_version() -> str:
+    """CUDA's compiler, on the PATH or where CUDA installs it by default."""
+    for nvcc in ("nvcc", "/usr/local/cuda/bin/nvcc"):
+        answer = command_line(nvcc, "--version") or ""
+        if not answer.startswith(("unavailable", "exit")):
+            return answer.splitlines()[-1]
+    return "unavailable"
 
 
 def _cpu_model() -> str:
@@ -654,7 +668,7 @@ def make_setup(args: argparse.Namespace) -> Setup:
 def sections(args: argparse.Namespace, setup: Setup, run: Run) -> list[Section]:
     smoke = setup.smoke
     listed = [
-        Section("env", lambda: env(run, setup), cap_s=60),
+        Section("env", lambda: env(run), cap_s=60),
         Section("flops", lambda: flops(run, setup), cap_s=90),
         Section("agreement", lambda: agreements(run, setup), cap_s=150),
         Section("train", lambda: train(run, setup), cap_s=150),
@@ -705,12 +719,16 @@ def main(argv: list[str] | None = None) -> int:
         hang=set(args.hang_section),
         caps=caps,
     )
+    if IMPORT_ERROR is not None:
+        run.run([Section("env", lambda: env(run), cap_s=60)])
+        print(f"gpu_check: the project does not import: {IMPORT_ERROR}", file=sys.stderr)
+        return 1
     if args.flops_only or (not args.smoke and not cuda):
         # versions and FLOPs need no GPU; a CUDA that fails to start is a finding too
         setup = Setup(smoke=False, device=torch.device("cpu"), config=SONANetConfig())
         status = run.run(
             [
-                Section("env", lambda: env(run, setup), cap_s=60),
+                Section("env", lambda: env(run), cap_s=60),
                 Section("flops", lambda: flops(run, setup), cap_s=90),
             ]
         )

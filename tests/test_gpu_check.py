@@ -207,3 +207,22 @@ def test_flops_of_the_paper_configuration_are_counted_without_a_gpu(tmp_path: Pa
     # (forward and backward, one image) against an embedding (two forwards): about 3 / 2
     assert 60 < flops["gflop_per_embedding"] < 150
     assert 1.3 < flops["gflop_per_training_image"] / flops["gflop_per_embedding"] < 1.7
+
+
+def test_a_project_that_does_not_import_still_records_the_machine(tmp_path: Path) -> None:
+    broken = tmp_path / "site" / "model"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('a planted import failure')\n")
+    out = tmp_path / "gpu_check.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
+        env={**ENV, "PYTHONPATH": str(broken.parent)},
+    )
+    assert result.returncode == 1 and "planted import failure" in result.stderr
+    figures = json.loads(out.read_text())
+    assert statuses(figures) == {"env": "ok"} and figures["env"]["torch"]
