@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from guarded_run import Run, Section, sig
+from guarded_run import GRACE_S, Run, Section, sig
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -599,7 +599,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=300.0,
         help="seconds the run aims at (default 300): optional sections start only while "
-        "there is time for them; nothing starts past the budget plus 60 s",
+        "there is time for them",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=GRACE_S,
+        help=f"seconds past the budget the other sections may take (default {GRACE_S:.0f}): "
+        "nothing runs past budget + grace",
     )
     parser.add_argument("--no-compile", action="store_true", help="skip the compile section")
     parser.add_argument(
@@ -718,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
         fail=set(args.fail_section),
         hang=set(args.hang_section),
         caps=caps,
+        grace_s=args.grace,
     )
     if IMPORT_ERROR is not None:
         run.run([Section("env", lambda: env(run), cap_s=60)])

@@ -7,22 +7,24 @@
 #   bash bench/gpu_check.sh --budget 150 --no-compile  # a second, shorter try
 #
 # Give the command an outer time limit of at least the budget plus 120 s (420 s by default,
-# 270 s for the second try above): the script stops itself by the budget plus 60 s at most,
-# and its own backstop (`timeout`, below) ends python at the budget plus 90 s. Even so killed,
+# 270 s for the second try above): the script stops itself by the budget plus its grace (60 s,
+# --grace) at most, and its own backstop (`timeout`, below) ends python 30 s later. Even killed,
 # ${OUT:-.}/gpu_check.json holds every figure measured until then (it is rewritten after each
 # row) and ${OUT:-.}/gpu_check.log the whole output.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-.}"
 mkdir -p "$out"
-budget=300
+budget=300 grace=60
 previous=""
 for arg in "$@"; do
     [[ $previous == --budget ]] && budget="$arg"
     [[ $arg == --budget=* ]] && budget="${arg#--budget=}"
+    [[ $previous == --grace ]] && grace="$arg"
+    [[ $arg == --grace=* ]] && grace="${arg#--grace=}"
     previous="$arg"
 done
-limit=$(( ${budget%.*} + 90 ))
+limit=$(( ${budget%.*} + ${grace%.*} + 30 ))
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \

@@ -23,7 +23,7 @@ from typing import Any
 
 __all__ = ["GRACE_S", "Run", "Section", "SectionTimeout", "Terminated", "sig"]
 
-#: How far past its budget a run may go, at most, finishing the sections it must run.
+#: How far past its budget a run may go, by default, finishing the sections it must run.
 GRACE_S = 60.0
 
 
@@ -57,12 +57,14 @@ class Run:
     fail: set[str] = field(default_factory=set)  # injected failures: "section" or "section:row"
     hang: set[str] = field(default_factory=set)  # injected hangs (sections), for the guard
     caps: dict[str, float] = field(default_factory=dict)  # per-section cap overrides
+    grace_s: float = GRACE_S
 
     def __post_init__(self) -> None:
         self.started = time.monotonic()
         self.figures: dict[str, Any] = {
             **self.header,
             "budget_s": self.budget_s,
+            "grace_s": self.grace_s,
             "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             "finished": False,
             "elapsed_s": 0.0,
@@ -75,7 +77,7 @@ class Run:
         return self.budget_s - (time.monotonic() - self.started)
 
     def hard_remaining(self) -> float:
-        return self.remaining() + GRACE_S
+        return self.remaining() + self.grace_s
 
     # -- figures -----------------------------------------------------------------------
     def write(self) -> None:
@@ -146,6 +148,7 @@ class Run:
             for section in pending:
                 self.figures["sections"][section.name] = {"status": "not run: terminated"}
             self.write()
+            self._summary()
             return 143
         finally:
             signal.signal(signal.SIGTERM, previous)
