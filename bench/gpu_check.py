@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from guarded_run import GRACE_S, Run, Section, sig
+from guarded_run import GRACE_S, Run, Section, say, sig
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -717,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
             name = torch.cuda.get_device_name(0)
         except RuntimeError as error:
             name = f"cuda (name unavailable: {error})"
-    print(f"gpu_check on {name}, torch {torch.__version__}, budget {args.budget:.0f} s", flush=True)
+    say(f"gpu_check on {name}, torch {torch.__version__}, budget {args.budget:.0f} s")
     run = Run(
         out=args.out,
         budget_s=args.budget,

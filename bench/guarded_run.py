@@ -8,6 +8,7 @@ figure measured until then and says which section failed and why. Torch-free on 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,9 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-__all__ = ["GRACE_S", "Run", "Section", "SectionTimeout", "Terminated", "sig"]
+__all__ = ["GRACE_S", "Run", "Section", "SectionTimeout", "Terminated", "say", "sig"]
 
 #: How far past its budget a run may go, by default, finishing the sections it must run.
 GRACE_S = 60.0
@@ -96,8 +97,8 @@ class Run:
     def set(self, section: str, values: dict[str, Any]) -> dict[str, Any]:
         """A section's figures as one dict (not rows): kept, printed and written at once."""
         self.figures[section] = values
-        print(section, json.dumps(values, default=str), flush=True)
         self.write()
+        say(section, json.dumps(values, default=str))
         return values
 
     def row(
@@ -121,8 +122,8 @@ class Run:
 
     def _keep(self, section: str, row: dict[str, Any]) -> dict[str, Any]:
         self.figures.setdefault(section, []).append(row)
-        print(section, json.dumps(row, default=str), flush=True)
         self.write()
+        say(section, json.dumps(row, default=str))
         return row
 
     def _section_record(self, section: str) -> dict[str, Any]:
@@ -173,15 +174,15 @@ class Run:
         elif hard_left <= 0:
             record.update(status="skipped", reason="past the budget and its grace")
         if record["status"] == "skipped":
-            print(f"== {section.name}: skipped ({record['reason']})", flush=True)
             self.write()
+            say(f"== {section.name}: skipped ({record['reason']})")
             return
         guard = min(
             self.caps.get(section.name, section.cap_s), left if section.optional else hard_left
         )
         record["guard_s"] = round(guard, 1)
         self.write()
-        print(f"== {section.name} (guard {guard:.0f} s)", flush=True)
+        say(f"== {section.name} (guard {guard:.0f} s)")
         start = time.monotonic()
         previous = signal.signal(signal.SIGALRM, _raise_timeout)
         signal.setitimer(signal.ITIMER_REAL, max(guard, 0.001))
@@ -203,25 +204,31 @@ class Run:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
             record["seconds"] = round(time.monotonic() - start, 1)
-            print(f"== {section.name}: {record['status']} in {record['seconds']} s", flush=True)
             self.write()
+            say(f"== {section.name}: {record['status']} in {record['seconds']} s")
 
     def _summary(self) -> None:
-        print(f"-- summary ({self.figures['elapsed_s']} s of a {self.budget_s:.0f} s budget)")
+        say(f"-- summary ({self.figures['elapsed_s']} s of a {self.budget_s:.0f} s budget)")
         for name, record in self.figures["sections"].items():
             extra = record.get("error") or record.get("reason") or ""
             errors = f", {record['row_errors']} row error(s)" if record.get("row_errors") else ""
-            print(f"   {name:<13} {record['status']}{errors} {extra}".rstrip(), flush=True)
+            say(f"   {name:<13} {record['status']}{errors} {extra}".rstrip())
         if self.out is not None:
-            print(f"   figures: {self.out}", flush=True)
+            say(f"   figures: {self.out}")
 
 
 def _error(error: BaseException) -> dict[str, Any]:
     """The one-line error for the figures; the whole traceback goes to the log (stderr)."""
     text = traceback.format_exc()
-    print(text, file=sys.stderr, flush=True)
+    say(text, stream=sys.stderr)
     line = f"{type(error).__name__}: {error}".splitlines()[0][:500]
     return {"error": line, "traceback_tail": text[-1500:]}
+
+
+def say(*parts: object, stream: TextIO | None = None) -> None:
+    """Print and flush; a closed pipe (the log's reader gone first) must not cost a figure."""
+    with contextlib.suppress(OSError):  # BrokenPipeError among them
+        print(*parts, file=stream or sys.stdout, flush=True)
 
 
 def _raise_timeout(signum: int, frame: object) -> None:

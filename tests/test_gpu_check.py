@@ -227,3 +227,23 @@ def test_a_project_that_does_not_import_still_records_the_machine(tmp_path: Path
     assert result.returncode == 1 and "planted import failure" in result.stderr
     figures = json.loads(out.read_text())
     assert statuses(figures) == {"env": "ok"} and figures["env"]["torch"]
+
+
+def test_a_log_reader_gone_first_costs_no_figure(tmp_path: Path) -> None:
+    """The output's reader (tee) may die before the check: prints fail, the figures do not."""
+    out = tmp_path / "gpu_check.json"
+    failing = [f"--fail-section={name}" for name in SECTIONS[2:]]
+    script = str(ROOT / "bench" / "gpu_check.py")
+    process = subprocess.Popen(
+        [sys.executable, script, "--smoke", "--out", str(out), *failing],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=ENV,
+    )
+    process.stdout.close()  # nobody reads the output any more
+    process.stderr.close()
+    process.wait(timeout=600)
+    figures = json.loads(out.read_text())
+    assert figures["finished"] is True
+    assert statuses(figures) == {"env": "ok", "flops": "ok"} | dict.fromkeys(SECTIONS[2:], "error")
