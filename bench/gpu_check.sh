@@ -27,7 +27,7 @@ done
 limit=$(( ${budget%.*} + ${grace%.*} + 30 ))
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 {
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
+    timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
         || echo "nvidia-smi: not available here"
     timeout --kill-after=15 "$limit" "${PYTHON:-python3}" bench/gpu_check.py \
         --out "$out/gpu_check.json" "$@"
