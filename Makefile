@@ -35,7 +35,7 @@ test: $(STAMP)
 	@# CI: the web page test drives Debian's chromium (elsewhere it skips when chromium is absent)
 	@if [ -n "$$CI" ] && ! command -v chromium >/dev/null; then \
 		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; fi
-	@# CI: the real-footage test and bench/footage.py use vtest.avi from Debian's opencv-doc
+	@# CI: the real-footage test and bench/ingest.py use vtest.avi from Debian's opencv-doc
 	@if [ -n "$$CI" ] && [ ! -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ]; then \
 		apt-get update -qq && apt-get install -y -qq opencv-doc >/dev/null; fi
 	$(BIN)/ruff check .

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import timeit
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import PIL
@@ -32,7 +30,6 @@ import torch
 import torchvision
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # not bench/: its service.py
 from model.preprocess import pil_to_tensor
 from service.imaging import decode_image
 

@@ -25,7 +25,6 @@ import httpx
 from model.cpu import cpu_info
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the project's packages, not bench/'s files of the same names
 
 
 def free_port() -> int:

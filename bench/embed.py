@@ -37,7 +37,6 @@ import io
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -48,8 +47,6 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.io import decode_jpeg
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/service.py shadows service
 
 from model import PRESETS, SONANet, load_checkpoint
 from model.cpu import cpu_has_bf16, cpu_info

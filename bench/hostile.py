@@ -15,17 +15,15 @@ import argparse
 import io
 import os
 import shlex
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from _support import random_checkpoint, served
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._support import random_checkpoint, served
 from model.cpu import cpu_info
 
 

@@ -34,7 +34,6 @@ import contextlib
 import gc
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,11 +42,8 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from _support import milvus_server
 
-# the repository first: bench/service.py would otherwise shadow the service package
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench._support import milvus_server
 from model.cpu import cpu_info
 from service.store.faiss import spec as faiss_spec
 from service.store.faiss.index import no_polysemous

@@ -22,9 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import httpx
+from _support import crop_jpegs, random_checkpoint, served
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._support import crop_jpegs, random_checkpoint, served
 from model.cpu import cpu_info
 
 CROPS: list[bytes] = []  # synthetic pedestrian crops, made once in main()

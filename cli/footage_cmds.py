@@ -15,7 +15,8 @@ __all__ = ["add_parsers"]
 
 
 def _detector(args: argparse.Namespace) -> Any:
-    from footage.detect import FileDetector, HogDetector, TorchvisionDetector
+    from footage.detect import HogDetector, TorchvisionDetector
+    from footage.motchallenge import FileDetector
 
     if args.detections:
         if args.weights:

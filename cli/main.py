@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from . import footage_cmds, model_cmds, reproduce_cmds, service_cmds, training_cmds
-from .errors import UserError
+from .errors import is_user_error
 from .parser import SonaArgumentParser
 
 __all__ = ["build_parser", "main"]
@@ -38,8 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sona {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (UserError, ValueError, FileNotFoundError) as exc:
-        # The user's to fix (library errors of this kind are ValueErrors): one line, no traceback.
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise  # a bug: its traceback is what a report needs
         print(f"sona {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

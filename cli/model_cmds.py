@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .args import hw, points, positive, stages
+from .errors import user_input
 
 if TYPE_CHECKING:
     from model import SONANetConfig
@@ -37,7 +38,8 @@ def _model_config(args: argparse.Namespace) -> SONANetConfig:
         "input_size": args.input,
         "num_classes": args.num_classes,
     }
-    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    with user_input():
+        return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _stage_label(stages: tuple[int, ...]) -> str:
@@ -122,16 +124,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     suffix = ".int8.onnx" if args.int8 else ".onnx"
     output = args.output or args.checkpoint.with_suffix(suffix)
-    export_and_check(
-        args.checkpoint,
-        output,
-        int8=args.int8,
-        calibrate=args.calibrate,
-        calibration_images=args.calibration_images,
-        method=args.method,
-        check=args.check,
-        check_images=args.check_images,
-    )
+    with user_input():  # its ValueErrors refuse options: folders, image counts, --int8 alone
+        export_and_check(
+            args.checkpoint,
+            output,
+            int8=args.int8,
+            calibrate=args.calibrate,
+            calibration_images=args.calibration_images,
+            method=args.method,
+            check=args.check,
+            check_images=args.check_images,
+        )
     print(f"serve it: SONA_CHECKPOINT={args.checkpoint} SONA_ONNX_MODEL={output} sona serve")
     return 0
 
@@ -192,9 +195,10 @@ def _cmd_attention(args: argparse.Namespace) -> int:
     from training.viz import attention_figure
 
     net, _ = load_checkpoint(args.checkpoint, resolve_device(args.device))
-    path = attention_figure(
-        net, args.image, args.output, points=args.points, stage=args.stage, top=args.top
-    )
+    with user_input():  # points outside the image, a stage without SONA
+        path = attention_figure(
+            net, args.image, args.output, points=args.points, stage=args.stage, top=args.top
+        )
     print(f"wrote {path}")
     return 0
 
@@ -208,17 +212,18 @@ def _cmd_ranks(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     data = load_dataset(args.dataset, args.data)
     net, _ = load_checkpoint(args.checkpoint, device)
-    path = rank_list_figure(
-        net,
-        data,
-        args.output,
-        queries=args.queries,
-        top=args.top,
-        seed=args.seed,
-        device=device,
-        batch_size=args.batch_size,
-        workers=args.workers,
-    )
+    with user_input():
+        path = rank_list_figure(
+            net,
+            data,
+            args.output,
+            queries=args.queries,
+            top=args.top,
+            seed=args.seed,
+            device=device,
+            batch_size=args.batch_size,
+            workers=args.workers,
+        )
     print(f"wrote {path}")
     return 0
 
@@ -226,7 +231,9 @@ def _cmd_ranks(args: argparse.Namespace) -> int:
 def _cmd_curves(args: argparse.Namespace) -> int:
     from training.viz import plot_training_curves
 
-    print(f"wrote {plot_training_curves(args.run, args.output)}")
+    with user_input():  # a run folder without a metrics file of epochs
+        path = plot_training_curves(args.run, args.output)
+    print(f"wrote {path}")
     return 0
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from model.variants import VARIANTS
 
-from .errors import UserError
+from .errors import UserError, user_input
 from .training_cmds import add_backbone_options, add_data_options, require_backbone_weights
 
 __all__ = ["add_parsers"]
@@ -47,12 +47,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     model = base.model
     if args.backbone_weights:
         model = dataclasses.replace(model, backbone_weights=args.backbone_weights)
-    base = dataclasses.replace(base, model=model, epochs=args.epochs or base.epochs)
+    with user_input():
+        base = dataclasses.replace(base, model=model, epochs=args.epochs or base.epochs)
     try:
         data = require_evaluable(load_dataset(args.dataset, args.data))
     except DatasetError as exc:
         raise UserError(str(exc)) from exc
-    runs = plan(args.rows, args.seeds, args.out)
+    with user_input():
+        runs = plan(args.rows, args.seeds, args.out)
 
     if args.dry_run:
         macs: dict[tuple[int, ...], int] = {}

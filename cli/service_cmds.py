@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .errors import UserError
+from .errors import UserError, user_input
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -90,15 +90,16 @@ def _cmd_gallery_add(args: argparse.Namespace) -> int:
 
     if bool(args.folder) == bool(args.csv):
         raise UserError("give a FOLDER of Market-style crops or --csv FILE (one of them)")
-    if args.csv:
-        crops = crops_from_csv(Path(args.csv))
-    else:
-        start = datetime.fromisoformat(args.start)
-        if start.tzinfo is None:
-            raise UserError("--start needs a UTC offset, e.g. 2024-01-01T00:00:00+00:00")
-        crops = crops_from_folder(
-            Path(args.folder), start=start, fps=args.fps, with_identity=args.with_identity
-        )
+    with user_input():  # a folder or CSV that does not list crops, a --start that is no time
+        if args.csv:
+            crops = crops_from_csv(Path(args.csv))
+        else:
+            start = datetime.fromisoformat(args.start)
+            if start.tzinfo is None:
+                raise UserError("--start needs a UTC offset, e.g. 2024-01-01T00:00:00+00:00")
+            crops = crops_from_folder(
+                Path(args.folder), start=start, fps=args.fps, with_identity=args.with_identity
+            )
     if not crops:
         raise UserError("no crops found")
     from client import SonaClient, SonaUnreachable

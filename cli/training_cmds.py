@@ -10,7 +10,7 @@ from model.variants import VARIANTS
 from training.options import DISTANCES, EPOCH_UNITS
 
 from .args import batch_shape, block_size, hw, positive
-from .errors import UserError
+from .errors import UserError, user_input
 from .model_cmds import add_architecture_options, add_device_option
 
 __all__ = [
@@ -25,18 +25,19 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from training.synthetic import make_dataset
 
     try:
-        summary = make_dataset(
-            args.output,
-            args.identities,
-            args.cameras,
-            images_per_camera=args.images_per_camera,
-            distractors=args.distractors,
-            image_size=args.size,
-            seed=args.seed,
-            train_fraction=args.train_fraction,
-            quality=args.quality,
-            overwrite=args.overwrite,
-        )
+        with user_input():  # counts and sizes the generator cannot honour
+            summary = make_dataset(
+                args.output,
+                args.identities,
+                args.cameras,
+                images_per_camera=args.images_per_camera,
+                distractors=args.distractors,
+                image_size=args.size,
+                seed=args.seed,
+                train_fraction=args.train_fraction,
+                quality=args.quality,
+                overwrite=args.overwrite,
+            )
     except (FileExistsError, NotADirectoryError) as exc:
         raise UserError(str(exc)) from exc
     print(summary)
@@ -193,9 +194,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["ids_per_batch"], overrides["images_per_id"] = args.batch
     if args.no_amp:
         overrides["amp"] = False
-    config = dataclasses.replace(
-        config, model=model, **{k: v for k, v in overrides.items() if v is not None}
-    )
+    with user_input():
+        config = dataclasses.replace(
+            config, model=model, **{k: v for k, v in overrides.items() if v is not None}
+        )
     data = load_dataset(args.dataset, args.data)
     try:
         trainer = Trainer(

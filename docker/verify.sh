@@ -26,11 +26,11 @@
 #
 # Environment (defaults in brackets):
 #   SONA_VERIFY_BASE          base image to build on [a local debootstrap of Debian bookworm]
-#   SONA_VERIFY_TORCH_INDEX   where torch comes from [https://pypi.org/simple: reachable where
-#                             the PyTorch index is not; its CUDA build also runs on a CPU]
+#   SONA_VERIFY_TORCH_INDEX   where torch comes from [pip's default index: its CUDA build also
+#                             runs on a CPU]
 #   SONA_VERIFY_CA_BUNDLE     CA bundle put into the local base, for a TLS-intercepting proxy
 #                             [/etc/ssl/certs/ca-certificates.crt when present]
-#   SONA_VERIFY_DEBIAN_MIRROR [http://deb.debian.org/debian]
+#   SONA_VERIFY_DEBIAN_MIRROR Debian mirror for the local base [debootstrap's default]
 #   SONA_VERIFY_PRESET        checkpoint size: tiny or paper (ResNet-50, 384 x 128) [tiny]
 #   SONA_VERIFY_STORAGE       storage drivers to try when starting dockerd [overlay2 vfs]
 #   SONA_VERIFY_KEEP_IMAGES   1 keeps the built images (a rerun then builds from cache) [0]
@@ -42,9 +42,9 @@ cd "$ROOT"
 
 LOCAL_BASE=sona-local/python:3.11-bookworm
 BASE=${SONA_VERIFY_BASE:-$LOCAL_BASE}
-TORCH_INDEX=${SONA_VERIFY_TORCH_INDEX:-https://pypi.org/simple}
+TORCH_INDEX=${SONA_VERIFY_TORCH_INDEX:-}
 CA_BUNDLE=${SONA_VERIFY_CA_BUNDLE-/etc/ssl/certs/ca-certificates.crt}
-MIRROR=${SONA_VERIFY_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+MIRROR=${SONA_VERIFY_DEBIAN_MIRROR:-}
 PRESET=${SONA_VERIFY_PRESET:-tiny}
 STORAGE=${SONA_VERIFY_STORAGE:-overlay2 vfs}
 CPU_IMAGE=sona-reid:cpu   # the name docker-compose.yml gives it
@@ -154,7 +154,7 @@ base_image() {
     local rootfs=$WORK/rootfs started
     started=$(now)
     debootstrap --variant=minbase --include=python3,python3-pip,python-is-python3,ca-certificates \
-        bookworm "$rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
+        bookworm "$rootfs" ${MIRROR:+"$MIRROR"} >"$WORK/debootstrap.log" 2>&1 ||
         { tail -5 "$WORK/debootstrap.log" >&2; fail "debootstrap"; }
     # the image's own Python: pip installs into /usr/local as in python:3.11-slim
     rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
@@ -192,7 +192,7 @@ build() { # IMAGE DOCKERFILE CONTEXT
 
 build_twice() { # IMAGE DOCKERFILE
     local image=$1 dockerfile=$2 started context=$WORK/context
-    say "building $image from $dockerfile on $BASE, torch from $TORCH_INDEX"
+    say "building $image from $dockerfile on $BASE, torch from ${TORCH_INDEX:-pip's default index}"
     started=$(now)
     build "$image" "$dockerfile" .
     note "$image: build $(since "$started") s ($CACHED steps from cache), $(image_size "$image")"

@@ -2,8 +2,8 @@
 crops per track, and index them through the service's HTTP API (``sona footage add``).
 
 One module per step: ``decode`` (videos and image sequences), ``detect`` (HOG, torchvision,
-MOTChallenge ``det.txt``), ``track`` (IoU and motion association), ``select`` (crop choice),
-``upload`` (the HTTP client with retries), ``state`` (resumable runs), ``ingest`` (the
+MOTChallenge ``det.txt``), ``track`` (IoU and motion association), ``choose`` (crop choice),
+``upload`` (tracks to the service through the client), ``state`` (resumable runs), ``ingest`` (the
 pipeline). It talks to the service only through the public API; nothing here imports it.
 """
 

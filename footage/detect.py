@@ -5,7 +5,8 @@
   suppression. Fast on a CPU, and misses people under about 100 pixels unless upscaled.
 - ``TorchvisionDetector``: a torchvision COCO detector (Faster R-CNN by default) from a local
   weights file; nothing is downloaded. Far better recall, far slower on a CPU.
-- ``FileDetector``: detections a site already has, in MOTChallenge ``det.txt`` format.
+- ``motchallenge.FileDetector``: detections a site already has, in MOTChallenge ``det.txt``
+  format.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ __all__ = [
     "TORCHVISION_MODELS",
     "Detection",
     "Detector",
-    "FileDetector",
     "HogDetector",
     "TorchvisionDetector",
     "nms",
@@ -204,32 +204,3 @@ class TorchvisionDetector(Detector):
             for (x1, y1, x2, y2), label, s in zip(boxes, labels, scores, strict=True)
             if label == _COCO_PERSON and s >= self.min_score and x2 > x1 and y2 > y1
         ]
-
-
-class FileDetector(Detector):
-    """Detections from a MOTChallenge ``det.txt`` (see ``motchallenge``)."""
-
-    name = "det.txt"
-
-    def __init__(self, path: Path, min_score: float | None = None) -> None:
-        from .motchallenge import read_det
-
-        self.path = path
-        self.by_frame = read_det(path)
-        if min_score is not None:
-            self.by_frame = {
-                f: [d for d in ds if d.score >= min_score] for f, ds in self.by_frame.items()
-            }
-        self.min_score = min_score
-
-    def describe(self) -> str:
-        stat = self.path.stat()
-        return f"det.txt {self.path.resolve()} {stat.st_size}:{stat.st_mtime_ns} {self.min_score}"
-
-    def check(self, frames: int, width: int, height: int, name: str) -> None:
-        from .motchallenge import check_against
-
-        check_against(self.by_frame, frames, width, height, name)
-
-    def detect(self, index: int, image: np.ndarray) -> list[Detection]:
-        return list(self.by_frame.get(index, ()))

@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 
 import cv2
 
+from .choose import Candidate, CropChooser
 from .decode import Source
 from .detect import Detector
 from .errors import FootageError
-from .select import Candidate, CropChooser
 from .state import RunState
 from .track import Track, Tracker
 from .upload import TrackUploader

@@ -7,10 +7,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .detect import Detection
+import numpy as np
+
+from .detect import Detection, Detector
 from .errors import FootageError
 
-__all__ = ["check_against", "read_det"]
+__all__ = ["FileDetector", "check_against", "read_det"]
 
 _MAX_BYTES = 512 * 1024 * 1024
 
@@ -70,3 +72,28 @@ def check_against(
                     f"det.txt frame {index + 1}: box ({d.x:g}, {d.y:g}, {d.w:g}, {d.h:g}) lies "
                     f"outside the {width}x{height} picture of {name}: not this video's detections"
                 )
+
+
+class FileDetector(Detector):
+    """Detections from a MOTChallenge ``det.txt``."""
+
+    name = "det.txt"
+
+    def __init__(self, path: Path, min_score: float | None = None) -> None:
+        self.path = path
+        self.by_frame = read_det(path)
+        if min_score is not None:
+            self.by_frame = {
+                f: [d for d in ds if d.score >= min_score] for f, ds in self.by_frame.items()
+            }
+        self.min_score = min_score
+
+    def describe(self) -> str:
+        stat = self.path.stat()
+        return f"det.txt {self.path.resolve()} {stat.st_size}:{stat.st_mtime_ns} {self.min_score}"
+
+    def check(self, frames: int, width: int, height: int, name: str) -> None:
+        check_against(self.by_frame, frames, width, height, name)
+
+    def detect(self, index: int, image: np.ndarray) -> list[Detection]:
+        return list(self.by_frame.get(index, ()))

@@ -94,3 +94,22 @@ def test_help_of_every_command_loads_neither_torch_nor_torchvision() -> None:
     )
     unshown, parsers, heavy = out.stdout.split(maxsplit=2)
     assert unshown == "0" and int(parsers) > 10 and heavy.strip() == "[]", out.stdout
+
+
+def test_options_a_library_refuses_are_one_line(capsys) -> None:
+    assert main(["info", "--preset", "tiny", "--sona-stages", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sona_stages may hold 2, 3 and 4 only" in err
+
+
+def test_a_value_error_from_a_bug_keeps_its_traceback(monkeypatch, capsys) -> None:
+    """Only deliberate user errors become one line: an unexpected ``ValueError`` propagates."""
+    import model.info
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("an inconsistency inside the program")
+
+    monkeypatch.setattr(model.info, "describe", broken)
+    with pytest.raises(ValueError, match="inconsistency inside"):
+        main(["info", "--preset", "tiny"])
+    assert capsys.readouterr().err == ""

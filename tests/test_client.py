@@ -64,7 +64,11 @@ class _Scripted(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = do_DELETE = _answer
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
 
     def log_message(self, *args: object) -> None:
         pass
@@ -153,9 +157,11 @@ def test_an_unreachable_service_is_one_error(url: str) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    with SonaClient(dead, retries=1, sleep=lambda s: None) as client:
-        with pytest.raises(SonaUnreachable, match="cannot reach the service"):
-            client.healthy()
+    with (
+        SonaClient(dead, retries=1, sleep=lambda s: None) as client,
+        pytest.raises(SonaUnreachable, match="cannot reach the service"),
+    ):
+        client.healthy()
 
 
 def test_one_table_of_suffixes_and_media_types() -> None:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from footage import FootageError
+from footage.choose import CropChooser
 from footage.decode import ImageSequence, VideoFile, open_sources
-from footage.detect import Detection, FileDetector, HogDetector, TorchvisionDetector, nms
-from footage.motchallenge import read_det
-from footage.select import CropChooser
+from footage.detect import Detection, HogDetector, TorchvisionDetector, nms
+from footage.motchallenge import FileDetector, read_det
 from footage.track import Tracker, iou_matrix
 from tests.footage_support import (
     FPS,

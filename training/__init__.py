@@ -1,1 +1,2 @@
-"""Training and evaluation of SONA-Net, and the ``sona`` command line."""
+"""Training and evaluation of SONA-Net: datasets, sampler, losses, trainer, evaluation, and
+the reproduction of the paper's tables (the ``sona`` command line that drives them is ``cli``)."""

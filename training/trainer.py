@@ -40,7 +40,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model import SONANet
-from model.checkpoint import atomic_torch_save, checkpoint_payload, read_checkpoint, save_checkpoint
+from model.checkpoint import (
+    CheckpointError,
+    atomic_torch_save,
+    checkpoint_payload,
+    read_checkpoint,
+    save_checkpoint,
+)
 from model.device import resolve_device
 
 from .config import TrainConfig
@@ -192,9 +198,11 @@ class Trainer:
         payload = read_checkpoint(path)
         state = payload.get("training")
         if not isinstance(state, dict):
-            raise ValueError(f"{path} holds no training state; start a new run in another folder")
+            raise CheckpointError(
+                f"{path} holds no training state; start a new run in another folder"
+            )
         if state["config"] != self.config.to_dict():
-            raise ValueError(
+            raise CheckpointError(
                 f"{self.run_dir} holds a run with another configuration; use another --output "
                 "folder, or the same options as that run to resume it"
             )

@@ -1,4 +1,4 @@
-// Gallery search page: plain JavaScript over the public HTTP API (see DESIGN.md).
+// Gallery search page: plain JavaScript over the public HTTP API (documented at /docs).
 // Every API call carries "Authorization: Bearer <key>" when a key is set; crops are fetched
 // with that header and shown through object URLs, since <img src> cannot send headers.
 "use strict";

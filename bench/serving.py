@@ -16,9 +16,9 @@ latency it records the CPU seconds of every process per level (service replicas,
 nginx, and this load generator) from /proc, prints where the CPU went, and the CPU cost of a
 request by route: what to plan replicas with.
 
-    python bench/service.py --requests 96
-    SONA_CHECKPOINT=runs/tiny/last.pt python bench/service.py
-    python bench/service.py --topology embedded,milvus,milvus-2 --encoder torch,int8 \
+    python bench/serving.py --requests 96
+    SONA_CHECKPOINT=runs/tiny/last.pt python bench/serving.py
+    python bench/serving.py --topology embedded,milvus,milvus-2 --encoder torch,int8 \
         --milvus-server --requests 96
 """
 
@@ -38,9 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._support import (
+from _support import (
     cpu_seconds,
     crop_jpegs,
     int8_model,
@@ -51,6 +49,7 @@ from bench._support import (
     random_checkpoint,
     served,
 )
+
 from client import SonaClient
 from model.cpu import cpu_info
 

@@ -1,7 +1,7 @@
 """Footage to gallery: how fast each step runs, how many crops a track gets, and how well a
 crop finds its own track again after a gap.
 
-    python bench/footage.py [VIDEO] [--checkpoint CKPT] [--duration S] [--picture PNG]
+    python bench/ingest.py [VIDEO] [--checkpoint CKPT] [--duration S] [--picture PNG]
 
 VIDEO defaults to vtest.avi from Debian's opencv-doc (a surveillance camera, 795 frames at
 10 fps, 768x576), or, where that is absent, a clip of made-up walkers written here. Frames/s of
@@ -19,32 +19,25 @@ stdout; bench/RESULTS.md keeps a run's.
 
 from __future__ import annotations
 
-import sys
+import argparse
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-# Run as ``python bench/footage.py``, this folder comes first on sys.path, and this file's name
-# would hide the ``footage`` package it measures.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import cv2
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from datetime import UTC, datetime, timedelta  # noqa: E402
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from footage.decode import VideoFile  # noqa: E402
-from footage.detect import HogDetector  # noqa: E402
-from footage.select import Candidate, CropChooser  # noqa: E402
-from footage.track import Tracker  # noqa: E402
-from model.cpu import cpu_info  # noqa: E402
-from model.loading import open_encoder  # noqa: E402
-from model.preprocess import resize  # noqa: E402
-from service.store import FaissSqliteStore, NewItem  # noqa: E402
+from footage.choose import Candidate, CropChooser
+from footage.decode import VideoFile
+from footage.detect import HogDetector
+from footage.track import Tracker
+from model.cpu import cpu_info
+from model.loading import open_encoder
+from model.preprocess import resize
+from service.store import FaissSqliteStore, NewItem
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
