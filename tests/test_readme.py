@@ -17,6 +17,7 @@ it is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -249,12 +250,14 @@ def test_the_viz_examples_run_on_the_demo(demo: Demo, workdir: Path) -> None:
 @needs_vtest
 def test_the_footage_commands_index_vtest_and_search_by_track(demo: Demo, workdir: Path) -> None:
     """docs/footage.md's commands against the demo: the first 20 s of vtest.avi indexed with
-    HOG, then a track read and searched by. The track id in the page's two curl commands is
-    replaced by the first one this run printed (the id holds a key of the run's settings,
-    among them the service's URL, which differs here)."""
+    HOG, then a track read and searched by. ``sona footage add`` gets ``--url`` (its default is
+    where ``make serve`` listens), and the track id in the page's two curl commands is replaced
+    by the first one this run printed (the id holds a key of the run's settings, among them the
+    service's URL, which differs here)."""
     block = code_blocks(section(read("docs/footage.md"), "# From camera footage"), "sh")[1]
     add, track, search = commands(block)
-    out = run(add, workdir, demo)
+    assert "--url" not in add
+    out = run(f"{add} --url {demo.url}", workdir, demo)
     printed = re.search(r"(\d+) tracks in (\d+) frames .*: (\d+) indexed with (\d+) crops", out)
     assert printed, out
     tracks, frames, indexed, crops = map(int, printed.groups())
@@ -290,7 +293,7 @@ def test_the_int8_export_is_served_as_the_cpu_page_says(demo: Demo, workdir: Pat
 
     port = free_port()
     process = subprocess.Popen(
-        ["bash", "-c", f"exec {serve.split('#')[0].strip()} --port {port}"],
+        ["bash", "-c", f"{serve.split('#')[0].strip()} --port {port}"],
         cwd=folder,
         env={**os.environ, "PATH": f"{workdir / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"},
         stdout=subprocess.PIPE,
@@ -310,7 +313,8 @@ def test_the_int8_export_is_served_as_the_cpu_page_says(demo: Demo, workdir: Pat
                 pass
             time.sleep(0.5)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # bash and sona serve, one group
+            os.killpg(process.pid, signal.SIGTERM)
         log = process.communicate(timeout=60)[0].decode()
     assert ready is not None, log[-3000:]
     choice = ready["encoder_choice"]  # "/readyz says which runtime and why"
