@@ -244,7 +244,7 @@ def main() -> None:
     parser.add_argument("--crops-per-track", type=int, default=4, help="indexed per track (4)")
     parser.add_argument("--eval-crops", type=int, default=8, help="crops per track for rank-1")
     parser.add_argument("--gap", type=float, default=5.0, help="seconds between query and match")
-    parser.add_argument("--picture", help="write the README's picture here (PNG)")
+    parser.add_argument("--picture", help="write the footage page's picture here (PNG)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
