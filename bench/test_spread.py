@@ -275,12 +275,31 @@ def table(results: dict[str, dict[str, list[dict]]]) -> None:
         print(f"| {figure} | {bound(figure)} | " + " | ".join(cells) + f" | {span} |")
 
 
+def run_child(probe: str, klass: str, seed: int, out: Path) -> bool:
+    """One probe for one seed under one CPU class; False where the class cannot be made."""
+    print(f"# {probe} under {klass}, seed {seed}", flush=True)
+    command = ["bash", str(HERE / "cpu_class.sh"), klass, "--", sys.executable, __file__]
+    command += ["--child", probe, "--seeds", str(seed), "--json", str(out)]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=ROOT, env=env, check=False)
+    if done.returncode == 77:
+        return False
+    if done.returncode != 0:
+        raise SystemExit(f"{probe} failed under {klass} with seed {seed} ({done.returncode})")
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probes", default="dropblock,synthetic,export,training")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--classes", default="host,avx512-bf16,avx512-vnni,avx2")
-    parser.add_argument("--keep", type=Path, help="folder for each class's figures (reused)")
+    parser.add_argument(
+        "--keep", type=Path, help="folder for the figures of each probe, class and seed (reused)"
+    )
+    parser.add_argument(
+        "--no-run", action="store_true", help="only tabulate what --keep holds already"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -288,28 +307,26 @@ def main() -> None:
     if args.child:
         child(args.child, seeds, args.json)
         return
+    classes = args.classes.split(",")
     results: dict[str, dict[str, list[dict]]] = {}
+    unmaskable: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="sona-spread-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        for klass in args.classes.split(","):
-            for probe in args.probes.split(","):
-                out = folder / f"{probe}-{klass}-{args.seeds.replace(',', '_')}.json"
-                if not out.exists():
-                    print(f"# {probe} under {klass}, seeds {args.seeds}", flush=True)
-                    command = ["bash", str(HERE / "cpu_class.sh"), klass, "--", sys.executable]
-                    command += [__file__, "--child", probe, "--seeds", args.seeds]
-                    env = os.environ | {"PYTHONPATH": str(ROOT)}
-                    command += ["--json", str(out)]
-                    done = subprocess.run(command, cwd=ROOT, env=env, check=False)
-                    if done.returncode == 77:
+        # seed by seed, every class in turn: an interrupted run still compares the classes
+        for probe in args.probes.split(","):
+            for seed in seeds:
+                for klass in classes:
+                    out = folder / f"{probe}-{klass}-{seed}.json"
+                    if not out.exists() and (args.no_run or klass in unmaskable):
+                        continue
+                    if not out.exists() and not run_child(probe, klass, seed, out):
                         print(f"({klass}: this machine cannot mask its CPU; skipped)")
-                        break
-                    if done.returncode != 0:
-                        raise SystemExit(f"{probe} failed under {klass} ({done.returncode})")
-                found = json.loads(out.read_text())
-                label = f"{klass} ({found['class']})" if klass == "host" else klass
-                results.setdefault(label, {})[probe] = found["rows"]
+                        unmaskable.add(klass)
+                        continue
+                    found = json.loads(out.read_text())
+                    label = f"{klass} ({found['class']})" if klass == "host" else klass
+                    results.setdefault(label, {}).setdefault(probe, []).extend(found["rows"])
     table(results)
 
 
