@@ -99,6 +99,7 @@ def probe_training(seed: int, work: Path) -> dict[str, float]:
         "test_mAP_after": after["mAP"],
         "test_mAP_gain": after["mAP"] - before.mAP,
         "test_rank1_gain": after["rank1"] - before.rank1,
+        "test_rank10_gain": after["rank10"] - before.rank10,
         "val_mAP_before": before_val.mAP,
         "val_mAP_after": after["val_mAP"],
         "val_mAP_gain": after["val_mAP"] - before_val.mAP,
