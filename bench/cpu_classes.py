@@ -9,6 +9,10 @@ points: what the service should run there.
 
     python bench/cpu_classes.py -- --no-compile --crops 16 --seconds 60 --sizes ""
     python bench/cpu_classes.py --classes avx2 -- --quick --no-compile
+
+Classes (``bench/cpu_class.sh``): avx2, avx512-vnni, avx512-bf16 (AMX hidden: AMD Zen 4, Intel
+Cooper Lake) and host. A class hides only what the host has: on a host without AMX,
+avx512-bf16 measures what host does.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def summary(results: dict[str, dict], tolerance: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--classes", default="avx2,avx512-vnni,host")
+    parser.add_argument("--classes", default="avx2,avx512-vnni,avx512-bf16,host")
     parser.add_argument("--tolerance", type=float, default=0.5, help="rank-1/mAP points")
     parser.add_argument(
         "--keep",

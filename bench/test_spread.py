@@ -10,7 +10,8 @@ the threshold the test holds it to.
     python bench/test_spread.py --probes training --seeds 0,1,2,3 --classes host,avx2
     python bench/test_spread.py --probes export,synthetic --seeds 0,1,2,3,4
 
-Probes: ``training`` (tests/test_training_run.py, 6 epochs of the tiny preset: about a
+Probes: ``dropblock`` (tests/test_dropblock.py, tests/test_variants.py: drop statistics of
+random masks), ``training`` (tests/test_training_run.py, 6 epochs of the tiny preset: about a
 minute of CPU per seed), ``export`` (tests/test_export.py: ONNX Runtime and OpenVINO int8, bf16
 autocast, each against PyTorch fp32), ``synthetic`` (tests/test_synthetic.py: nearest
 neighbour on raw thumbnails against chance).
@@ -34,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 #: figure -> (comparison, threshold) as the tests assert them: the table shows the margin.
-THRESHOLDS: dict[str, tuple[str, float]] = {
+THRESHOLDS: dict[str, tuple[str, float | tuple[float, float]]] = {
     "loss_last_over_first": ("<", 0.8),
     "val_mAP_gain": (">", 0.15),
     "test_mAP_gain": (">", 0.02),
@@ -45,6 +46,13 @@ THRESHOLDS: dict[str, tuple[str, float]] = {
     "bf16_min_cosine": (">", 0.99),
     "bf16_topk_overlap": (">", 0.9),
     "raw_rank1_over_chance": (">", 5.0),
+    "dropped_fraction_error": ("<", 0.005),
+    "border_rate_error": ("<", 0.01),
+    "centre_rate_error": ("<", 0.01),
+    "corner_rate_error": ("<", 0.03),
+    "expectation_max_rel_error": ("<", 0.04),
+    "square_dropped_fraction": ("in", (0.08, 0.105)),
+    "square_corner_over_centre": ("<", 1 / 3),
     "raw_rank1": ("<", 0.6),
 }
 
@@ -91,6 +99,7 @@ def probe_training(seed: int, work: Path) -> dict[str, float]:
         "test_mAP_after": after["mAP"],
         "test_mAP_gain": after["mAP"] - before.mAP,
         "test_rank1_gain": after["rank1"] - before.rank1,
+        "test_rank10_gain": after["rank10"] - before.rank10,
         "val_mAP_before": before_val.mAP,
         "val_mAP_after": after["val_mAP"],
         "val_mAP_gain": after["val_mAP"] - before_val.mAP,
@@ -186,7 +195,38 @@ def probe_synthetic(seed: int, work: Path) -> dict[str, float]:
     return {"raw_rank1": rank1, "raw_rank1_over_chance": rank1 / float(np.mean(chance))}
 
 
+def probe_dropblock(seed: int, work: Path) -> dict[str, float]:
+    """tests/test_dropblock.py's and tests/test_variants.py's drop statistics under ``seed``."""
+    import torch
+
+    from model import DropBlock2d
+    from model.erasing import SquareDropBlock2d
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(seed)
+    keep = DropBlock2d(0.1, 5, 8).train().mask(8192, 48, 16, cpu)
+    figures = {"dropped_fraction_error": abs((1 - keep).mean().item() - 0.1)}
+    torch.manual_seed(seed)
+    rate = (1 - DropBlock2d(0.1, 5, 8).mask(6000, 48, 16, cpu).squeeze(1)).mean(0)
+    border = torch.cat([rate[0], rate[-1], rate[:, 0], rate[:, -1]]).mean().item()
+    figures["border_rate_error"] = abs(border - 0.1)
+    figures["centre_rate_error"] = abs(rate[16:32, 4:12].mean().item() - 0.1)
+    figures["corner_rate_error"] = abs(rate[0, 0].item() - 0.1)
+    torch.manual_seed(seed)
+    block = DropBlock2d(0.2, 5, 8).train()
+    x = torch.rand(1, 4, 24, 16) + 0.5
+    draws = x.expand(5000, -1, -1, -1)
+    mean = torch.stack([block(draws).mean(0, keepdim=True) for _ in range(4)]).mean(0)
+    figures["expectation_max_rel_error"] = ((mean - x).abs() / x).max().item()
+    torch.manual_seed(seed)
+    square = 1 - SquareDropBlock2d(drop_prob=0.1, block_size=5).mask(4000, 48, 16, cpu)[:, 0]
+    figures["square_dropped_fraction"] = square.mean().item()
+    figures["square_corner_over_centre"] = (square[:, 0, 0].mean() / square[:, 24, 8].mean()).item()
+    return figures
+
+
 PROBES: dict[str, Callable[[int, Path], dict[str, float]]] = {
+    "dropblock": probe_dropblock,
     "training": probe_training,
     "export": probe_export,
     "synthetic": probe_synthetic,
@@ -208,6 +248,16 @@ def child(probe: str, seeds: list[int], out: Path) -> None:
     out.write_text(json.dumps({"class": cpu_info().isa_class, "rows": rows}))
 
 
+def bound(figure: str) -> str:
+    """The test's threshold on ``figure`` as text; figures without one are only reported."""
+    if figure not in THRESHOLDS:
+        return "(reported)"
+    op, limit = THRESHOLDS[figure]
+    if isinstance(limit, tuple):
+        return f"in ({limit[0]}, {limit[1]})"
+    return f"{op} {limit:.3g}"
+
+
 def table(results: dict[str, dict[str, list[dict]]]) -> None:
     """One row per figure: its range under each class, and the test's threshold."""
     classes = list(results)
@@ -221,19 +271,36 @@ def table(results: dict[str, dict[str, list[dict]]]) -> None:
             values = [row[figure] for rows in results[klass].values() for row in rows
                       if figure in row]  # fmt: skip
             every += values
-            cells.append(f"{min(values):.3f} .. {max(values):.3f}" if values else "-")
-        op, limit = THRESHOLDS.get(figure, ("", None))
-        bound = f"{op} {limit}" if limit is not None else "(reported)"
-        span = f"{min(every):.3f} .. {max(every):.3f} ({len(every)})"
-        print(f"| {figure} | {bound} | " + " | ".join(cells) + f" | {span} |")
+            cells.append(f"{min(values):.4f} .. {max(values):.4f}" if values else "-")
+        span = f"{min(every):.4f} .. {max(every):.4f} ({len(every)})"
+        print(f"| {figure} | {bound(figure)} | " + " | ".join(cells) + f" | {span} |")
+
+
+def run_child(probe: str, klass: str, seed: int, out: Path) -> bool:
+    """One probe for one seed under one CPU class; False where the class cannot be made."""
+    print(f"# {probe} under {klass}, seed {seed}", flush=True)
+    command = ["bash", str(HERE / "cpu_class.sh"), klass, "--", sys.executable, __file__]
+    command += ["--child", probe, "--seeds", str(seed), "--json", str(out)]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=ROOT, env=env, check=False)
+    if done.returncode == 77:
+        return False
+    if done.returncode != 0:
+        raise SystemExit(f"{probe} failed under {klass} with seed {seed} ({done.returncode})")
+    return True
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--probes", default="training,export,synthetic")
+    parser.add_argument("--probes", default="dropblock,synthetic,export,training")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--classes", default="host,avx512-bf16,avx512-vnni,avx2")
-    parser.add_argument("--keep", type=Path, help="folder for each class's figures (reused)")
+    parser.add_argument(
+        "--keep", type=Path, help="folder for the figures of each probe, class and seed (reused)"
+    )
+    parser.add_argument(
+        "--no-run", action="store_true", help="only tabulate what --keep holds already"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -241,28 +308,26 @@ def main() -> None:
     if args.child:
         child(args.child, seeds, args.json)
         return
+    classes = args.classes.split(",")
     results: dict[str, dict[str, list[dict]]] = {}
+    unmaskable: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="sona-spread-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        for klass in args.classes.split(","):
-            for probe in args.probes.split(","):
-                out = folder / f"{probe}-{klass}-{args.seeds.replace(',', '_')}.json"
-                if not out.exists():
-                    print(f"# {probe} under {klass}, seeds {args.seeds}", flush=True)
-                    command = ["bash", str(HERE / "cpu_class.sh"), klass, "--", sys.executable]
-                    command += [__file__, "--child", probe, "--seeds", args.seeds]
-                    env = os.environ | {"PYTHONPATH": str(ROOT)}
-                    command += ["--json", str(out)]
-                    done = subprocess.run(command, cwd=ROOT, env=env, check=False)
-                    if done.returncode == 77:
+        # seed by seed, every class in turn: an interrupted run still compares the classes
+        for probe in args.probes.split(","):
+            for seed in seeds:
+                for klass in classes:
+                    out = folder / f"{probe}-{klass}-{seed}.json"
+                    if not out.exists() and (args.no_run or klass in unmaskable):
+                        continue
+                    if not out.exists() and not run_child(probe, klass, seed, out):
                         print(f"({klass}: this machine cannot mask its CPU; skipped)")
-                        break
-                    if done.returncode != 0:
-                        raise SystemExit(f"{probe} failed under {klass} ({done.returncode})")
-                found = json.loads(out.read_text())
-                label = f"{klass} ({found['class']})" if klass == "host" else klass
-                results.setdefault(label, {})[probe] = found["rows"]
+                        unmaskable.add(klass)
+                        continue
+                    found = json.loads(out.read_text())
+                    label = f"{klass} ({found['class']})" if klass == "host" else klass
+                    results.setdefault(label, {}).setdefault(probe, []).extend(found["rows"])
     table(results)
 
 

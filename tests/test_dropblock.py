@@ -40,8 +40,9 @@ def test_identity_in_eval() -> None:
 
 def test_dropped_fraction_matches_drop_prob() -> None:
     block = DropBlock2d(0.1, 5, 8).train()
-    keep = block.mask(512, 48, 16, torch.device("cpu"))
-    assert keep.shape == (512, 1, 48, 16)
+    # 8,192 masks: the fraction strays by at most 0.001 over seeds (bench/test_spread.py)
+    keep = block.mask(8192, 48, 16, torch.device("cpu"))
+    assert keep.shape == (8192, 1, 48, 16)
     assert set(keep.unique().tolist()) <= {0.0, 1.0}
     assert abs((1 - keep).mean().item() - 0.1) < 0.005
 
@@ -81,7 +82,10 @@ def test_no_bias_toward_the_centre() -> None:
 def test_expectation_preserved() -> None:
     block = DropBlock2d(0.2, 5, 8).train()
     x = torch.rand(1, 4, 24, 16) + 0.5
-    mean = torch.stack([block(x) for _ in range(3000)]).mean(0)
+    # 20,000 draws (each sample of a batch has its own mask): the worst of 1,536 positions
+    # strays under 0.02 over seeds, against 0.036 with the 3,000 draws this test used to take
+    draws = x.expand(5000, -1, -1, -1)
+    mean = torch.stack([block(draws).mean(0, keepdim=True) for _ in range(4)]).mean(0)
     torch.testing.assert_close(mean, x, rtol=0.04, atol=0.0)
 
 
