@@ -20,9 +20,11 @@ def row_of(
     crop: str,
     created: datetime,
     seq: int,
+    provenance: bool = True,
 ) -> dict[str, Any]:
-    """The row one validated item is stored as (absent labels as "")."""
-    return {
+    """The row one validated item is stored as (absent labels as ""); ``provenance``: the
+    collection has the provenance fields."""
+    row = {
         "item_id": item_id,
         "gallery": gallery,
         "embedding": embedding,
@@ -36,6 +38,11 @@ def row_of(
         "created_at": created.isoformat(),
         "seq": seq,
     }
+    if provenance:
+        row["source"] = it.source or ""
+        row["frame"] = -1 if it.frame is None else int(it.frame)
+        row["box"] = "" if it.box is None else ",".join(str(int(v)) for v in it.box)
+    return row
 
 
 def item_of(e: dict[str, Any]) -> Item:
@@ -49,4 +56,14 @@ def item_of(e: dict[str, Any]) -> Item:
         created_at=datetime.fromisoformat(e["created_at"]),
         identity=e.get("identity") or None,
         track_id=e.get("track_id") or None,
+        source=e.get("source") or None,
+        frame=None if e.get("frame", -1) < 0 else int(e["frame"]),
+        box=_box(e.get("box") or ""),
     )
+
+
+def _box(text: str) -> tuple[int, int, int, int] | None:
+    if not text:
+        return None
+    x, y, w, h = (int(v) for v in text.split(","))
+    return (x, y, w, h)

@@ -17,7 +17,6 @@ import numpy as np
 
 from ..base import GroupBy, Hit, SearchFilter
 from ..ranking import Candidate, top_k
-from .collection import META_FIELDS
 from .connection import MilvusConnection
 from .expressions import filter_expression
 from .rows import item_of
@@ -57,12 +56,19 @@ def _scored(rows: list[dict], q: np.ndarray) -> list[_Row]:
 
 
 class Searcher:
-    """Searches one collection with its vector index's parameters."""
+    """Searches one collection with its vector index's parameters; ``fields``: what an
+    item's metadata is read from."""
 
     def __init__(
-        self, conn: MilvusConnection, index_type: str, ef_search: int, nprobe: int
+        self,
+        conn: MilvusConnection,
+        fields: list[str],
+        index_type: str,
+        ef_search: int,
+        nprobe: int,
     ) -> None:
         self.conn = conn
+        self.fields = fields  # an item's metadata
         self.index_type = index_type
         self.ef_search = ef_search
         self.nprobe = nprobe
@@ -78,7 +84,7 @@ class Searcher:
         """The best ``limit`` rows passing ``expr``, sorted; True when no more exist."""
         if limit > MAX_TOPK:
             return self._exact(expr, q), True
-        hits = self.conn.search(q, limit, expr, META_FIELDS, self.params(limit))
+        hits = self.conn.search(q, limit, expr, self.fields, self.params(limit))
         rows = [_Row(float(h["distance"]), dict(h["entity"])) for h in hits]
         rows.sort(key=lambda r: r.key)
         return rows, len(rows) < limit
@@ -86,7 +92,7 @@ class Searcher:
     def _exact(self, expr: str, q: np.ndarray) -> list[_Row]:
         """Every row passing ``expr``, scored exactly here: searches past Milvus's top-k limit."""
         out: list[_Row] = []
-        for rows in self.conn.scan(expr, [*META_FIELDS, "embedding"]):
+        for rows in self.conn.scan(expr, [*self.fields, "embedding"]):
             out.extend(_scored(rows, q))
         out.sort(key=lambda r: r.key)
         return out
@@ -104,7 +110,7 @@ class Searcher:
             return None
         if self.conn.count(expr) > EXACT_FILTERED_MAX:
             return None
-        rows = self.conn.query(expr, [*META_FIELDS, "embedding"], limit=EXACT_FILTERED_MAX)
+        rows = self.conn.query(expr, [*self.fields, "embedding"], limit=EXACT_FILTERED_MAX)
         return _scored(rows, q)
 
     def search(

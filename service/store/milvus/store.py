@@ -71,13 +71,22 @@ from ..base import (
     Item,
     NewItem,
     SearchFilter,
+    Selection,
     StoreError,
+    StoreRefusedError,
+    TrackSummary,
 )
 from ..crops import CropStore, LocalCropStore, crop_key
 from . import lite
-from .collection import CONSISTENCY_LEVELS, META_FIELDS, TEXT_MAX, open_collection
+from .collection import (
+    CONSISTENCY_LEVELS,
+    META_FIELDS,
+    PROVENANCE_FIELDS,
+    TEXT_MAX,
+    open_collection,
+)
 from .connection import MilvusConnection, MilvusUnavailableError
-from .expressions import literal, string_list
+from .expressions import literal, selection_expression, string_list
 from .rows import item_of, row_of
 from .search import MAX_TOPK, Searcher
 
@@ -154,7 +163,7 @@ class MilvusStore(GalleryStore):
         self.lite = self.conn.lite
         try:
             with self.conn.errors("open"):
-                self.index_type = open_collection(
+                opened = open_collection(
                     self.conn.client,
                     self.collection,
                     self.dim,
@@ -166,8 +175,12 @@ class MilvusStore(GalleryStore):
         except BaseException:
             self.conn.close()
             raise
+        self.index_type = opened.index_type
+        #: The collection stores provenance (one made before it does not, and refuses it).
+        self.provenance = opened.provenance
+        self.fields = [*META_FIELDS, *(PROVENANCE_FIELDS if self.provenance else ())]
         self.searcher = Searcher(
-            self.conn, self.index_type, max(1, int(ef_search)), max(1, int(nprobe))
+            self.conn, self.fields, self.index_type, max(1, int(ef_search)), max(1, int(nprobe))
         )
 
     @property
@@ -205,11 +218,19 @@ class MilvusStore(GalleryStore):
         created: list[datetime],
     ) -> list[Item]:
         self.conn.check_open()
+        if not self.provenance and any(
+            it.source is not None or it.frame is not None or it.box is not None for it in items
+        ):
+            raise StoreRefusedError(
+                f"collection {self.collection} was made before provenance (source, frame, box) "
+                "and Milvus cannot add fields to it: export the galleries and import them under "
+                "a new collection prefix, or add the items without provenance"
+            )
         seqs = self._next_seqs(len(items))
         keys = [crop_key(gallery, i, it.image_type) for i, it in zip(ids, items, strict=True)]
         self.crops.put_many(keys, [bytes(it.image) for it in items])
         rows = [
-            row_of(it, ids[n], gallery, x[n], keys[n], created[n], seqs[n])
+            row_of(it, ids[n], gallery, x[n], keys[n], created[n], seqs[n], self.provenance)
             for n, it in enumerate(items)
         ]
         try:
@@ -231,6 +252,19 @@ class MilvusStore(GalleryStore):
         self.conn.delete(f"item_id == {literal(item_id)}")
         self.crops.delete(row["crop_key"])  # if lost in a crash: an orphan, swept later
         return True
+
+    def _remove_batch(self, sel: Selection, limit: int) -> int:
+        """Rows first (one delete by id), then crops: a kill between leaves orphan crops for
+        ``remove_orphan_crops``, never a row without its crop."""
+        self.conn.check_open()
+        expr = selection_expression(sel)
+        rows = self.conn.query(expr, ["item_id", "crop_key"], limit=min(limit, MAX_TOPK))
+        if not rows:
+            return 0
+        self.conn.delete(f"item_id in {string_list([r['item_id'] for r in rows])}")
+        for r in rows:
+            self.crops.delete(r["crop_key"])
+        return len(rows)
 
     def remove_orphan_crops(self, min_age_s: float = 3600.0) -> int:
         """Delete crops older than ``min_age_s`` that no row references; returns how many.
@@ -269,7 +303,7 @@ class MilvusStore(GalleryStore):
     # ---------------------------------------------------------------- reads
 
     def _get(self, item_id: str) -> Item | None:
-        row = self.conn.by_id(item_id, META_FIELDS)
+        row = self.conn.by_id(item_id, self.fields)
         return None if row is None else item_of(row)
 
     def _get_embedding(self, item_id: str) -> np.ndarray | None:
@@ -298,6 +332,53 @@ class MilvusStore(GalleryStore):
                 cams[r["camera_id"]] = cams.get(r["camera_id"], 0) + 1
         return {g: dict(sorted(c.items())) for g, c in sorted(out.items())}
 
+    def _galleries(self) -> list[str]:
+        """A scan of one short field of every row: O(n), for sweeps rather than requests."""
+        self.conn.check_open()
+        names: set[str] = set()
+        for rows in self.conn.scan("", ["gallery"], batch=MAX_TOPK):
+            names.update(r["gallery"] for r in rows)
+        return sorted(names)
+
+    def _gallery_counts(self, gallery: str) -> dict[str, int]:
+        """Items per camera of one gallery: a scan of its rows' camera field."""
+        self.conn.check_open()
+        out: dict[str, int] = {}
+        for rows in self.conn.scan(f"gallery == {literal(gallery)}", ["camera_id"], MAX_TOPK):
+            for r in rows:
+                out[r["camera_id"]] = out.get(r["camera_id"], 0) + 1
+        return dict(sorted(out.items()))
+
+    def _track_summaries(self, gallery: str, camera_id: str | None) -> list[TrackSummary]:
+        """A scan of the gallery's tracked rows (four short fields), aggregated here."""
+        self.conn.check_open()
+        expr = f'gallery == {literal(gallery)} and track_id != ""'
+        if camera_id is not None:
+            expr += f" and camera_id == {literal(camera_id)}"
+        fields = ["track_id", "camera_id", "ts", "timestamp"]
+        first: dict[str, tuple[float, str]] = {}
+        last: dict[str, tuple[float, str, str]] = {}
+        count: dict[str, int] = {}
+        for rows in self.conn.scan(expr, fields, MAX_TOPK):
+            for r in rows:
+                t, ts = r["track_id"], float(r["ts"])
+                count[t] = count.get(t, 0) + 1
+                if t not in first or ts < first[t][0]:
+                    first[t] = (ts, r["timestamp"])
+                if t not in last or ts > last[t][0]:
+                    last[t] = (ts, r["timestamp"], r["camera_id"])
+        return [
+            TrackSummary(
+                track_id=t,
+                gallery=gallery,
+                camera_id=last[t][2],
+                first=datetime.fromisoformat(first[t][1]),
+                last=datetime.fromisoformat(last[t][1]),
+                count=n,
+            )
+            for t, n in count.items()
+        ]
+
     def _count(self, gallery: str | None) -> int:
         """Items in ``gallery``, or in all galleries (Milvus counts; no scan)."""
         self.conn.check_open()
@@ -309,7 +390,7 @@ class MilvusStore(GalleryStore):
         self.conn.check_open()
         expr = f"gallery == {literal(gallery)} and track_id == {literal(track_id)}"
         rows = [
-            r for batch in self.conn.scan(expr, [*META_FIELDS, "ts", "embedding"]) for r in batch
+            r for batch in self.conn.scan(expr, [*self.fields, "ts", "embedding"]) for r in batch
         ]
         rows.sort(key=lambda r: (float(r["ts"]), int(r["seq"]), str(r["item_id"])))
         return [(item_of(r), np.asarray(r["embedding"], dtype=np.float32)) for r in rows[:limit]]
@@ -325,7 +406,7 @@ class MilvusStore(GalleryStore):
         )
         for start in range(0, len(order), batch):
             ids = [i for _, i in order[start : start + batch]]
-            rows = self.conn.query(f"item_id in {string_list(ids)}", [*META_FIELDS, "embedding"])
+            rows = self.conn.query(f"item_id in {string_list(ids)}", [*self.fields, "embedding"])
             found = {r["item_id"]: r for r in rows}
             yield [
                 (item_of(r), np.asarray(r["embedding"], dtype=np.float32))
