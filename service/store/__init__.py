@@ -6,7 +6,9 @@ from __future__ import annotations
 from .base import (
     GALLERY_NAME,
     ITEM_ID,
+    RESERVED_IDS,
     CropMissingError,
+    DegenerateQueryError,
     GalleryStore,
     GroupBy,
     Hit,
@@ -27,7 +29,9 @@ from .faiss import FaissSqliteStore
 __all__ = [
     "GALLERY_NAME",
     "ITEM_ID",
+    "RESERVED_IDS",
     "CropMissingError",
+    "DegenerateQueryError",
     "FaissSqliteStore",
     "GalleryStore",
     "GroupBy",

@@ -19,9 +19,11 @@ from .types import (
     GALLERY_NAME,
     ITEM_ID,
     MEDIA_TYPE,
+    RESERVED_IDS,
     SOURCE_MAX,
     TRACKS_PAGE_MAX,
     CropMissingError,
+    DegenerateQueryError,
     GroupBy,
     Hit,
     Item,
@@ -41,6 +43,7 @@ from .types import (
     check_vector,
     decode_cursor,
     is_id,
+    mean_direction,
     page_tracks,
 )
 
@@ -48,8 +51,10 @@ __all__ = [
     "GALLERY_NAME",
     "ITEM_ID",
     "MEDIA_TYPE",
+    "RESERVED_IDS",
     "SOURCE_MAX",
     "CropMissingError",
+    "DegenerateQueryError",
     "GalleryStore",
     "GroupBy",
     "Hit",
@@ -204,6 +209,10 @@ class GalleryStore(abc.ABC):
     def get(self, item_id: str) -> Item | None:
         return self._get(item_id) if is_id(item_id) else None
 
+    def get_with_embedding(self, item_id: str) -> tuple[Item, np.ndarray] | None:
+        """An item and its embedding in one read (a search by item needs both)."""
+        return self._get_with_embedding(item_id) if is_id(item_id) else None
+
     def get_embedding(self, item_id: str) -> np.ndarray | None:
         return self._get_embedding(item_id) if is_id(item_id) else None
 
@@ -228,7 +237,8 @@ class GalleryStore(abc.ABC):
 
         Exactly the top k among the items that pass ``where`` (fewer only when fewer pass).
         ``group_by``: the best item of each identity (or track), so k results are k distinct
-        people; an item without that label is a group of its own. An unknown gallery is empty.
+        people; an item without that label is a group of its own. ``UnknownGalleryError``
+        when the gallery holds no item (the check costs nothing more on a non-empty answer).
         """
         check_gallery(gallery)
         k = self.check_search_args(k, group_by)
@@ -251,6 +261,13 @@ class GalleryStore(abc.ABC):
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise StoreError(f"limit must be an integer >= 1, not {limit!r}")
         return self._track(gallery, track_id, limit)
+
+    def track_vector(self, gallery: str, track_id: str, limit: int = 1000) -> np.ndarray | None:
+        """A track as one query: the mean of its crops' embeddings (at most ``limit``, oldest
+        first), normalised; None when the gallery has no such track. ``DegenerateQueryError``
+        when they cancel out."""
+        found = self.track(gallery, track_id, limit)
+        return mean_direction([v for _, v in found]) if found else None
 
     def count(self, gallery: str | None = None) -> int:
         """Items in ``gallery`` (all galleries when None); 0 for an unknown gallery."""
@@ -399,6 +416,9 @@ class GalleryStore(abc.ABC):
 
     @abc.abstractmethod
     def _get_embedding(self, item_id: str) -> np.ndarray | None: ...
+
+    @abc.abstractmethod
+    def _get_with_embedding(self, item_id: str) -> tuple[Item, np.ndarray] | None: ...
 
     @abc.abstractmethod
     def _get_image(self, item_id: str) -> tuple[bytes, str] | None: ...

@@ -39,6 +39,10 @@ class UnknownGalleryError(StoreError):
     """The gallery holds no item (it never did, or all were removed)."""
 
 
+class DegenerateQueryError(StoreError):
+    """A query vector with no direction (a track whose crops' embeddings cancel out)."""
+
+
 class StoreFullError(StoreError):
     """The disk is full: the write was refused and nothing of it was kept."""
 
@@ -185,8 +189,25 @@ def check_vector(value: object, dim: int, what: str) -> np.ndarray:
     return v
 
 
+#: Words that name routes under ``/gallery/`` (``/gallery/tracks``): never an item's id.
+RESERVED_IDS = frozenset({"tracks"})
+
+
 def is_id(value: object) -> bool:
-    return isinstance(value, str) and ITEM_ID.fullmatch(value) is not None
+    return (
+        isinstance(value, str)
+        and ITEM_ID.fullmatch(value) is not None
+        and value not in RESERVED_IDS
+    )
+
+
+def mean_direction(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of unit vectors, back on the unit sphere: a track as one query (multi-shot)."""
+    mean = np.mean(np.stack(list(vectors)), axis=0, dtype=np.float64)
+    norm = float(np.linalg.norm(mean))
+    if norm < 1e-12:  # opposite vectors cancel: no direction to search in
+        raise DegenerateQueryError("the track's crops average to nothing")
+    return (mean / norm).astype(np.float32)
 
 
 def is_int(value: object) -> bool:

@@ -18,12 +18,14 @@ import numpy as np
 import pytest
 
 from service.store import (
+    DegenerateQueryError,
     FaissSqliteStore,
     GalleryStore,
     NewItem,
     SearchFilter,
     StoreError,
     StoreRefusedError,
+    UnknownGalleryError,
 )
 
 from .support import (
@@ -208,6 +210,42 @@ def test_expire_sweeps_every_gallery_in_batches(store: GalleryStore, backend: Ba
     with pytest.raises(StoreError):
         store.expire(cutoff.replace(tzinfo=None))
     backend.assert_consistent(store)
+
+
+# ------------------------------------------------------------------ one call per need
+
+
+def test_what_a_search_by_item_or_track_reads_in_one_call(store: GalleryStore) -> None:
+    x = unit(np.random.default_rng(8), 4)
+    added = store.add("g", [new_item(x[i], f"c{i % 2}", track="t" if i < 3 else None)
+                            for i in range(4)])  # fmt: skip
+    item, vector = store.get_with_embedding(added[1].item_id)
+    assert item == added[1]
+    np.testing.assert_array_equal(vector, x[1])
+    assert store.get_with_embedding("nope") is None
+    mean = x[:3].astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(store.track_vector("g", "t"), mean / np.linalg.norm(mean), 1e-6)
+    assert store.track_vector("g", "none") is None
+    assert store.gallery_counts("g") == {"c0": 2, "c1": 2}
+    store.add("flat", [new_item(x[0], track="u"), new_item(-x[0], track="u")])
+    with pytest.raises(DegenerateQueryError):
+        store.track_vector("flat", "u")
+    with pytest.raises(UnknownGalleryError):
+        store.search("nowhere", x[0], 3)
+    assert store.search("g", x[0], 3, where=SearchFilter(since=T0 + timedelta(days=1))) == []
+    for a in added:
+        store.delete(a.item_id)
+    with pytest.raises(UnknownGalleryError):  # emptied: as if it never was
+        store.search("g", x[0], 3)
+
+
+def test_tracks_is_never_an_item_id(store: GalleryStore) -> None:
+    """``/gallery/tracks/...`` names the track routes: an import may not bring that id."""
+    item = new_item(unit(np.random.default_rng(0), 1)[0])
+    with pytest.raises(StoreError, match="tracks"):
+        store.restore("g", [item], ["tracks"], [T0])
+    assert store.get("tracks") is None
+    assert store.count() == 0
 
 
 # ------------------------------------------------------------------ data made before provenance

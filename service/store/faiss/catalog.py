@@ -380,6 +380,16 @@ class Catalog:
         ).fetchone()
         return None if row is None else _row_item(row)
 
+    def item_with_embedding(
+        self, conn: sqlite3.Connection, item_id: str
+    ) -> tuple[Item, np.ndarray] | None:
+        row = conn.execute(
+            f"SELECT {_ITEM_COLUMNS}, embedding FROM items WHERE item_id = ?", (item_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return _row_item(row[:-1]), np.frombuffer(row[-1], dtype="<f4").astype(np.float32)
+
     def embedding(self, conn: sqlite3.Connection, item_id: str) -> np.ndarray | None:
         row = conn.execute("SELECT embedding FROM items WHERE item_id = ?", (item_id,)).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype="<f4").astype(np.float32)

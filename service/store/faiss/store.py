@@ -54,6 +54,7 @@ from ..base import (
     StoreFullError,
     StoreLockedError,
     TrackSummary,
+    UnknownGalleryError,
 )
 from ..crops import LocalCropStore, crop_key
 from ..durable import is_full, mkdirs_durable
@@ -395,6 +396,12 @@ class FaissSqliteStore(GalleryStore):
             with catalog.reader() as conn:
                 return catalog.embedding(conn, item_id)
 
+    def _get_with_embedding(self, item_id: str) -> tuple[Item, np.ndarray] | None:
+        with self._rw.read():
+            catalog = self._check_open()
+            with catalog.reader() as conn:
+                return catalog.item_with_embedding(conn, item_id)
+
     def _get_image(self, item_id: str) -> tuple[bytes, str] | None:
         with self._rw.read():
             catalog = self._check_open()
@@ -504,7 +511,9 @@ class FaissSqliteStore(GalleryStore):
                 catalog = self._check_open()
                 gi = self._indexes.get(gallery)
                 if gi is None or gi.live == 0:
-                    return []
+                    raise UnknownGalleryError(
+                        f"gallery {gallery!r} does not exist (it has no items)"
+                    )
                 with catalog.reader() as conn:
                     flt = catalog.resolve(conn, gallery, where, gi.deleted, int(gi.index.ntotal))
                     if flt.n_avail == 0:

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..base import GroupBy, Hit, SearchFilter
+from ..base import GroupBy, Hit, SearchFilter, UnknownGalleryError
 from ..ranking import Candidate, top_k
 from .connection import MilvusConnection
-from .expressions import filter_expression
+from .expressions import filter_expression, literal
 from .rows import item_of
 
 __all__ = ["EXACT_FILTERED_MAX", "MAX_TOPK", "Searcher"]
@@ -124,6 +124,7 @@ class Searcher:
         self.conn.check_open()
         expr = filter_expression(gallery, where)
         if expr is None:
+            self._check_exists(gallery)
             return []
         label = _LABEL_FIELDS[group_by] if group_by else None
         exact = self._filtered_exactly(where, expr, query)
@@ -144,4 +145,11 @@ class Searcher:
             ], exhausted
 
         chosen = top_k(fetch, k, label is not None)
+        if not chosen:
+            self._check_exists(gallery)
         return [Hit(item=item_of(c.payload.entity), score=c.score) for c in chosen]
+
+    def _check_exists(self, gallery: str) -> None:
+        """After an empty answer only: one count tells an unknown gallery from a filter."""
+        if not self.conn.count(f"gallery == {literal(gallery)}"):
+            raise UnknownGalleryError(f"gallery {gallery!r} does not exist (it has no items)")

@@ -310,6 +310,12 @@ class MilvusStore(GalleryStore):
         row = self.conn.by_id(item_id, ["embedding"])
         return None if row is None else np.asarray(row["embedding"], dtype=np.float32)
 
+    def _get_with_embedding(self, item_id: str) -> tuple[Item, np.ndarray] | None:
+        row = self.conn.by_id(item_id, [*self.fields, "embedding"])
+        if row is None:
+            return None
+        return item_of(row), np.asarray(row["embedding"], dtype=np.float32)
+
     def _get_image(self, item_id: str) -> tuple[bytes, str] | None:
         row = self.conn.by_id(item_id, ["crop_key", "image_type"])
         if row is None:
