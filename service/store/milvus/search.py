@@ -85,15 +85,17 @@ class Searcher:
         if limit > MAX_TOPK:
             return self._exact(expr, q), True
         hits = self.conn.search(q, limit, expr, self.fields, self.params(limit))
+        exhausted = len(hits) < limit
+        hits = self.conn.visible(hits, lambda h: h["entity"]["item_id"])
         rows = [_Row(float(h["distance"]), dict(h["entity"])) for h in hits]
         rows.sort(key=lambda r: r.key)
-        return rows, len(rows) < limit
+        return rows, exhausted
 
     def _exact(self, expr: str, q: np.ndarray) -> list[_Row]:
         """Every row passing ``expr``, scored exactly here: searches past Milvus's top-k limit."""
         out: list[_Row] = []
         for rows in self.conn.scan(expr, [*self.fields, "embedding"]):
-            out.extend(_scored(rows, q))
+            out.extend(_scored(self.conn.visible(rows, lambda r: r["item_id"]), q))
         out.sort(key=lambda r: r.key)
         return out
 
@@ -108,10 +110,11 @@ class Searcher:
         )
         if self.index_type == "FLAT" or not filtered:
             return None
-        if self.conn.count(expr) > EXACT_FILTERED_MAX:
+        if self.conn.count(expr, strong=False) > EXACT_FILTERED_MAX:  # recent deletes: a few
             return None
-        rows = self.conn.query(expr, [*self.fields, "embedding"], limit=EXACT_FILTERED_MAX)
-        return _scored(rows, q)
+        fields = [*self.fields, "embedding"]
+        rows = self.conn.query(expr, fields, limit=EXACT_FILTERED_MAX, strong=False)
+        return _scored(self.conn.visible(rows, lambda r: r["item_id"]), q)
 
     def search(
         self,

@@ -92,6 +92,11 @@ from .search import MAX_TOPK, Searcher
 
 __all__ = ["MAX_TOPK", "TEXT_MAX", "MilvusStore", "MilvusUnavailableError"]
 
+
+def _item_id(row: dict) -> str:
+    return row["item_id"]
+
+
 log = logging.getLogger(__name__)
 
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}")
@@ -238,7 +243,7 @@ class MilvusStore(GalleryStore):
         except BaseException:
             # all or none: take back whatever part of the batch Milvus may have kept
             with contextlib.suppress(Exception):
-                self.conn.delete(f"item_id in {string_list(ids)}")
+                self.conn.delete(ids)
             for key in keys:
                 with contextlib.suppress(Exception):
                     self.crops.delete(key)
@@ -249,7 +254,7 @@ class MilvusStore(GalleryStore):
         row = self.conn.by_id(item_id, ["item_id", "crop_key"])
         if row is None:
             return False
-        self.conn.delete(f"item_id == {literal(item_id)}")
+        self.conn.delete([item_id])
         self.crops.delete(row["crop_key"])  # if lost in a crash: an orphan, swept later
         return True
 
@@ -261,7 +266,7 @@ class MilvusStore(GalleryStore):
         rows = self.conn.query(expr, ["item_id", "crop_key"], limit=min(limit, MAX_TOPK))
         if not rows:
             return 0
-        self.conn.delete(f"item_id in {string_list([r['item_id'] for r in rows])}")
+        self.conn.delete([r["item_id"] for r in rows])
         for r in rows:
             self.crops.delete(r["crop_key"])
         return len(rows)
@@ -395,9 +400,10 @@ class MilvusStore(GalleryStore):
         """The track's rows (a filtered query; a track holds a few crops), sorted here."""
         self.conn.check_open()
         expr = f"gallery == {literal(gallery)} and track_id == {literal(track_id)}"
-        rows = [
-            r for batch in self.conn.scan(expr, [*self.fields, "ts", "embedding"]) for r in batch
-        ]
+        rows = self.conn.visible(
+            (r for batch in self.conn.scan(expr, [*self.fields, "ts", "embedding"]) for r in batch),
+            _item_id,
+        )
         rows.sort(key=lambda r: (float(r["ts"]), int(r["seq"]), str(r["item_id"])))
         return [(item_of(r), np.asarray(r["embedding"], dtype=np.float32)) for r in rows[:limit]]
 
