@@ -17,11 +17,14 @@ from fastapi.staticfiles import StaticFiles
 
 from model.loading import LoadedModel
 
+from .access import check_routes
 from .api import health_router, router
+from .audit import AuditLog, AuditMiddleware
 from .auth import AuthMiddleware
 from .docs import install_docs, operation_id
 from .errors import install_error_handlers
 from .head import HeadMiddleware
+from .keys import KeyTable
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, RequestMetricsMiddleware
 from .request_id import RequestIdMiddleware
@@ -57,6 +60,8 @@ def create_app(
     port opens at once and ``/readyz`` reports its progress until the service is ready."""
     settings = settings or Settings()
     metrics = Metrics()
+    keys = KeyTable(settings.keys_path, settings.keys, on_error=log.error)
+    audit = AuditLog(settings.audit_path, settings.audit_max_bytes, settings.audit_keep)
 
     async def start(
         app: FastAPI,
@@ -113,6 +118,7 @@ def create_app(
                 rt.ready = False
                 await rt.embedder.stop()
                 await run_in_threadpool(rt.store.close)
+            audit.close()
 
     app = FastAPI(
         title="SONA-Net re-ID gallery search",
@@ -124,6 +130,7 @@ def create_app(
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
+    app.state.audit = audit
     app.state.runtime = None
     app.state.preparation = prepare
     app.state.startup_error = None  # set when ``prepare`` failed: sona serve exits with it
@@ -132,7 +139,8 @@ def create_app(
     app.include_router(health_router)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
-    install_docs(app, keys_required=bool(settings.keys))
+    check_routes(app.routes)  # every API route has a role: none is left open by mistake
+    install_docs(app, keys_required=keys.required)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -150,11 +158,13 @@ def create_app(
             return per_image * settings.max_images_per_request + slack
         return per_image + slack
 
-    # the last added runs first: the request id (and access log line), metrics, then the key
+    # the last added runs first: the request id (and access log line), metrics, the audit
+    # trail (which records the key check's refusals), then the key, its role and galleries
     # (before any body is read), then the body's size and pace, then HEAD as GET
     app.add_middleware(HeadMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for, timeout=settings.body_timeout_s)
-    app.add_middleware(AuthMiddleware, keys=settings.keys, public_pages=settings.public_pages)
+    app.add_middleware(AuthMiddleware, keys=keys, public_pages=settings.public_pages)
+    app.add_middleware(AuditMiddleware, audit=audit)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -1,4 +1,4 @@
-"""What routes depend on: the running service, and the gallery-name parameter."""
+"""What routes depend on: the running service, the caller's key, the gallery-name parameter."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from ..auth import OPEN_SERVICE, principal_of
 from ..errors import Problem
+from ..keys import Principal
 from ..runtime import Runtime
 from ..store import GALLERY_NAME
 
-__all__ = ["GALLERY_PATTERN", "GalleryName", "Rt", "runtime"]
+__all__ = ["GALLERY_PATTERN", "Caller", "GalleryName", "Rt", "caller", "runtime"]
 
 # Pydantic matches ``pattern`` anywhere in the value: anchor it, or "../x" would pass.
 GALLERY_PATTERN = f"^{GALLERY_NAME.pattern}$"
@@ -32,3 +34,11 @@ def runtime(request: Request) -> Runtime:
 
 
 Rt = Annotated[Runtime, Depends(runtime)]
+
+
+def caller(request: Request) -> Principal:
+    """Whom the request acts for (set by the key check before the body was read)."""
+    return principal_of(request.scope) or OPEN_SERVICE
+
+
+Caller = Annotated[Principal, Depends(caller)]

@@ -11,13 +11,15 @@ from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime
 
+from ...audit import note
 from ...errors import Problem
+from ...keys import Principal
 from ...runtime import Runtime
 from ...schemas import EmptyReason, SearchResponse, SearchResult
 from ...store import GroupBy, Hit, SearchFilter
-from ..deps import GALLERY_PATTERN, Rt
+from ..deps import GALLERY_PATTERN, Caller, Rt
 from ..uploads import embed_upload
-from .gallery import check_item_id
+from .gallery import visible_item
 from .tracks import load_track, track_query
 
 __all__ = ["SearchParams", "camera_names", "empty_reason", "router"]
@@ -69,6 +71,32 @@ class SearchParams:
         self.since: datetime | None = since
         self.until: datetime | None = until
         self.group_by = group_by
+
+    def audited(self, **query: str | None) -> dict:
+        """The filters as the audit trail records them."""
+        given = {
+            "k": self.k,
+            "cameras": sorted(self.cameras) if self.cameras is not None else None,
+            "exclude_camera": sorted(self.exclude_cameras) or None,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "group_by": self.group_by,
+            **query,
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+
+def _seen(request: Request, who: Principal, gallery: str) -> str:
+    """``gallery``, or the 404 of a gallery that does not exist when the key does not see it."""
+    note(request, gallery=gallery)
+    if not who.sees(gallery):
+        raise Problem(404, f"gallery {gallery!r} does not exist", code="gallery-not-found")
+    return gallery
+
+
+def _noted(request: Request, answer: SearchResponse) -> SearchResponse:
+    note(request, items=[r.item_id for r in answer.results])
+    return answer
 
 
 async def _search(
@@ -145,6 +173,8 @@ def empty_reason(gallery: str, cameras: dict[str, int], where: SearchFilter) -> 
 )
 async def search(
     rt: Rt,
+    who: Caller,
+    request: Request,
     params: Annotated[SearchParams, Depends()],
     query_id: Annotated[str | None, Query(max_length=64, description="from POST /embed")] = None,
     item_id: Annotated[
@@ -159,14 +189,15 @@ async def search(
         ),
     ] = None,
 ) -> SearchResponse:
+    note(request, filters=params.audited(query_id=query_id, item_id=item_id, track_id=track_id))
     if sum(v is not None for v in (query_id, item_id, track_id)) != 1:
         raise Problem(
             422, "give exactly one of query_id, item_id and track_id", code="invalid-parameters"
         )
     if track_id is not None:
-        gallery = params.gallery or "default"
+        gallery = _seen(request, who, params.gallery or "default")
         vector = track_query(await load_track(rt, gallery, track_id))
-        return await _search(rt, vector, params, gallery, exclude_track=track_id)
+        return _noted(request, await _search(rt, vector, params, gallery, exclude_track=track_id))
     if query_id is not None:
         vector = rt.queries.get(query_id)
         if vector is None:
@@ -176,13 +207,14 @@ async def search(
                 "after POST /embed)",
                 code="query-not-found",
             )
-        return await _search(rt, vector, params, params.gallery or "default")
-    check_item_id(item_id)
-    item = await run_in_threadpool(rt.store.get, item_id)
+        gallery = _seen(request, who, params.gallery or "default")
+        return _noted(request, await _search(rt, vector, params, gallery))
+    item = await visible_item(rt, who, item_id)
     vector = await run_in_threadpool(rt.store.get_embedding, item_id)
-    if item is None or vector is None:
+    if vector is None:
         raise Problem(404, f"no gallery item {item_id}", code="item-not-found")
-    return await _search(rt, vector, params, params.gallery or item.gallery, exclude_item=item_id)
+    gallery = _seen(request, who, params.gallery or item.gallery)
+    return _noted(request, await _search(rt, vector, params, gallery, exclude_item=item_id))
 
 
 @router.post(
@@ -193,9 +225,12 @@ async def search(
 )
 async def search_by_image(
     rt: Rt,
+    who: Caller,
     request: Request,
     params: Annotated[SearchParams, Depends()],
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP crop")],
 ) -> SearchResponse:
+    note(request, filters=params.audited(query="image"))
+    gallery = _seen(request, who, params.gallery or "default")
     vector = await embed_upload(rt, request, image)
-    return await _search(rt, vector, params, params.gallery or "default")
+    return _noted(request, await _search(rt, vector, params, gallery))

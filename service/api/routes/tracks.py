@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 
+from ...audit import note
 from ...errors import Problem
 from ...runtime import Runtime
 from ...schemas import TrackResponse
@@ -49,8 +50,11 @@ def track_query(found: list[tuple[Item, np.ndarray]]) -> np.ndarray:
 )
 async def get_track(
     rt: Rt,
+    request: Request,
     track_id: Annotated[str, Path(max_length=128, description="the track_id its crops carry")],
     gallery: GalleryName = "default",
 ) -> TrackResponse:
-    found = await load_track(rt, gallery, track_id)
+    note(request, gallery=gallery, track_id=track_id[:128])
+    found = await load_track(rt, gallery, track_id)  # another gallery's: refused before this
+    note(request, items=[item.item_id for item, _ in found])
     return TrackResponse.from_items(gallery, track_id, [item for item, _ in found])
