@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -254,3 +255,73 @@ def test_bad_key_commands_are_one_line_and_status_2(tmp_path: Path) -> None:
         last = done.stderr.strip().splitlines()[-1]  # argparse's usage lines may precede it
         assert "Traceback" not in done.stderr and last.startswith("sona keys"), done.stderr
     assert not Path(keys_file).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the audit trail
+
+
+def audit_lines(server: Server) -> dict[str, dict]:
+    """The audit records of ``server`` by request id."""
+    text = (server.log.parent / "data" / "audit.log").read_text()
+    records = [json.loads(line) for line in text.splitlines()]
+    return {r["request_id"]: r for r in records}
+
+
+def test_the_audit_trail_says_who_searched_for_what(site) -> None:
+    server, keys, items, _ = site
+    lobby = items["lobby"][0]
+    with server.client(headers=bearer(keys["lobby-search"])) as c:
+        search = c.get(
+            "/search",
+            params={"item_id": lobby, "cameras": "c1", "since": "2023-01-01T00:00:00Z", "k": 5},
+        )
+        image = c.get(f"/gallery/{lobby}/image")
+        track = c.get("/gallery/tracks/t1", params={"gallery": "lobby"})
+        hidden = c.get("/gallery/tracks/t1", params={"gallery": "vault"})
+        forbidden = c.post(
+            "/gallery", data=FORM, files={"images": ("a.jpg", jpeg(1), "image/jpeg")}
+        )
+    with server.client(headers=bearer(keys["ingest"])) as c:
+        added = c.post(
+            "/gallery",
+            params={"gallery": "vault"},
+            data=FORM,
+            files={"images": ("a.jpg", jpeg(8), "image/jpeg")},
+        )
+    with server.client() as c:
+        refused = c.get(f"/gallery/{lobby}/image", headers={"X-Request-ID": "no-key-1"})
+    trail = audit_lines(server)
+    rid = lambda r: r.headers["x-request-id"]  # noqa: E731
+
+    line = trail[rid(search)]
+    assert line["key"] == "lobby-search" and line["role"] == "search"
+    assert line["client"] == "127.0.0.1" and line["status"] == 200
+    assert line["method"] == "GET" and line["route"] == "/search" and line["gallery"] == "lobby"
+    assert line["filters"]["item_id"] == lobby and line["filters"]["cameras"] == ["c1"]
+    assert line["filters"]["k"] == 5 and line["filters"]["since"].startswith("2023-01-01")
+    assert line["items"] == [r["item_id"] for r in search.json()["results"]]
+    assert datetime.fromisoformat(line["time"]).tzinfo is not None
+
+    assert trail[rid(image)]["items"] == [lobby] and trail[rid(image)]["gallery"] == "lobby"
+    assert trail[rid(track)]["items"] == [i["item_id"] for i in track.json()["items"]]
+    assert trail[rid(hidden)]["status"] == 404 and trail[rid(hidden)]["gallery"] == "vault"
+    assert trail[rid(forbidden)]["status"] == 403 and trail[rid(forbidden)]["key"] == "lobby-search"
+    assert trail[rid(added)]["items"] == [i["item_id"] for i in added.json()["items"]]
+    assert trail[rid(added)]["gallery"] == "vault" and trail[rid(added)]["status"] == 201
+    assert trail["no-key-1"]["status"] == 401 and trail["no-key-1"]["key"] is None
+    assert refused.status_code == 401
+
+    done = sona("audit", "--log", str(server.log.parent / "data" / "audit.log"), "--item", lobby)
+    found = [json.loads(line) for line in done.stdout.splitlines()]
+    assert rid(search) in {r["request_id"] for r in found} and rid(image) in {
+        r["request_id"] for r in found
+    }
+    assert all(lobby in r["items"] for r in found)
+
+
+def test_health_checks_and_metrics_stay_out_of_the_trail(site) -> None:
+    server, keys, _, _ = site
+    with server.client(headers=bearer(keys["admin"])) as c:
+        ids = [c.get(p).headers["x-request-id"] for p in ("/healthz", "/metrics", "/readyz")]
+    assert not set(ids) & set(audit_lines(server))
