@@ -13,11 +13,14 @@ from .base import (
     Item,
     NewItem,
     SearchFilter,
+    Selection,
     StoreError,
     StoreFullError,
     StoreLockedError,
     StoreRefusedError,
     StoreUnavailableError,
+    TrackSummary,
+    UnknownGalleryError,
 )
 from .faiss import FaissSqliteStore
 
@@ -32,9 +35,12 @@ __all__ = [
     "Item",
     "NewItem",
     "SearchFilter",
+    "Selection",
     "StoreError",
     "StoreFullError",
     "StoreLockedError",
     "StoreRefusedError",
     "StoreUnavailableError",
+    "TrackSummary",
+    "UnknownGalleryError",
 ]
