@@ -57,7 +57,6 @@ DEFAULT_GALLERY = frozenset(
         ("GET", "/gallery/tracks"),
         ("GET", "/gallery/tracks/{track_id}"),
         ("DELETE", "/gallery/tracks/{track_id}"),
-        ("DELETE", "/gallery"),
     }
 )
 #: What the audit trail records besides refusals: every read or write of people's data.

@@ -28,6 +28,7 @@ from .keys import KeyTable
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, RequestMetricsMiddleware
 from .request_id import RequestIdMiddleware
+from .retention import RetentionPolicy, RetentionSweeper
 from .runtime import Runtime
 from .settings import Settings
 from .startup import Preparation
@@ -74,6 +75,17 @@ def create_app(
         await rt.embedder.start()
         app.state.runtime = rt
         rt.ready = True
+        policy = RetentionPolicy(ready_settings.retention_days, ready_settings.retention_by_gallery)
+        if policy:  # one sweep now, then every SONA_RETENTION_SWEEP_S
+            sweeper = RetentionSweeper(
+                rt.store,
+                policy,
+                interval_s=ready_settings.retention_sweep_s,
+                batch=ready_settings.retention_batch,
+                audit=audit,
+                metrics=metrics,
+            )
+            app.state.retention = (sweeper, asyncio.create_task(sweeper.run()))
         demo = " (DEMO model trained on synthetic data)" if rt.model_meta.get("demo") else ""
         log.info("ready: %s, %s%s", rt.model_id, rt.embedder.encoder.name, demo)
         if rt.encoder_choice:
@@ -113,6 +125,11 @@ def create_app(
         finally:
             if task is not None:
                 task.cancel()
+            if app.state.retention is not None:  # let a sweep's batch end before the store closes
+                sweeper, sweeping = app.state.retention
+                sweeper.stopping.set()
+                sweeping.cancel()
+                await run_in_threadpool(sweeper.wait_idle)
             rt: Runtime | None = app.state.runtime
             if rt is not None:
                 rt.ready = False
@@ -131,6 +148,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.audit = audit
+    app.state.retention = None
     app.state.runtime = None
     app.state.preparation = prepare
     app.state.startup_error = None  # set when ``prepare`` failed: sona serve exits with it

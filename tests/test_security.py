@@ -93,7 +93,7 @@ def call(c: httpx.Client, method: str, route: str, items: dict, key: str | None)
     """One request for ``route`` that a key of the right role may make, changing nothing that
     later requests need (deletes name no item)."""
     item = items["lobby"][0]
-    path = route.replace("{track_id}", "t1")
+    path = route.replace("{track_id}", "no-such-track" if method == "DELETE" else "t1")
     path = path.replace("{item_id}", NO_ITEM if method == "DELETE" else item)
     params: dict = {"gallery": "lobby"}
     files = data = None
