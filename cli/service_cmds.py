@@ -77,11 +77,13 @@ def _check_tls(certfile: str | None, keyfile: str | None) -> None:
     if not certfile or not keyfile:
         raise UserError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
     import ssl
+    from pathlib import Path
 
+    for name in (certfile, keyfile):
+        if not Path(name).is_file():
+            raise UserError(f"no such certificate or key file: {name}")
     try:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
-    except FileNotFoundError as exc:
-        raise UserError(f"no such certificate or key file: {exc.filename}") from None
     except (ssl.SSLError, OSError) as exc:
         raise UserError(
             f"cannot use {certfile} with {keyfile} for HTTPS: {exc.strerror or exc}"

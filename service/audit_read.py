@@ -37,18 +37,25 @@ class AuditQuery:
     """Which records to return; every given condition must hold."""
 
     key: str | None = None
-    item: str | None = None
+    item: str | None = None  # returned, written, or searched by
     gallery: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     torn: int = field(default=0, init=False)  # lines that were not complete records
+
+    @staticmethod
+    def _touches(record: dict, item: str) -> bool:
+        """The item was returned or written, or was the query (a search by item)."""
+        filters = record.get("filters")
+        queried = isinstance(filters, dict) and filters.get("item_id") == item
+        return queried or item in (record.get("items") or ())
 
     def matches(self, record: dict) -> bool:
         if self.key is not None and record.get("key") != self.key:
             return False
         if self.gallery is not None and record.get("gallery") != self.gallery:
             return False
-        if self.item is not None and self.item not in (record.get("items") or ()):
+        if self.item is not None and not self._touches(record, self.item):
             return False
         if self.since is not None or self.until is not None:
             try:

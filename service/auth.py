@@ -95,6 +95,7 @@ class AuthMiddleware:
             return
         hidden = self._hidden_gallery(scope, principal, (method, route))
         if hidden is not None:
+            scope["state"].setdefault("audit", {})["gallery"] = hidden[:64]
             await self._refuse(
                 scope,
                 receive,

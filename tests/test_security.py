@@ -173,7 +173,8 @@ def test_a_key_limited_to_a_gallery_sees_only_that_gallery(site) -> None:
     server, keys, items, _ = site
     with server.client(headers=bearer(keys["lobby-search"])) as c:
         counts = c.get("/gallery").json()
-        assert [g["gallery"] for g in counts["galleries"]] == ["lobby"] and counts["total"] == 2
+        assert [g["gallery"] for g in counts["galleries"]] == ["lobby"]
+        assert counts["total"] == counts["galleries"][0]["count"] >= 2
         lobby, vault = items["lobby"][0], items["vault"][0]
         assert c.get(f"/gallery/{lobby}").status_code == 200
         assert c.get(f"/gallery/{lobby}/image").status_code == 200
@@ -317,7 +318,7 @@ def test_the_audit_trail_says_who_searched_for_what(site) -> None:
     assert rid(search) in {r["request_id"] for r in found} and rid(image) in {
         r["request_id"] for r in found
     }
-    assert all(lobby in r["items"] for r in found)
+    assert all(lobby in r["items"] or r["filters"]["item_id"] == lobby for r in found)
 
 
 def test_health_checks_and_metrics_stay_out_of_the_trail(site) -> None:
