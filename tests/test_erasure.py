@@ -5,7 +5,6 @@ after it), a camera's time range, and a retention sweep killed part way and resu
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import pytest
 
 from model import PRESETS
 from service.store import FaissSqliteStore, NewItem
-from tests.service_support import Server, free_port, jpeg, make_checkpoint
+from tests.milvus_support import milvus_env
+from tests.service_support import Server, jpeg, make_checkpoint
 
 DAY = timedelta(days=1)
 
@@ -218,41 +218,16 @@ def test_a_bad_retention_setting_is_one_line(tmp_path: Path) -> None:
     assert "lobby=soon" in text
 
 
-@pytest.fixture(scope="module")
-def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory):
-    """A real Milvus server: SONA_TEST_MILVUS_URI's, or the one the ``milvus`` package embeds
-    (run such tests under flock /tmp/sona-milvus.lock: two share internal ports)."""
-    if os.environ.get("SONA_TEST_MILVUS_URI"):
-        yield os.environ["SONA_TEST_MILVUS_URI"]
-        return
-    try:
-        from milvus import MilvusServer
-    except ImportError:
-        pytest.skip("the milvus package (an embedded Milvus server) is not installed")
-    server = MilvusServer()
-    server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
-    server.listen_port = free_port()
-    try:
-        server.start()
-    except Exception as exc:  # the embedded binaries cannot run on this machine
-        pytest.skip(f"the embedded Milvus server did not start: {exc}")
-    yield f"http://127.0.0.1:{server.listen_port}"
-    server.stop()
-
-
 def test_erasure_and_retention_on_a_milvus_server(
-    checkpoint: Path, tmp_path: Path, milvus_server_uri: str
+    checkpoint: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """The same calls on the Milvus store (a real server, crops in a shared folder)."""
+    uri = request.getfixturevalue("milvus_server_uri")
     crops = tmp_path / "shared-crops"
     server = Server(
         checkpoint,
         tmp_path / "data",
-        SONA_STORE="milvus",
-        SONA_MILVUS_URI=milvus_server_uri,
-        SONA_MILVUS_COLLECTION_PREFIX=f"erasure_{free_port()}_",
-        SONA_MILVUS_CONSISTENCY="Strong",
-        SONA_CROPS_DIR=str(crops),
+        **milvus_env(uri, crops),
         SONA_RETENTION_DAYS="365",
         SONA_RETENTION_SWEEP_S="0.5",
     ).start(timeout=180)
