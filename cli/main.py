@@ -10,7 +10,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import footage_cmds, model_cmds, reproduce_cmds, service_cmds, training_cmds
+from . import (
+    audit_cmds,
+    footage_cmds,
+    keys_cmds,
+    model_cmds,
+    reproduce_cmds,
+    service_cmds,
+    training_cmds,
+)
 from .errors import is_user_error
 from .parser import SonaArgumentParser
 
@@ -28,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce_cmds.add_parsers(sub)
     service_cmds.add_parsers(sub)
     footage_cmds.add_parsers(sub)
+    keys_cmds.add_parsers(sub)
+    audit_cmds.add_parsers(sub)
     return parser
 
 

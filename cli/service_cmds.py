@@ -27,6 +27,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(
         {"checkpoint": args.checkpoint, "data_dir": args.data_dir, "device": args.device}
     )
+    _check_tls(args.ssl_certfile, args.ssl_keyfile)
     if settings.checkpoint is None:
         # the demo: the port opens at once, /readyz and the page show how far along it is;
         # its store opens first, so a data directory another service holds is still one line
@@ -58,6 +59,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             access_log=False,  # the service writes its own, with the request id
             timeout_graceful_shutdown=args.graceful_timeout,
             http=limited_protocol(settings.max_header_bytes, settings.header_timeout_s),
+            ssl_certfile=args.ssl_certfile or None,
+            ssl_keyfile=args.ssl_keyfile or None,
         )
     )
     app.state.request_stop = lambda: setattr(server, "should_exit", True)
@@ -65,6 +68,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if app.state.startup_error:  # the demo could not be built: the server stopped itself
         raise UserError(app.state.startup_error)
     return 0 if server.started else 3  # 3: uvicorn's status for a failed start, as before
+
+
+def _check_tls(certfile: str | None, keyfile: str | None) -> None:
+    """Both files or neither, and a pair that loads: one line before the model loads."""
+    if not certfile and not keyfile:
+        return
+    if not certfile or not keyfile:
+        raise UserError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
+    import ssl
+    from pathlib import Path
+
+    for name in (certfile, keyfile):
+        if not Path(name).is_file():
+            raise UserError(f"no such certificate or key file: {name}")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as exc:
+        raise UserError(
+            f"cannot use {certfile} with {keyfile} for HTTPS: {exc.strerror or exc}"
+        ) from None
 
 
 def _settings(given: dict[str, Any]) -> Settings:
@@ -225,6 +248,18 @@ def add_parsers(sub: Any) -> None:
         default=30.0,
         metavar="S",
         help="on SIGTERM, seconds to finish in-flight requests (default 30)",
+    )
+    serve.add_argument(
+        "--ssl-certfile",
+        metavar="PEM",
+        default=os.environ.get("SONA_SSL_CERTFILE") or None,
+        help="serve HTTPS with this certificate (chain) file (default: SONA_SSL_CERTFILE)",
+    )
+    serve.add_argument(
+        "--ssl-keyfile",
+        metavar="PEM",
+        default=os.environ.get("SONA_SSL_KEYFILE") or None,
+        help="the certificate's private key (default: SONA_SSL_KEYFILE)",
     )
     serve.add_argument(
         "--demo-identities",

@@ -17,14 +17,18 @@ from fastapi.staticfiles import StaticFiles
 
 from model.loading import LoadedModel
 
+from .access import check_routes
 from .api import health_router, router
+from .audit import AuditLog, AuditMiddleware
 from .auth import AuthMiddleware
 from .docs import install_docs, operation_id
 from .errors import install_error_handlers
 from .head import HeadMiddleware
+from .keys import KeyTable
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, RequestMetricsMiddleware
 from .request_id import RequestIdMiddleware
+from .retention import RetentionPolicy, RetentionSweeper
 from .runtime import Runtime
 from .settings import Settings
 from .startup import Preparation
@@ -57,6 +61,8 @@ def create_app(
     port opens at once and ``/readyz`` reports its progress until the service is ready."""
     settings = settings or Settings()
     metrics = Metrics()
+    keys = KeyTable(settings.keys_path, settings.keys, on_error=log.error)
+    audit = AuditLog(settings.audit_path, settings.audit_max_bytes, settings.audit_keep)
 
     async def start(
         app: FastAPI,
@@ -69,6 +75,17 @@ def create_app(
         await rt.embedder.start()
         app.state.runtime = rt
         rt.ready = True
+        policy = RetentionPolicy(ready_settings.retention_days, ready_settings.retention_by_gallery)
+        if policy:  # one sweep now, then every SONA_RETENTION_SWEEP_S
+            sweeper = RetentionSweeper(
+                rt.store,
+                policy,
+                interval_s=ready_settings.retention_sweep_s,
+                batch=ready_settings.retention_batch,
+                audit=audit,
+                metrics=metrics,
+            )
+            app.state.retention = (sweeper, asyncio.create_task(sweeper.run()))
         demo = " (DEMO model trained on synthetic data)" if rt.model_meta.get("demo") else ""
         log.info("ready: %s, %s%s", rt.model_id, rt.embedder.encoder.name, demo)
         if rt.encoder_choice:
@@ -108,11 +125,17 @@ def create_app(
         finally:
             if task is not None:
                 task.cancel()
+            if app.state.retention is not None:  # let a sweep's batch end before the store closes
+                sweeper, sweeping = app.state.retention
+                sweeper.stopping.set()
+                sweeping.cancel()
+                await run_in_threadpool(sweeper.wait_idle)
             rt: Runtime | None = app.state.runtime
             if rt is not None:
                 rt.ready = False
                 await rt.embedder.stop()
                 await run_in_threadpool(rt.store.close)
+            audit.close()
 
     app = FastAPI(
         title="SONA-Net re-ID gallery search",
@@ -124,6 +147,8 @@ def create_app(
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
+    app.state.audit = audit
+    app.state.retention = None
     app.state.runtime = None
     app.state.preparation = prepare
     app.state.startup_error = None  # set when ``prepare`` failed: sona serve exits with it
@@ -132,7 +157,8 @@ def create_app(
     app.include_router(health_router)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
-    install_docs(app, keys_required=bool(settings.keys))
+    check_routes(app.routes)  # every API route has a role: none is left open by mistake
+    install_docs(app, keys_required=keys.required)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -150,11 +176,13 @@ def create_app(
             return per_image * settings.max_images_per_request + slack
         return per_image + slack
 
-    # the last added runs first: the request id (and access log line), metrics, then the key
+    # the last added runs first: the request id (and access log line), metrics, the audit
+    # trail (which records the key check's refusals), then the key, its role and galleries
     # (before any body is read), then the body's size and pace, then HEAD as GET
     app.add_middleware(HeadMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for, timeout=settings.body_timeout_s)
-    app.add_middleware(AuthMiddleware, keys=settings.keys, public_pages=settings.public_pages)
+    app.add_middleware(AuthMiddleware, keys=keys, public_pages=settings.public_pages)
+    app.add_middleware(AuditMiddleware, audit=audit)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

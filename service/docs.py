@@ -71,7 +71,8 @@ def install_docs(app: FastAPI, *, keys_required: bool) -> None:
             schemes[BEARER] = {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "an API key from SONA_API_KEYS (only when keys are configured)",
+                "description": "an API key (sona keys add, or SONA_API_KEYS): only when keys are "
+                "configured",
             }
             if keys_required:
                 schema["security"] = [{BEARER: []}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -9,9 +10,29 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "parse_retention"]
 
 MiB = 1024 * 1024
+_GALLERY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def parse_retention(text: str) -> dict[str, float]:
+    """``lobby=7,entrance=30`` -> {"lobby": 7.0, "entrance": 30.0}; a ValueError says what is
+    wrong."""
+    days: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        gallery, sep, value = part.partition("=")
+        gallery = gallery.strip()
+        try:
+            number = float(value) if sep else 0.0
+        except ValueError:
+            number = 0.0
+        if not _GALLERY.fullmatch(gallery) or not number > 0 or number == float("inf"):
+            raise ValueError(f"expected gallery=days with days > 0, such as lobby=7, not {part!r}")
+        days[gallery] = number
+    return days
 
 
 class Settings(BaseSettings):
@@ -120,10 +141,50 @@ class Settings(BaseSettings):
         "for log shippers)",
     )
     api_keys: str = Field(
-        "", description="comma-separated API keys; empty: no authentication", repr=False
+        "",
+        description="comma-separated API keys, each with the admin role; with no key here and "
+        "no key file, the service asks for no key",
+        repr=False,
+    )
+    keys_file: Path | None = Field(
+        None,
+        description="key file of sona keys add (roles, galleries, hashes only); empty: "
+        "<data_dir>/keys.json. Re-read when it changes",
+    )
+    audit_log: Path | None = Field(
+        None,
+        description="append-only audit trail, one JSON line a request; empty: <data_dir>/audit.log",
+    )
+    audit_max_bytes: int = Field(
+        64 * MiB, ge=64 * 1024, description="the audit log rotates past this size"
+    )
+    audit_keep: int = Field(10, ge=1, le=1000, description="rotated audit files kept")
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="items whose timestamp is older are deleted, crops included; empty: kept",
+    )
+    retention_days_by_gallery: str = Field(
+        "",
+        description="per-gallery retention overriding SONA_RETENTION_DAYS: gallery=days, "
+        "comma-separated, e.g. lobby=7,entrance=30",
+    )
+    retention_sweep_s: float = Field(
+        3600.0, gt=0, description="seconds between retention sweeps (one runs at start-up)"
+    )
+    retention_batch: int = Field(
+        1000, ge=1, le=100_000, description="items deleted per step of a retention sweep"
     )
 
-    @field_validator("checkpoint", "crops_dir", "onnx_model", mode="before")
+    @field_validator(
+        "checkpoint",
+        "crops_dir",
+        "onnx_model",
+        "keys_file",
+        "audit_log",
+        "retention_days",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -134,6 +195,24 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("index must be auto or a FAISS factory string such as Flat")
         return value.strip()
+
+    @field_validator("retention_days_by_gallery")
+    @classmethod
+    def _retention_map(cls, value: str) -> str:
+        parse_retention(value)
+        return value
+
+    @cached_property
+    def retention_by_gallery(self) -> dict[str, float]:
+        return parse_retention(self.retention_days_by_gallery)
+
+    @property
+    def keys_path(self) -> Path:
+        return self.keys_file or self.data_dir / "keys.json"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit_log or self.data_dir / "audit.log"
 
     @cached_property
     def keys(self) -> tuple[bytes, ...]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+#: One session-wide Milvus server fixture (``milvus_server_uri``) for the service tests.
+pytest_plugins = ["tests.milvus_support"]
+
 
 @pytest.fixture(autouse=True)
 def _seeded() -> None:

@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -64,11 +65,18 @@ class Server:
         data_dir: Path,
         log_dir: Path | None = None,
         log_level: str = "warning",
+        args: tuple[str, ...] = (),
+        verify: ssl.SSLContext | bool = True,
         **env: str,
     ) -> None:
+        """``args``: more ``sona serve`` options; ``--ssl-certfile`` among them makes the URL
+        https, checked against ``verify`` (an SSL context trusting its certificate)."""
         self.log_level = log_level
+        self.args = tuple(args)
+        self.verify = verify
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if "--ssl-certfile" in self.args else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
             "SONA_CHECKPOINT": str(checkpoint),
@@ -92,6 +100,7 @@ class Server:
                     str(self.port),
                     "--log-level",
                     self.log_level,
+                    *self.args,
                 ],
                 env=self.env,
                 stdout=log,
@@ -102,7 +111,8 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                ready = httpx.get(f"{self.url}/readyz", timeout=2, verify=self.verify)
+                if ready.status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -122,7 +132,7 @@ class Server:
         return self.process.returncode if self.process else 0
 
     def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, **{"timeout": 60, **kwargs})
+        return httpx.Client(base_url=self.url, **{"timeout": 60, "verify": self.verify, **kwargs})
 
 
 def serve_fails(**env: str) -> str:

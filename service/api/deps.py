@@ -1,5 +1,5 @@
-"""What routes depend on: the running service, the gallery-name parameter, and the checks
-and lookups several route modules share (route modules do not import each other)."""
+"""What routes depend on: the running service, the caller's key, the gallery-name parameter,
+and the checks and lookups several route modules share (route modules do not import each other)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,24 @@ import numpy as np
 from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
+from ..auth import OPEN_SERVICE, principal_of
 from ..errors import Problem
+from ..keys import Principal
 from ..runtime import Runtime
 from ..store import GALLERY_NAME, ITEM_ID, RESERVED_IDS, Item
 
 __all__ = [
     "GALLERY_PATTERN",
     "MAX_TRACK_ITEMS",
+    "Caller",
     "GalleryName",
     "Rt",
+    "caller",
     "check_item_id",
     "check_track_id",
     "load_track",
     "runtime",
+    "visible_item",
 ]
 
 #: Crops read for one track; a footage track holds a few (``sona footage --crops-per-track``).
@@ -67,3 +72,20 @@ async def load_track(rt: Runtime, gallery: str, track_id: str) -> list[tuple[Ite
     if not found:
         raise Problem(404, f"no track {track_id!r} in gallery {gallery!r}", code="track-not-found")
     return found
+
+
+def caller(request: Request) -> Principal:
+    """Whom the request acts for (set by the key check before the body was read)."""
+    return principal_of(request.scope) or OPEN_SERVICE
+
+
+Caller = Annotated[Principal, Depends(caller)]
+
+
+async def visible_item(rt: Runtime, who: Principal, item_id: str) -> Item:
+    """The item, or the same 404 as for no item when it is in a gallery the key does not see."""
+    check_item_id(item_id)
+    item = await run_in_threadpool(rt.store.get, item_id)
+    if item is None or not who.sees(item.gallery):
+        raise Problem(404, f"no gallery item {item_id}", code="item-not-found")
+    return item

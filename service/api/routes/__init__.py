@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ..problems import PROBLEMS
-from . import embed, gallery, ops, search, tracks
+from . import embed, erasure, gallery, ops, search, tracks
 
 __all__ = ["health_router", "router"]
 
 router = APIRouter(responses=PROBLEMS)
-for module in (embed, tracks, gallery, search):  # tracks before /gallery/{item_id}/...
+for module in (embed, tracks, erasure, gallery, search):  # tracks before /gallery/{item_id}
     router.include_router(module.router)
 router.include_router(ops.router)
 health_router = ops.health_router

@@ -14,6 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
+from ...audit import note
 from ...budget import RequestPixels
 from ...errors import Problem
 from ...schemas import EmbedBatchResponse, EmbedItem, EmbedResponse, ProblemDetails
@@ -62,6 +63,7 @@ async def embed(
             "(SONA_MAX_IMAGES_PER_REQUEST)",
             code="too-many-images",
         )
+    note(request, images=len(image))
     check_room(rt, len(image))  # overloaded? say so before decoding anything
     as_list = batch or len(image) > 1
     pixels = RequestPixels(rt.settings.max_request_pixels)

@@ -10,11 +10,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from ...audit import note
 from ...budget import RequestPixels
 from ...errors import Problem
 from ...schemas import GalleryCounts, GalleryItem, IngestResponse, ItemMeta
 from ...store import NewItem
-from ..deps import GalleryName, Rt, check_item_id
+from ..deps import Caller, GalleryName, Rt, visible_item
 from ..forms import StrictFormRoute
 from ..uploads import check_room, decode, embed, read_upload
 
@@ -130,7 +131,9 @@ async def add_items(
         )
         for vector, m, blob, (media_type, _) in zip(vectors, metas, blobs, decoded, strict=True)
     ]
+    note(request, gallery=gallery, items=None)
     stored = await run_in_threadpool(rt.store.add, gallery, new)  # errors: see errors.py
+    note(request, items=[i.item_id for i in stored])
     body = IngestResponse(items=[GalleryItem.from_item(i) for i in stored], count=len(stored))
     return JSONResponse(body.model_dump(mode="json"), status_code=201)
 
@@ -140,9 +143,9 @@ async def add_items(
     response_model=GalleryCounts,
     summary="Item counts per gallery and camera",
 )
-async def count_items(rt: Rt) -> GalleryCounts:
+async def count_items(rt: Rt, who: Caller) -> GalleryCounts:
     counts = await run_in_threadpool(rt.store.counts)
-    return GalleryCounts.from_counts(counts)
+    return GalleryCounts.from_counts({g: c for g, c in counts.items() if who.sees(g)})
 
 
 @router.get(
@@ -150,11 +153,10 @@ async def count_items(rt: Rt) -> GalleryCounts:
     response_model=GalleryItem,
     summary="One item's metadata",
 )
-async def get_item(rt: Rt, item_id: str) -> GalleryItem:
-    check_item_id(item_id)
-    item = await run_in_threadpool(rt.store.get, item_id)
-    if item is None:
-        raise Problem(404, f"no gallery item {item_id}", code="item-not-found")
+async def get_item(rt: Rt, who: Caller, request: Request, item_id: str) -> GalleryItem:
+    note(request, items=[item_id])
+    item = await visible_item(rt, who, item_id)
+    note(request, gallery=item.gallery)
     return GalleryItem.from_item(item)
 
 
@@ -164,8 +166,9 @@ async def get_item(rt: Rt, item_id: str) -> GalleryItem:
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}},
 )
-async def get_item_image(rt: Rt, item_id: str) -> Response:
-    check_item_id(item_id)
+async def get_item_image(rt: Rt, who: Caller, request: Request, item_id: str) -> Response:
+    note(request, items=[item_id])
+    note(request, gallery=(await visible_item(rt, who, item_id)).gallery)
     found = await run_in_threadpool(rt.store.get_image, item_id)
     if found is None:
         raise Problem(404, f"no gallery item {item_id}", code="item-not-found")
@@ -180,10 +183,12 @@ async def get_item_image(rt: Rt, item_id: str) -> Response:
     summary="Delete an item from storage and index",
     response_class=Response,
 )
-async def delete_item(rt: Rt, item_id: str) -> Response:
-    check_item_id(item_id)
+async def delete_item(rt: Rt, who: Caller, request: Request, item_id: str) -> Response:
+    note(request, items=[item_id])
+    note(request, gallery=(await visible_item(rt, who, item_id)).gallery)
     if not await run_in_threadpool(rt.store.delete, item_id):
         raise Problem(404, f"no gallery item {item_id}", code="item-not-found")
+    note(request, removed=1)
     return Response(status_code=204)
 
 

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ...errors import Problem
 from ...runtime import Runtime
 from ...schemas import ProblemDetails
-from ..deps import Rt
+from ..deps import Caller, Rt
 
 __all__ = ["health_router", "router"]
 
@@ -19,7 +19,14 @@ health_router = APIRouter(tags=["operations"])
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(rt: Rt) -> Response:
+async def metrics(rt: Rt, who: Caller) -> Response:
+    if who.galleries is not None:  # its gauges name every gallery
+        raise Problem(
+            403,
+            f"/metrics needs an admin key for every gallery; key {who.name!r} is limited to some",
+            code="forbidden",
+            required_role="admin",
+        )
     rt.metrics.set_gallery_sizes(await run_in_threadpool(rt.store.counts))
     return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -11,11 +11,13 @@ from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime
 
+from ...audit import note
 from ...errors import Problem
+from ...keys import Principal
 from ...runtime import Runtime
 from ...schemas import EmptyReason, SearchResponse, SearchResult
 from ...store import DegenerateQueryError, GroupBy, Hit, SearchFilter
-from ..deps import GALLERY_PATTERN, MAX_TRACK_ITEMS, Rt, check_item_id, check_track_id
+from ..deps import GALLERY_PATTERN, MAX_TRACK_ITEMS, Caller, Rt, check_item_id, check_track_id
 from ..uploads import embed_upload
 
 __all__ = ["SearchParams", "camera_names", "empty_reason", "router"]
@@ -67,6 +69,32 @@ class SearchParams:
         self.since: datetime | None = since
         self.until: datetime | None = until
         self.group_by = group_by
+
+    def audited(self, **query: str | None) -> dict:
+        """The filters as the audit trail records them."""
+        given = {
+            "k": self.k,
+            "cameras": sorted(self.cameras) if self.cameras is not None else None,
+            "exclude_camera": sorted(self.exclude_cameras) or None,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "group_by": self.group_by,
+            **query,
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+
+def _seen(request: Request, who: Principal, gallery: str) -> str:
+    """``gallery``, or the 404 of a gallery that does not exist when the key does not see it."""
+    note(request, gallery=gallery)
+    if not who.sees(gallery):
+        raise Problem(404, f"gallery {gallery!r} does not exist", code="gallery-not-found")
+    return gallery
+
+
+def _noted(request: Request, answer: SearchResponse) -> SearchResponse:
+    note(request, items=[r.item_id for r in answer.results])
+    return answer
 
 
 async def _search(
@@ -140,6 +168,8 @@ def empty_reason(gallery: str, cameras: dict[str, int], where: SearchFilter) -> 
 )
 async def search(
     rt: Rt,
+    who: Caller,
+    request: Request,
     params: Annotated[SearchParams, Depends()],
     query_id: Annotated[str | None, Query(max_length=64, description="from POST /embed")] = None,
     item_id: Annotated[
@@ -154,12 +184,13 @@ async def search(
         ),
     ] = None,
 ) -> SearchResponse:
+    note(request, filters=params.audited(query_id=query_id, item_id=item_id, track_id=track_id))
     if sum(v is not None for v in (query_id, item_id, track_id)) != 1:
         raise Problem(
             422, "give exactly one of query_id, item_id and track_id", code="invalid-parameters"
         )
     if track_id is not None:
-        gallery = params.gallery or "default"
+        gallery = _seen(request, who, params.gallery or "default")
         check_track_id(track_id)
         try:
             track = await run_in_threadpool(
@@ -171,7 +202,7 @@ async def search(
             raise Problem(
                 404, f"no track {track_id!r} in gallery {gallery!r}", code="track-not-found"
             )
-        return await _search(rt, track, params, gallery, exclude_track=track_id)
+        return _noted(request, await _search(rt, track, params, gallery, exclude_track=track_id))
     if query_id is not None:
         vector = rt.queries.get(query_id)
         if vector is None:
@@ -181,13 +212,15 @@ async def search(
                 "after POST /embed)",
                 code="query-not-found",
             )
-        return await _search(rt, vector, params, params.gallery or "default")
+        gallery = _seen(request, who, params.gallery or "default")
+        return _noted(request, await _search(rt, vector, params, gallery))
     check_item_id(item_id)
     found = await run_in_threadpool(rt.store.get_with_embedding, item_id)
-    if found is None:
+    if found is None or not who.sees(found[0].gallery):
         raise Problem(404, f"no gallery item {item_id}", code="item-not-found")
     item, vector = found
-    return await _search(rt, vector, params, params.gallery or item.gallery, exclude_item=item_id)
+    gallery = _seen(request, who, params.gallery or item.gallery)
+    return _noted(request, await _search(rt, vector, params, gallery, exclude_item=item_id))
 
 
 @router.post(
@@ -198,9 +231,12 @@ async def search(
 )
 async def search_by_image(
     rt: Rt,
+    who: Caller,
     request: Request,
     params: Annotated[SearchParams, Depends()],
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP crop")],
 ) -> SearchResponse:
+    note(request, filters=params.audited(query="image"))
+    gallery = _seen(request, who, params.gallery or "default")
     vector = await embed_upload(rt, request, image)
-    return await _search(rt, vector, params, params.gallery or "default")
+    return _noted(request, await _search(rt, vector, params, gallery))

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
+from ...audit import note
 from ...schemas import TrackResponse
 from ..deps import GalleryName, Rt, load_track
 
@@ -22,8 +23,11 @@ router = APIRouter(tags=["gallery"])
 )
 async def get_track(
     rt: Rt,
+    request: Request,
     track_id: Annotated[str, Path(max_length=128, description="the track_id its crops carry")],
     gallery: GalleryName = "default",
 ) -> TrackResponse:
-    found = await load_track(rt, gallery, track_id)
+    note(request, gallery=gallery, track_id=track_id[:128])
+    found = await load_track(rt, gallery, track_id)  # another gallery's: refused before this
+    note(request, items=[item.item_id for item, _ in found])
     return TrackResponse.from_items(gallery, track_id, [item for item, _ in found])
