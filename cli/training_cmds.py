@@ -149,9 +149,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from training.datasets import DatasetError, load_dataset
     from training.trainer import Trainer
 
-    require_backbone_weights(args)
+    if args.preset is None:
+        args.preset = "adapt" if args.init else "paper"
+    if args.init:
+        from training.finetune import init_config
+
+        if args.backbone_weights or args.from_scratch:
+            raise UserError(
+                "--init starts from a checkpoint's weights: drop --backbone-weights "
+                "and --from-scratch"
+            )
+        base = init_config(args.init)
+    else:
+        if args.preset == "adapt":
+            raise UserError("--preset adapt fine-tunes a trained network: give --init CHECKPOINT")
+        require_backbone_weights(args)
+        base = TRAIN_PRESETS[args.preset].model
     config = TRAIN_PRESETS[args.preset]
-    model = config.model
+    model = base
     if args.variant:
         model = apply_variant(model, args.variant)
     block = {}
@@ -180,6 +195,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"the original DropBlock (BL+DB) drops square blocks; got --block-size "
             f"{model.block_height}x{model.block_width} (give one number, e.g. --block-size 5)"
         )
+    if args.init:
+        from training.finetune import check_architecture
+
+        check_architecture(args.init, base, model)
+        # cutout keeps the preset's share of the image's height
+        cutout = round(config.cutout * model.input_size[0] / config.model.input_size[0])
+        config = dataclasses.replace(config, init=str(args.init), cutout=cutout)
     overrides = {
         "epochs": args.epochs,
         "base_lr": args.lr,
@@ -329,9 +351,15 @@ def add_parsers(sub: Any) -> None:
     train.add_argument("--output", required=True, metavar="DIR", help="run folder")
     train.add_argument(
         "--preset",
-        choices=["paper", "tiny"],
-        default="paper",
-        help="paper: ResNet-50 at 384x128, 400 epochs; tiny: ResNet-18 for CPUs",
+        choices=["paper", "tiny", "adapt"],
+        help="paper: ResNet-50 at 384x128, 400 epochs; tiny: ResNet-18 for CPUs; adapt: 10 "
+        "short epochs at a low rate, for --init (default: adapt with --init, else paper)",
+    )
+    train.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        help="fine-tune this trained SONA-Net: its backbone, SONA blocks and feature layers, "
+        "new classifiers for --data's identities; the architecture is the checkpoint's",
     )
     train.add_argument("--epochs", type=int, help="total epochs (schedule milestones unchanged)")
     train.add_argument(

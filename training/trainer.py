@@ -49,6 +49,7 @@ from .datasets import ReIDDataset, require_evaluable
 from .datasets.base import DatasetError
 from .datasets.validation import hold_out_identities
 from .features import evaluate_net
+from .finetune import load_init
 from .losses import ReIDLoss
 from .sampler import PKSampler
 from .schedule import learning_rate
@@ -124,7 +125,10 @@ class Trainer:
     def _build(self) -> None:
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        self.net = SONANet(cfg.model).to(self.device)
+        self.net = SONANet(cfg.model)
+        if cfg.init:  # resuming overwrites these with the run's own weights
+            load_init(self.net, cfg.init)
+        self.net = self.net.to(self.device)
         if self.device.type == "cuda" and cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.model: torch.nn.Module = self.net
