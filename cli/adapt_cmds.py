@@ -10,7 +10,15 @@ from typing import Any
 
 from .errors import UserError
 
-__all__ = ["add_export_parser", "add_parsers", "detector_from_args", "export_footage"]
+__all__ = [
+    "add_export_parser",
+    "add_parsers",
+    "add_track_eval_options",
+    "detector_from_args",
+    "eval_tracks",
+    "export_footage",
+    "split_tracks",
+]
 
 
 def detector_from_args(args: argparse.Namespace) -> Any:
@@ -160,6 +168,139 @@ def add_export_parser(footage_sub: Any) -> None:
     )
     add_footage_options(export)
     export.set_defaults(handler=_cmd_export)
+
+
+def add_track_eval_options(parser: argparse.ArgumentParser) -> None:
+    """``sona eval --tracks`` and its protocol's options (``sona adapt`` shares them)."""
+    parser.add_argument(
+        "--tracks",
+        metavar="DIR",
+        help="score on a site's own footage instead of --dataset: a folder written by sona "
+        "footage export-training, tracks as identities, cosine distance, beside raw pixels and "
+        "a random network",
+    )
+    add_split_options(parser)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="random networks scored as a floor, one per seed (default 3)",
+    )
+
+
+def add_split_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=5.0,
+        help="a query matches crops of its own track only this many seconds away or more "
+        "(default 5)",
+    )
+    parser.add_argument(
+        "--split-at",
+        type=float,
+        metavar="SECONDS",
+        help="time that splits the tracks in two, in seconds from the footage's start; tracks "
+        "running across it are left out (default: the middle of the tracks' time span)",
+    )
+    parser.add_argument(
+        "--score",
+        choices=["later", "earlier", "all"],
+        default="later",
+        help="the tracks scored: those after --split-at (adapt on the earlier ones), before "
+        "it, or all of them (no split: for a model that never saw this footage) "
+        "(default later)",
+    )
+
+
+def split_tracks(args: argparse.Namespace, folder: str | Path) -> tuple[Any, list, list, str]:
+    """The folder's tracks as (set, scored, the others for training, a line saying which)."""
+    from training.tracks import load_tracks, time_split
+
+    track_set = load_tracks(folder)
+    if args.gap < 0:
+        raise UserError("--gap must be >= 0")
+    if args.score == "all":
+        scored, others = list(track_set.tracks), []
+        if len(scored) < 2:
+            raise UserError(f"{folder}: {len(scored)} track; scoring needs at least 2")
+        return track_set, scored, others, f"all {len(scored)} tracks"
+    lo, hi = track_set.span
+    at = (lo + hi) / 2 if args.split_at is None else args.split_at
+    earlier, later, across = time_split(track_set, at)
+    scored, others = (later, earlier) if args.score == "later" else (earlier, later)
+    for name, part in (("before", earlier), ("after", later)):
+        if len(part) < 2:
+            raise UserError(
+                f"{folder}: {len(part)} track(s) end {name} {at:.1f} s (of {lo:.1f} to "
+                f"{hi:.1f} s; {across} run across it); each side of --split-at needs at least 2"
+            )
+    where = "after" if args.score == "later" else "before"
+    line = (
+        f"{len(scored)} tracks {where} {at:.1f} s scored; {len(others)} on the other side; "
+        f"{across} across the split left out"
+    )
+    return track_set, scored, others, line
+
+
+def eval_tracks(args: argparse.Namespace) -> int:
+    """``sona eval --tracks DIR [CHECKPOINT ...]``: the table of the tracks protocol."""
+    from model.checkpoint import checkpoint_config, read_checkpoint
+
+    if args.seeds < 0:
+        raise UserError("--seeds must be >= 0")
+    configs = [checkpoint_config(read_checkpoint(p), p) for p in args.checkpoints]
+    _, scored, _, line = split_tracks(args, args.tracks)
+    rows = score_methods(scored, args.checkpoints, configs, args.seeds, args.device, args.gap)
+    _print_table(rows, scored, args.gap, line)
+    return 0
+
+
+def score_methods(
+    scored: list, checkpoints: list, configs: list, seeds: int, device: str, gap: float
+) -> list:
+    """Raw pixels, ``seeds`` random networks and each checkpoint, scored on ``scored``."""
+    from model import load_checkpoint
+    from model.device import resolve_device
+    from training.track_eval import (
+        network_features,
+        pixel_features,
+        random_network,
+        score_rows,
+    )
+
+    dev = resolve_device(device)
+    methods: list[tuple[str, list]] = [("raw pixels", [pixel_features(scored)])]
+    if seeds:
+        config = configs[0] if configs else None
+        nets = [random_network(config, seed).to(dev) for seed in range(seeds)]
+        methods.append(("random network", [network_features(n, scored, dev) for n in nets]))
+    for path in checkpoints:
+        net, _ = load_checkpoint(path, dev)
+        methods.append((str(path), [network_features(net, scored, dev)]))
+    rows = score_rows(methods, scored, gap)
+    if len(checkpoints) > 1:
+        from training.track_eval import Row
+
+        joined = tuple(s for r in rows[-len(checkpoints) :] for s in r.scores)
+        rows.append(Row(f"mean ({len(checkpoints)} checkpoints)", joined))
+    if rows[0].scores[0].queries == 0:
+        raise UserError(
+            f"no crop has a crop of its own track {gap:g} s away or more: nothing to score "
+            "(a smaller --gap, or longer footage)"
+        )
+    return rows
+
+
+def _print_table(rows: list, scored: list, gap: float, line: str) -> None:
+    from training.track_eval import table
+
+    print(table(rows))
+    crops = sum(len(t.crops) for t in scored)
+    print(
+        f"({line}; {crops} crops, {rows[0].scores[0].queries} queries with a crop of their own "
+        f"track >= {gap:g} s away; cosine distance; rank-1 and mAP in %, mean ± std over runs)"
+    )
 
 
 def add_parsers(sub: Any) -> None:

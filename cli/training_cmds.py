@@ -254,6 +254,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.tracks:
+        from .adapt_cmds import eval_tracks
+
+        if args.dataset or args.data:
+            raise UserError("--tracks scores a training-set folder: drop --dataset and --data")
+        return eval_tracks(args)
+    if not (args.dataset and args.data and args.checkpoints):
+        raise UserError("give CHECKPOINT(s) with --dataset and --data, or --tracks DIR")
     import numpy as np
 
     from model import load_checkpoint
@@ -311,15 +319,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
+def add_data_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     from training.datasets import DATASET_NAMES
 
     parser.add_argument(
-        "--dataset", required=True, choices=DATASET_NAMES, help="dataset layout under --data"
+        "--dataset", required=required, choices=DATASET_NAMES, help="dataset layout under --data"
     )
     parser.add_argument(
         "--data",
-        required=True,
+        required=required,
         metavar="ROOT",
         help="dataset folder (for custom: a folder per identity, or a CSV file)",
     )
@@ -444,10 +452,15 @@ def add_parsers(sub: Any) -> None:
         description="Evaluate checkpoints on a dataset's query/gallery split (Market-1501 "
         "protocol, flip-averaged embeddings, Euclidean distance as the paper or cosine). With "
         "several checkpoints (the paper reports four runs per configuration) prints mean and "
-        "standard deviation.",
+        "standard deviation. With --tracks DIR instead: on a site's own footage (a folder of "
+        "sona footage export-training), tracks as identities, beside raw pixels and a random "
+        "network.",
     )
-    evaluate.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
-    add_data_options(evaluate)
+    evaluate.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT")
+    add_data_options(evaluate, required=False)
+    from .adapt_cmds import add_track_eval_options
+
+    add_track_eval_options(evaluate)
     evaluate.add_argument(
         "--rerank", action="store_true", help="k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)"
     )

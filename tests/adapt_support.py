@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import subprocess
 from pathlib import Path
+
+import cv2
+import numpy as np
 
 from cli.main import main
 from tests.footage_support import write_det, write_video
@@ -38,3 +42,41 @@ def exported_clip(root: Path, camera: str = "lobby", frames: int = 30) -> Path:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return out
+
+
+def person_crop(person: int, rng: np.random.Generator) -> np.ndarray:
+    """A 'person' (a coarse random texture of its own) at 128x64 with noise and a shift."""
+    texture = np.random.default_rng(100 + person).integers(0, 256, (12, 5, 3), dtype=np.uint8)
+    image = cv2.resize(texture, (64, 128), interpolation=cv2.INTER_NEAREST).astype(np.int16)
+    image = np.roll(image, int(rng.integers(-4, 5)), axis=0)
+    image += rng.integers(-25, 26, image.shape, dtype=np.int16)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def made_up_tracks(
+    root: Path, people: int = 4, appearances: int = 2, crops: int = 6, seconds: float = 8.0
+) -> Path:
+    """A training-set folder as export-training writes it: each person seen ``appearances``
+    times, one after the other (track i from 10 i to 10 i + ``seconds``), one camera."""
+    rng = np.random.default_rng(0)
+    tracks = {}
+    for i in range(people * appearances):
+        name = f"{i + 1:04d}"
+        (root / name).mkdir(parents=True)
+        start = 10.0 * i
+        entries = []
+        for n in range(crops):
+            t = round(start + seconds * n / max(crops - 1, 1), 3)
+            file = f"{name}/{name}_c1s1_{round(t * 10):06d}_{n:02d}.jpg"
+            cv2.imwrite(str(root / file), person_crop(i % people, rng))
+            entries.append(
+                {"file": file, "frame": round(t * 10), "seconds": t, "box": [0, 0, 64, 128]}
+            )
+        tracks[name] = {
+            "camera": 1, "first": start, "last": start + seconds, "seen_first": start,
+            "seen_last": start + seconds, "crops": entries,
+        }  # fmt: skip
+    camera = {"name": "made-up", "sources": ["made-up"], "fps": 10.0, "start": None}
+    data = {"format": "sona-tracks", "version": 1, "cameras": {"1": camera}, "tracks": tracks}
+    (root / "tracks.json").write_text(json.dumps(data))
+    return root
