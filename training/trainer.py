@@ -28,7 +28,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from .finetune import load_init
 from .losses import ReIDLoss
 from .sampler import PKSampler
 from .schedule import learning_rate
+from .track_sampler import CompanionSampler
 
 __all__ = ["TrainResult", "Trainer"]
 
@@ -79,6 +80,7 @@ class Trainer:
         progress: bool = True,
         stop_after: int | None = None,
         log: Callable[[str], None] = print,
+        companions: Mapping[int, Sequence[int]] | None = None,
     ) -> None:
         if not data.train:
             raise DatasetError(f"{data.name} at {data.root}: no training images")
@@ -88,6 +90,9 @@ class Trainer:
         self.preload = preload
         self.progress = progress
         self.stop_after = stop_after  # stop (resumably) after this many epochs in this call
+        # identities seen together with each (by training pid): batched together as hard
+        # negatives (training/track_sampler.py) instead of PK batches drawn at random
+        self.companions = companions
         self.log = log
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.device = resolve_device(device)
@@ -145,7 +150,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed + 1 + self.rank)
         size = cfg.model.input_size
         self.train_images = ImageDataset(self.data.train, size, preload=self.preload)
-        self.sampler = PKSampler(
+        self.sampler: PKSampler | CompanionSampler = PKSampler(
             self.train_images.pids.tolist(),
             cfg.ids_per_batch,
             cfg.images_per_id,
@@ -154,6 +159,16 @@ class Trainer:
             world_size=self.world_size,
             epoch_unit=cfg.epoch_unit,
         )
+        if self.companions is not None:
+            self.sampler = CompanionSampler(
+                self.train_images.pids.tolist(),
+                cfg.ids_per_batch,
+                cfg.images_per_id,
+                self.companions,
+                seed=cfg.seed,
+                rank=self.rank,
+                world_size=self.world_size,
+            )
         self.loader = DataLoader(
             self.train_images,
             batch_sampler=self.sampler,
