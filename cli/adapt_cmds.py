@@ -257,7 +257,14 @@ def eval_tracks(args: argparse.Namespace) -> int:
 
 
 def score_methods(
-    scored: list, checkpoints: list, configs: list, seeds: int, device: str, gap: float
+    scored: list,
+    checkpoints: list,
+    configs: list,
+    seeds: int,
+    device: str,
+    gap: float,
+    *,
+    mean_row: bool = True,
 ) -> list:
     """Raw pixels, ``seeds`` random networks and each checkpoint, scored on ``scored``."""
     from model import load_checkpoint
@@ -279,7 +286,7 @@ def score_methods(
         net, _ = load_checkpoint(path, dev)
         methods.append((str(path), [network_features(net, scored, dev)]))
     rows = score_rows(methods, scored, gap)
-    if len(checkpoints) > 1:
+    if mean_row and len(checkpoints) > 1:
         from training.track_eval import Row
 
         joined = tuple(s for r in rows[-len(checkpoints) :] for s in r.scores)
@@ -303,5 +310,179 @@ def _print_table(rows: list, scored: list, gap: float, line: str) -> None:
     )
 
 
+def _sites(path: Path) -> list[tuple[str, Path, datetime | None]]:
+    """``cameras.csv``: a header ``camera,path`` and optionally ``start``; paths relative to
+    the file's folder."""
+    import csv
+
+    if not path.is_file():
+        raise UserError(f"--sites {path}: no such file")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not {"camera", "path"} <= set(rows[0]):
+        raise UserError(f"--sites {path}: expected a header camera,path[,start] and a row a camera")
+    sites = []
+    for n, row in enumerate(rows, 2):
+        start = None
+        if row.get("start"):
+            try:
+                start = datetime.fromisoformat(row["start"])
+            except ValueError:
+                raise UserError(
+                    f"--sites {path}, line {n}: start {row['start']!r} is not ISO 8601"
+                ) from None
+        sites.append((row["camera"].strip(), path.parent / row["path"].strip(), start))
+    return sites
+
+
+def _training_set(args: argparse.Namespace, folder: Path) -> None:
+    """Footage to the training-set ``folder`` (kept: a second run reuses it)."""
+    from training.tracks import TRACKS_FILE
+
+    if (folder / TRACKS_FILE).is_file():
+        print(f"training set: {folder} (already exported; remove it to export again)")
+        return
+    start = check_footage_options(args)
+    if args.sites:
+        footage = _sites(Path(args.sites))
+    else:
+        video = Path(args.source)
+        footage = [(args.camera or video.stem, video, start)]
+    for camera, video, when in footage:
+        report = export_footage(video, folder, camera, args, when)
+        print(f"{camera}: {report.summary()}")
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from model.checkpoint import checkpoint_config, read_checkpoint
+    from training.adapt import adapt
+    from training.config import TRAIN_PRESETS
+    from training.finetune import init_config
+    from training.track_eval import Row
+
+    if bool(args.source) == bool(args.sites):
+        raise UserError(
+            "give VIDEO (a video, a folder of videos, or a training-set folder) or "
+            "--sites cameras.csv"
+        )
+    if args.score == "all":
+        raise UserError("--score all leaves nothing to adapt on: use later or earlier")
+    for name in ("epochs", "recluster_every"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.seeds < 0:
+        raise UserError("--seeds must be >= 0")
+    config_of_init = checkpoint_config(read_checkpoint(args.init), args.init)
+    output = Path(args.output)
+    source = Path(args.source) if args.source else None
+    if source is not None and (source / "tracks.json").is_file():
+        folder = source  # a training set already
+    else:
+        folder = output / "tracks"
+        _training_set(args, folder)
+    _, scored, others, line = split_tracks(args, folder)
+    model = init_config(args.init)
+    preset = TRAIN_PRESETS["adapt"]
+    cutout = round(preset.cutout * model.input_size[0] / preset.model.input_size[0])
+    overrides = {"epochs": args.epochs, "seed": args.seed, "cutout": cutout}
+    if args.batch:
+        overrides["ids_per_batch"], overrides["images_per_id"] = args.batch
+    config = dataclasses.replace(preset, model=model, **overrides)
+    print(f"adapting {args.init} on {len(others)} tracks ({args.mode}); {line}")
+    result = adapt(
+        args.init,
+        others,
+        output / "adapt",
+        config,
+        mode=args.mode,
+        recluster_every=args.recluster_every,
+        eps_quantile=args.eps_quantile,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    final = output / "adapted.pt"
+    result.checkpoint.replace(final)
+    rows = score_methods(
+        scored,
+        [args.init, str(final)],
+        [config_of_init],
+        args.seeds,
+        args.device,
+        args.gap,
+        mean_row=False,
+    )
+    before, after = rows[-2], rows[-1]
+    rows[-2] = Row(f"before: {Path(args.init).name}", before.scores)
+    rows[-1] = Row("after: adapted", after.scores)
+    print(f"\non the held-out tracks ({line}):")
+    _print_table(rows, scored, args.gap, line)
+    print(
+        f"change: rank-1 {100 * (after.scores[0].rank1 - before.scores[0].rank1):+.2f}, mAP "
+        f"{100 * (after.scores[0].mAP - before.scores[0].mAP):+.2f} points"
+    )
+    serve = f"SONA_CHECKPOINT={final}"
+    if not args.no_onnx:
+        from training.export_check import export_and_check
+
+        onnx = final.with_suffix(".onnx")
+        export_and_check(final, onnx, log=lambda text: None)
+        serve += f" SONA_ONNX_MODEL={onnx}"
+    print(f"serve it: {serve} sona serve")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     """Top-level commands of this group (``sona adapt``)."""
+    from .args import batch_shape
+
+    parser = sub.add_parser(
+        "adapt",
+        help="adapt a trained model to a site's own footage, without labels",
+        description="Footage to a training set of tracks (or a training-set folder as is), "
+        "split in time; fine-tune --init on one side's tracks (tracks as identities, or "
+        "clusters of tracks, never merging two tracks one camera saw at once), score before "
+        "and after on the other side's tracks beside raw pixels and random networks, and "
+        "write OUTPUT/adapted.pt (and its ONNX export) ready to serve.",
+    )
+    parser.add_argument(
+        "source",
+        nargs="?",
+        metavar="VIDEO|DIR",
+        help="a video, a folder of videos or images, or a folder of sona footage "
+        "export-training (used as is)",
+    )
+    parser.add_argument(
+        "--sites", metavar="CSV", help="cameras.csv: camera,path[,start], one row a camera"
+    )
+    parser.add_argument("--init", required=True, metavar="CHECKPOINT", help="model to adapt")
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder of the run")
+    parser.add_argument("--camera", help="camera name of VIDEO (default: its file name)")
+    parser.add_argument("--start", help="time of VIDEO's first frame, ISO 8601 with UTC offset")
+    add_split_options(parser)
+    parser.add_argument(
+        "--mode",
+        choices=["clusters", "tracks"],  # training.adapt.MODES (no torch import here)
+        default="clusters",
+        help="identities: clusters of tracks, re-clustered every --recluster-every epochs, or "
+        "each track its own (default clusters)",
+    )
+    parser.add_argument("--epochs", type=int, default=10, help="epochs in all (default 10)")
+    parser.add_argument(
+        "--recluster-every", type=int, default=2, help="epochs between clusterings (default 2)"
+    )
+    parser.add_argument(
+        "--eps-quantile",
+        type=float,
+        default=0.02,
+        help="DBSCAN's radius: this quantile of the distances between tracks (default 0.02)",
+    )
+    parser.add_argument("--batch", type=batch_shape, metavar="PxK", help="default 8x4")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="random networks scored as a floor (default 3)"
+    )
+    parser.add_argument("--no-onnx", action="store_true", help="write no ONNX export")
+    add_footage_options(parser)
+    parser.set_defaults(handler=_cmd_adapt)

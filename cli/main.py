@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import footage_cmds, model_cmds, reproduce_cmds, service_cmds, training_cmds
+from . import adapt_cmds, footage_cmds, model_cmds, reproduce_cmds, service_cmds, training_cmds
 from .errors import UserError
 from .parser import SonaArgumentParser
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce_cmds.add_parsers(sub)
     service_cmds.add_parsers(sub)
     footage_cmds.add_parsers(sub)
+    adapt_cmds.add_parsers(sub)
     return parser
 
 
