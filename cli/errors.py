@@ -37,6 +37,8 @@ LIBRARY_USER_ERRORS = (
     ("model.loading", "EncoderError"),
     ("service.imaging", "ImageError"),
     ("training.datasets.base", "DatasetError"),
+    ("training.finetune", "FinetuneError"),
+    ("training.tracks", "TrackSetError"),
 )
 
 

@@ -219,3 +219,6 @@ def add_parsers(sub: Any) -> None:
     )
     add.add_argument("--quiet", action="store_true", help="no progress bar")
     add.set_defaults(handler=_cmd_footage_add)
+    from .adapt_cmds import add_export_parser
+
+    add_export_parser(footage_sub)

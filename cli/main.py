@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from . import (
+    adapt_cmds,
     audit_cmds,
     footage_cmds,
     keys_cmds,
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     footage_cmds.add_parsers(sub)
     keys_cmds.add_parsers(sub)
     audit_cmds.add_parsers(sub)
+    adapt_cmds.add_parsers(sub)
     return parser
 
 

@@ -149,9 +149,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from training.datasets import DatasetError, load_dataset
     from training.trainer import Trainer
 
-    require_backbone_weights(args)
+    if args.preset is None:
+        args.preset = "adapt" if args.init else "paper"
+    if args.init:
+        from training.finetune import init_config
+
+        if args.backbone_weights or args.from_scratch:
+            raise UserError(
+                "--init starts from a checkpoint's weights: drop --backbone-weights "
+                "and --from-scratch"
+            )
+        base = init_config(args.init)
+    else:
+        if args.preset == "adapt":
+            raise UserError("--preset adapt fine-tunes a trained network: give --init CHECKPOINT")
+        require_backbone_weights(args)
+        base = TRAIN_PRESETS[args.preset].model
     config = TRAIN_PRESETS[args.preset]
-    model = config.model
+    model = base
     if args.variant:
         model = apply_variant(model, args.variant)
     block = {}
@@ -180,6 +195,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"the original DropBlock (BL+DB) drops square blocks; got --block-size "
             f"{model.block_height}x{model.block_width} (give one number, e.g. --block-size 5)"
         )
+    if args.init:
+        from training.finetune import check_architecture
+
+        check_architecture(args.init, base, model)
+        # cutout keeps the preset's share of the image's height
+        cutout = round(config.cutout * model.input_size[0] / config.model.input_size[0])
+        config = dataclasses.replace(config, init=str(args.init), cutout=cutout)
     overrides = {
         "epochs": args.epochs,
         "base_lr": args.lr,
@@ -233,6 +255,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.tracks:
+        from .adapt_cmds import eval_tracks
+
+        if args.dataset or args.data:
+            raise UserError("--tracks scores a training-set folder: drop --dataset and --data")
+        return eval_tracks(args)
+    if not (args.dataset and args.data and args.checkpoints):
+        raise UserError("give CHECKPOINT(s) with --dataset and --data, or --tracks DIR")
     import numpy as np
 
     from model import load_checkpoint
@@ -294,15 +324,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
+def add_data_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     from training.datasets import DATASET_NAMES
 
     parser.add_argument(
-        "--dataset", required=True, choices=DATASET_NAMES, help="dataset layout under --data"
+        "--dataset", required=required, choices=DATASET_NAMES, help="dataset layout under --data"
     )
     parser.add_argument(
         "--data",
-        required=True,
+        required=required,
         metavar="ROOT",
         help="dataset folder (for custom: a folder per identity, or a CSV file)",
     )
@@ -334,9 +364,15 @@ def add_parsers(sub: Any) -> None:
     train.add_argument("--output", required=True, metavar="DIR", help="run folder")
     train.add_argument(
         "--preset",
-        choices=["paper", "tiny"],
-        default="paper",
-        help="paper: ResNet-50 at 384x128, 400 epochs; tiny: ResNet-18 for CPUs",
+        choices=["paper", "tiny", "adapt"],
+        help="paper: ResNet-50 at 384x128, 400 epochs; tiny: ResNet-18 for CPUs; adapt: 10 "
+        "short epochs at a low rate, for --init (default: adapt with --init, else paper)",
+    )
+    train.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        help="fine-tune this trained SONA-Net: its backbone, SONA blocks and feature layers, "
+        "new classifiers for --data's identities; the architecture is the checkpoint's",
     )
     train.add_argument("--epochs", type=int, help="total epochs (schedule milestones unchanged)")
     train.add_argument(
@@ -421,10 +457,15 @@ def add_parsers(sub: Any) -> None:
         description="Evaluate checkpoints on a dataset's query/gallery split (Market-1501 "
         "protocol, flip-averaged embeddings, Euclidean distance as the paper or cosine). With "
         "several checkpoints (the paper reports four runs per configuration) prints mean and "
-        "standard deviation.",
+        "standard deviation. With --tracks DIR instead: on a site's own footage (a folder of "
+        "sona footage export-training), tracks as identities, beside raw pixels and a random "
+        "network.",
     )
-    evaluate.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
-    add_data_options(evaluate)
+    evaluate.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT")
+    add_data_options(evaluate, required=False)
+    from .adapt_cmds import add_track_eval_options
+
+    add_track_eval_options(evaluate)
     evaluate.add_argument(
         "--rerank", action="store_true", help="k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)"
     )

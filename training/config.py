@@ -47,6 +47,8 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # CUDA only: bf16 where supported, else fp16 with a grad scaler
     channels_last: bool = True  # CUDA only
+    # A checkpoint to start from (backbone, SONA blocks, feature layers; new classifiers)
+    init: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(self.milestones))
@@ -102,5 +104,23 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         cutout=11,
         eval_every=10,
         distance="cosine",  # tiny models are served, and the service matches by cosine
+    ),
+    # Fine-tuning a trained network (``sona train --init``) on a site's own tracks: the
+    # architecture is the checkpoint's (this one is replaced), a short schedule at a third of
+    # the tiny preset's rate, so the start is adjusted rather than overwritten.
+    "adapt": TrainConfig(
+        model=PRESETS["tiny"],
+        epochs=10,
+        epoch_unit="images",
+        ids_per_batch=8,
+        images_per_id=4,
+        base_lr=3e-4,
+        warmup_start=1e-4,
+        warmup_step=1,
+        warmup_epochs=3,
+        milestones=(7,),
+        cutout=11,
+        eval_every=0,
+        distance="cosine",
     ),
 }

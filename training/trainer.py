@@ -28,7 +28,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,9 +55,11 @@ from .datasets import ReIDDataset, require_evaluable
 from .datasets.base import DatasetError
 from .datasets.validation import hold_out_identities
 from .features import evaluate_net
+from .finetune import load_init
 from .losses import ReIDLoss
 from .sampler import PKSampler
 from .schedule import learning_rate
+from .track_sampler import CompanionSampler
 
 __all__ = ["TrainResult", "Trainer"]
 
@@ -84,6 +86,7 @@ class Trainer:
         progress: bool = True,
         stop_after: int | None = None,
         log: Callable[[str], None] = print,
+        companions: Mapping[int, Sequence[int]] | None = None,
     ) -> None:
         if not data.train:
             raise DatasetError(f"{data.name} at {data.root}: no training images")
@@ -93,6 +96,9 @@ class Trainer:
         self.preload = preload
         self.progress = progress
         self.stop_after = stop_after  # stop (resumably) after this many epochs in this call
+        # identities seen together with each (by training pid): batched together as hard
+        # negatives (training/track_sampler.py) instead of PK batches drawn at random
+        self.companions = companions
         self.log = log
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.device = resolve_device(device)
@@ -130,7 +136,10 @@ class Trainer:
     def _build(self) -> None:
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        self.net = SONANet(cfg.model).to(self.device)
+        self.net = SONANet(cfg.model)
+        if cfg.init:  # resuming overwrites these with the run's own weights
+            load_init(self.net, cfg.init)
+        self.net = self.net.to(self.device)
         if self.device.type == "cuda" and cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.model: torch.nn.Module = self.net
@@ -147,7 +156,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed + 1 + self.rank)
         size = cfg.model.input_size
         self.train_images = ImageDataset(self.data.train, size, preload=self.preload)
-        self.sampler = PKSampler(
+        self.sampler: PKSampler | CompanionSampler = PKSampler(
             self.train_images.pids.tolist(),
             cfg.ids_per_batch,
             cfg.images_per_id,
@@ -156,6 +165,16 @@ class Trainer:
             world_size=self.world_size,
             epoch_unit=cfg.epoch_unit,
         )
+        if self.companions is not None:
+            self.sampler = CompanionSampler(
+                self.train_images.pids.tolist(),
+                cfg.ids_per_batch,
+                cfg.images_per_id,
+                self.companions,
+                seed=cfg.seed,
+                rank=self.rank,
+                world_size=self.world_size,
+            )
         self.loader = DataLoader(
             self.train_images,
             batch_sampler=self.sampler,

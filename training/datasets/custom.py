@@ -125,7 +125,9 @@ def _read_folder(root: Path) -> list[_Item]:
             f"{_DISPLAY} at {root}: image {stray_images[0]!r} lies directly in the root; "
             f"expected a folder per identity ({_LAYOUT})"
         )
-    warn_skipped(_DISPLAY, root, extras + files, "non-image file(s)")
+    # tracks.json: what ``sona footage export-training`` writes beside the tracks' folders
+    others = [f for f in files if f != "tracks.json"]
+    warn_skipped(_DISPLAY, root, extras + others, "non-image file(s)")
     if not identities:
         raise DatasetError(f"{_DISPLAY} at {root}: no identity folders (expected {_LAYOUT})")
     items: list[_Item] = []
