@@ -45,7 +45,7 @@ THRESHOLDS: dict[str, tuple[str, float | tuple[float, float]]] = {
     "int8_ov_vs_ort_topk_overlap": (">", 0.8),
     "bf16_min_cosine": (">", 0.99),
     "bf16_topk_overlap": (">", 0.9),
-    "raw_rank1_over_chance": (">", 5.0),
+    "raw_rank1_over_chance": (">", 3.0),
     "dropped_fraction_error": ("<", 0.005),
     "border_rate_error": ("<", 0.01),
     "centre_rate_error": ("<", 0.01),
