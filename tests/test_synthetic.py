@@ -289,6 +289,7 @@ def test_raw_pixels_are_not_enough(dataset) -> None:
         hits.append(bool(match[np.argmax(np.where(valid, sim[i], -np.inf))]))
         chance.append(match.sum() / valid.sum())
     rank1, chance_rank1 = float(np.mean(hits)), float(np.mean(chance))
-    # Measured for this seed and size: rank-1 0.25 against chance 0.019 (13x chance).
-    assert rank1 > 5 * chance_rank1, (rank1, chance_rank1)
+    # Measured for this seed and size: rank-1 0.25 against chance 0.019 (13x chance); over
+    # seeds 0 to 4, 5.3x to 14.6x chance and rank-1 0.11 to 0.30 (bench/test_spread.py).
+    assert rank1 > 3 * chance_rank1, (rank1, chance_rank1)
     assert rank1 < 0.6, rank1

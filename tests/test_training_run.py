@@ -18,6 +18,8 @@ from training.features import evaluate_net
 from training.trainer import Trainer
 
 SONA = str(Path(sys.executable).parent / "sona")
+# What six epochs must gain over the untrained network on the test identities (see the test)
+MAP_GAIN, RANK10_GAIN = 0.03, 0.10
 
 
 def run(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -43,15 +45,19 @@ def test_training_lowers_the_loss_and_beats_the_untrained_network(
     untrained = SONANet(dataclasses.replace(config.model, num_classes=data.num_train_pids - 4))
     before = evaluate_net(untrained, data, torch.device("cpu"))
 
-    result = Trainer(config, data, tmp_path / "run", progress=False).fit()
+    # fp32 on the CPU (the fixture turns amp off): the same run the spread was measured on
+    result = Trainer(config, data, tmp_path / "run", device="cpu", progress=False).fit()
     # the test set is scored once, at the end; the validation identities every two epochs
     assert [r["epoch"] for r in result.history if "mAP" in r] == [6]
     assert [r["epoch"] for r in result.history if "val_mAP" in r] == [2, 4, 6]
     losses = [row["loss"] for row in result.history]
     assert losses[-1] < 0.8 * losses[0], losses
+    # Held-out identities (49 queries): six epochs from one seed diverge with each CPU's
+    # float rounding, so the figures spread widely (bench/test_spread.py; bench/RESULTS.md,
+    # "Test thresholds"). The bounds sit well under the smallest gains measured there.
     after = result.history[-1]
-    assert after["mAP"] > before.mAP + 0.10, (before.mAP, after["mAP"])
-    assert after["rank1"] > before.rank1
+    assert after["mAP"] > before.mAP + MAP_GAIN, (before.mAP, after["mAP"])
+    assert after["rank10"] > before.rank10 + RANK10_GAIN, (before.rank10, after["rank10"])
     # the files a run promises
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == list(range(1, 7))
