@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 
 import cv2
 
-from .decode import Source
+from .decode import Source, prefetch
 from .detect import Detector
 from .errors import FootageError
+from .motion import MotionGate
 from .select import Candidate, CropChooser
 from .state import RunState
 from .track import Track, Tracker
@@ -37,11 +38,14 @@ class Settings:
     iou: float = 0.3
     jpeg_quality: int = 95
     min_motion: float = 0.5  # heights a track must move (pro rata under 2 s; 0: keep all)
+    detect_every: int = 3  # frames; the tracker carries people across the others
+    motion_gate: bool = True  # detect only where the picture moved (fixed cameras)
 
     def describe(self) -> str:
         return (
             f"{self.crops_per_track}/{self.min_height}/{self.min_hits}/{self.max_gap_seconds}/"
-            f"{self.iou}/{self.jpeg_quality}/{self.min_motion}"
+            f"{self.iou}/{self.jpeg_quality}/{self.min_motion}/{self.detect_every}/"
+            f"{int(self.motion_gate)}"
         )
 
 
@@ -105,8 +109,9 @@ class _Run:
         self.tracks_before = 0  # confirmed in earlier clips
 
     def flush(
-        self, track: Track, chooser: CropChooser | None, clip_start: datetime, fps: float
+        self, track: Track, chooser: CropChooser | None, clip_start: datetime, source: Source
     ) -> None:
+        fps = source.fps
         self.number += 1
         if track.still(self.s.min_motion, fps):
             self.report.static += 1
@@ -130,6 +135,9 @@ class _Run:
                     "camera_id": self.s.camera,
                     "timestamp": (clip_start + timedelta(seconds=c.seconds)).isoformat(),
                     "track_id": tid,
+                    "source": source.name,
+                    "frame": c.frame,
+                    "box": list(c.box),
                 },
             )
             for c in chosen
@@ -149,8 +157,14 @@ class _Run:
             high_score=self.detector.high_score,
         )
         choosers: dict[int, CropChooser] = {}
-        for frame in source:
-            detections = self.detector.detect(frame.index, frame.image)
+        every = self.s.detect_every
+        gate = MotionGate() if self.s.motion_gate else None
+        for frame in prefetch(source.sample(every)):
+            if gate is None:
+                detections = self.detector.detect(frame.index, frame.image)
+            else:
+                regions = gate.regions(frame.image)
+                detections = self.detector.detect_in(frame.index, frame.image, regions)
             pairs, ended = tracker.update(frame.index, detections)
             for track, det in pairs:
                 chooser = choosers.get(track.key)
@@ -158,17 +172,18 @@ class _Run:
                     chooser = choosers[track.key] = CropChooser(min_height=self.s.min_height)
                 chooser.add(frame.index, frame.seconds, frame.image, det)
             for track in ended:
-                self.flush(track, choosers.pop(track.key, None), clip_start, source.fps)
+                self.flush(track, choosers.pop(track.key, None), clip_start, source)
             live = {t.key for t in tracker.live}
             for k in [k for k in choosers if k not in live]:  # died unconfirmed
                 del choosers[k]
-            self.report.frames += 1
+            step = min(every, source.frames - frame.index)  # the frames skipped count as read
+            self.report.frames += step
             self.report.detections += len(detections)
             self.report.tracks = self.tracks_before + tracker.confirmed
-            bar.update(1)
+            bar.update(step)
             bar.set_postfix(people=len(detections), tracks=self.report.tracks, refresh=False)
         for track in tracker.finish():
-            self.flush(track, choosers.pop(track.key, None), clip_start, source.fps)
+            self.flush(track, choosers.pop(track.key, None), clip_start, source)
         self.tracks_before = self.report.tracks
 
 

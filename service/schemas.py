@@ -22,6 +22,7 @@ __all__ = [
     "SearchResponse",
     "SearchResult",
     "TrackResponse",
+    "has_credentials",
 ]
 
 
@@ -174,8 +175,18 @@ class ItemMeta(BaseModel):
     timestamp: AwareDatetime
     identity: str | None = Field(None, min_length=1, max_length=128)
     track_id: str | None = Field(None, min_length=1, max_length=128)
+    source: str | None = Field(
+        None,
+        min_length=1,
+        max_length=512,
+        description="the video's file name or stream URL (without credentials) it came from",
+    )
+    frame: int | None = Field(None, ge=0, le=2**40, description="frame number in the source")
+    box: tuple[int, int, int, int] | None = Field(
+        None, description="x, y, width, height of the crop in the frame's pixels"
+    )
 
-    @field_validator("camera_id", "identity", "track_id")
+    @field_validator("camera_id", "identity", "track_id", "source")
     @classmethod
     def _printable(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
@@ -184,7 +195,28 @@ class ItemMeta(BaseModel):
             raise ValueError("must not contain control characters")
         if info.field_name == "camera_id" and "," in value:
             raise ValueError("must not contain ',' (it separates camera ids in search filters)")
+        if info.field_name == "source" and has_credentials(value):
+            raise ValueError("must not hold a user name or password (user:pass@ in a URL)")
         return value
+
+    @field_validator("box")
+    @classmethod
+    def _box(cls, value: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+        if value is None:
+            return None
+        x, y, w, h = value
+        if x < 0 or y < 0 or w < 1 or h < 1 or max(value) > 1 << 20:
+            raise ValueError("must be [x, y, width, height]: x, y >= 0, width, height >= 1")
+        return value
+
+
+def has_credentials(source: str) -> bool:
+    """Whether a URL carries ``user[:password]@`` (kept out of the gallery: anyone who can
+    search would read them)."""
+    scheme, sep, rest = source.partition("://")
+    if not sep or not scheme.isascii():
+        return False
+    return "@" in rest.split("/", 1)[0]
 
 
 class TrackResponse(BaseModel):

@@ -219,6 +219,7 @@ def test_torchvision_detector_wiring_through_the_cli_with_randomly_initialised_w
         f"--torchvision-model={name}",
         "--device=cpu",
         "--duration=0.5",
+        "--exhaustive",  # five frames: each one searched whole, so that tracks form
         "--min-height=1000",  # its boxes are noise: track them, index none of them
         cache=tmp_path,
     )

@@ -1,0 +1,221 @@
+"""Footage at camera speed: frames/s and track recall of each way of finding people, against
+the exhaustive reference (HOG at 1.5x on every frame, the whole frame).
+
+    python bench/footage_speed.py [VIDEO] [--configs default,exhaustive,...] [--end-to-end]
+
+A reference track is one the exhaustive run would index (confirmed, moving, with a usable
+crop), with every box the tracker gave it. It counts as found by another run when one of
+that run's indexed crops overlaps the reference's box (IoU >= 0.5) at the crop's frame, or at
+the nearest frame of the reference track when its detector missed that one, within the
+track's frames. The reference is slow (minutes): it is computed once and kept under
+``data/bench/`` keyed by the video's size and time and the detector's settings.
+
+Each configuration runs the real pipeline (``footage.ingest.ingest``) in this process, with
+the crops recorded instead of sent; CPU seconds are this process's (user + system, all
+threads). ``--end-to-end`` then runs ``sona footage add`` with its defaults against a real
+``sona serve`` (a random tiny model unless ``--checkpoint``): wall time from start to the
+last track indexed, CPU seconds of the command and of the service, and recall from the
+provenance the service returns for the indexed crops.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+Box = tuple[float, float, float, float]
+
+
+def cpu_now() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def clip_box(box: Box, width: int, height: int) -> Box:
+    x1, y1 = max(0.0, box[0]), max(0.0, box[1])
+    x2, y2 = min(float(width), box[0] + box[2]), min(float(height), box[1] + box[3])
+    return x1, y1, max(0.0, x2 - x1), max(0.0, y2 - y1)
+
+
+def iou(a: Box, b: Box) -> float:
+    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def track_found(reference: dict[int, Box], crops: list[tuple[int, Box]]) -> bool:
+    """Whether one crop (frame, box) overlaps the reference track (IoU >= 0.5) within its
+    frames, at its frame or the nearest one the reference holds."""
+    frames = sorted(reference)
+    for frame, box in crops:
+        if frames[0] <= frame <= frames[-1]:
+            nearest = min(frames, key=lambda f: abs(f - frame))
+            if iou(box, reference[nearest]) >= 0.5:
+                return True
+    return False
+
+
+def recall(reference: list[dict[int, Box]], crops: list[tuple[int, Box]]) -> tuple[int, int]:
+    """(reference tracks found, reference tracks)."""
+    return sum(track_found(r, crops) for r in reference), len(reference)
+
+
+def reference_tracks(video: Path, cache: Path) -> list[dict[int, Box]]:
+    """The tracks the exhaustive run indexes, with all their boxes (computed once, cached)."""
+    from footage.decode import VideoFile
+    from footage.detect import HogDetector
+    from footage.select import CropChooser
+    from footage.track import Tracker
+
+    detector = HogDetector()
+    stat = video.stat()
+    tag = f"{video.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{detector.describe()}:v1"
+    path = cache / f"footage-reference-{hashlib.sha256(tag.encode()).hexdigest()[:12]}.json"
+    if path.is_file():
+        return [{int(f): tuple(b) for f, b in t.items()} for t in json.loads(path.read_text())]
+    source = VideoFile(video)
+    tracker = Tracker(max_age=round(source.fps), high_score=detector.high_score)
+    choosers: dict[int, CropChooser] = {}
+    boxes: dict[int, dict[int, Box]] = {}
+    out: list[dict[int, Box]] = []
+
+    def finish(track) -> None:
+        chooser, held = choosers.pop(track.key, None), boxes.pop(track.key, {})
+        if chooser is None or track.still(0.5, source.fps) or not chooser.choose(4):
+            return
+        out.append(held)
+
+    print(f"computing the exhaustive reference on {video.name} (once; minutes)", flush=True)
+    for frame in source:
+        pairs, ended = tracker.update(frame.index, detector.detect(frame.index, frame.image))
+        for track, det in pairs:
+            choosers.setdefault(track.key, CropChooser()).add(
+                frame.index, frame.seconds, frame.image, det
+            )
+            box = clip_box((det.x, det.y, det.w, det.h), source.width, source.height)
+            boxes.setdefault(track.key, {})[frame.index] = box
+        for track in ended:
+            finish(track)
+        live = {t.key for t in tracker.live}
+        for key in [k for k in choosers if k not in live]:
+            del choosers[key]
+            boxes.pop(key, None)
+    for track in tracker.finish():
+        finish(track)
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out))
+    return out
+
+
+class Recorder:
+    """Stands in for the HTTP uploader: keeps each crop's frame and box."""
+
+    def __init__(self) -> None:
+        self.crops: list[tuple[int, Box]] = []
+        self.tracks = 0
+
+    def check(self) -> None:
+        pass
+
+    def exists(self, track_id: str) -> list[str]:
+        return []
+
+    def send(self, track_id: str, crops: list[tuple[bytes, dict]]) -> list[str]:
+        self.tracks += 1
+        self.crops.extend((m["frame"], tuple(m["box"])) for _, m in crops)
+        return [f"{track_id}-{n}" for n in range(len(crops))]
+
+
+@dataclass
+class Config:
+    name: str
+    detector: str  # hog | torchvision:NAME
+    every: int
+    gate: bool
+    hog: dict
+
+
+CONFIGS = {
+    "exhaustive": Config("HOG 1.5x, every frame, whole frame", "hog", 1, False, {}),
+    "default": Config("default: motion-gated HOG, every 3rd frame", "hog", 3, True, {}),
+}
+
+
+def run_config(video: Path, config: Config, reference: list[dict[int, Box]]) -> dict:
+    from footage.decode import VideoFile
+    from footage.detect import HogDetector
+    from footage.ingest import Settings, ingest
+    from footage.state import RunState
+
+    defaults = Settings(camera="c", start=datetime(2024, 5, 1, tzinfo=UTC))
+    settings = Settings(
+        camera="c", start=defaults.start, detect_every=config.every, motion_gate=config.gate
+    )
+    if config.detector == "hog":
+        hog = {"pyramid": 1.2 if config.gate else 1.05} | config.hog
+        detector = HogDetector(**hog)
+    else:
+        raise SystemExit(f"unknown detector {config.detector}")
+    recorder = Recorder()
+    cpu, wall = cpu_now(), time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = ingest(
+            [VideoFile(video)],
+            detector,
+            recorder,  # type: ignore[arg-type]
+            settings,
+            RunState(Path(tmp) / "state.jsonl"),
+            key="bench",
+            progress=False,
+        )
+    wall, cpu = time.perf_counter() - wall, cpu_now() - cpu
+    found, total = recall(reference, recorder.crops)
+    return {
+        "frames": report.frames,
+        "wall": wall,
+        "cpu": cpu,
+        "tracks": recorder.tracks,
+        "found": found,
+        "total": total,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("video", nargs="?", default=str(VTEST), help="video (default vtest.avi)")
+    parser.add_argument("--configs", default="default,exhaustive", help="which, comma-separated")
+    parser.add_argument("--cache", default="data/bench", help="where the reference is kept")
+    args = parser.parse_args()
+    video = Path(args.video)
+    reference = reference_tracks(video, Path(args.cache))
+    print(f"video {video.name}; reference tracks (exhaustive HOG 1.5x): {len(reference)}")
+    print("\n| configuration | frames/s (wall) | CPU s | tracks indexed | recall |")
+    print("|---|---|---|---|---|")
+    for name in args.configs.split(","):
+        config = CONFIGS[name]
+        r = run_config(video, config, reference)
+        print(
+            f"| {config.name} | {r['frames'] / r['wall']:.1f} | {r['cpu']:.1f} | {r['tracks']} "
+            f"| {r['found']}/{r['total']} = {r['found'] / max(r['total'], 1):.2f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
