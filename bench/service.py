@@ -51,8 +51,8 @@ from bench._support import (
     random_checkpoint,
     served,
 )
+from client import SonaClient
 from model.cpu import cpu_info
-from service.sona_client import SonaClient
 
 MODES = {
     "batched": {"SONA_MAX_BATCH_SIZE": "32", "SONA_MAX_WAIT_MS": "5"},

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from model.preprocess import parse_hw
-
 __all__ = ["batch_shape", "block_size", "hw", "points", "positive", "stages"]
 
 
 def hw(text: str) -> tuple[int, int]:
-    """``384x128`` -> (384, 128)."""
+    """``384x128`` -> (384, 128): the one parser of HEIGHTxWIDTH sizes."""
     try:
-        return parse_hw(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected HEIGHTxWIDTH such as 384x128, got {text!r}"
+        ) from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive HEIGHTxWIDTH, got {text!r}")
+    return height, width
 
 
 def stages(text: str) -> tuple[int, ...]:

@@ -72,8 +72,7 @@ def _index(demo: Demo, args: argparse.Namespace, settings: Settings) -> None:
     """Once the server is ready, index the synthetic gallery through POST /gallery (once)."""
     from datetime import UTC, datetime
 
-    from service.client import crops_from_folder, upload
-    from service.sona_client import SonaClient, SonaError
+    from client import SonaClient, SonaError, crops_from_folder, upload
 
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{host}:{args.port}"

@@ -86,7 +86,7 @@ def _cmd_gallery_add(args: argparse.Namespace) -> int:
     from datetime import datetime
     from pathlib import Path
 
-    from service.client import crops_from_csv, crops_from_folder, upload
+    from client import crops_from_csv, crops_from_folder, upload
 
     if bool(args.folder) == bool(args.csv):
         raise UserError("give a FOLDER of Market-style crops or --csv FILE (one of them)")
@@ -101,11 +101,11 @@ def _cmd_gallery_add(args: argparse.Namespace) -> int:
         )
     if not crops:
         raise UserError("no crops found")
-    from service.sona_client import SonaClient, SonaUnreachable
+    from client import SonaClient, SonaUnreachable
 
     try:
         with SonaClient(args.url, retries=0, timeout=10) as probe:  # before any progress bar
-            probe.request("GET", "/healthz")
+            probe.healthy()
         added, errors = upload(
             crops, args.url, gallery=args.gallery, api_key=args.api_key, batch_size=args.batch_size
         )
@@ -197,7 +197,7 @@ def _cmd_gallery_import(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    from training.demo import DEMO_EPOCHS
+    from training.options import DEMO_EPOCHS
 
     serve = sub.add_parser(
         "serve",

@@ -16,51 +16,21 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.transforms.v2 import functional as TF
 
+from client.media import IMAGE_SUFFIXES
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "IMAGE_MEDIA_TYPES",
-    "IMAGE_SUFFIXES",
     "image_files",
     "load_crops",
     "load_image",
     "normalize",
-    "parse_hw",
     "pil_to_tensor",
     "resize",
-    "suffix_for",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-#: The image files this project reads, by suffix, with their media types: the one table
-#: that datasets, crop folders, the HTTP client and the crop stores all use.
-IMAGE_MEDIA_TYPES: dict[str, str] = {
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".webp": "image/webp",
-    ".bmp": "image/bmp",
-}
-IMAGE_SUFFIXES = frozenset(IMAGE_MEDIA_TYPES)
-
-
-def suffix_for(media_type: str) -> str:
-    """The file suffix for a media type (``image/jpeg`` -> ``.jpg``); ``.bin`` when unknown."""
-    wanted = media_type.lower()
-    return next((s for s, t in IMAGE_MEDIA_TYPES.items() if t == wanted), ".bin")
-
-
-def parse_hw(text: str) -> tuple[int, int]:
-    """``"384x128"`` -> ``(384, 128)``: the one parser of HEIGHTxWIDTH sizes."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"expected HEIGHTxWIDTH such as 384x128, got {text!r}") from None
-    if height < 1 or width < 1:
-        raise ValueError(f"expected a positive HEIGHTxWIDTH, got {text!r}")
-    return height, width
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:

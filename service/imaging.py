@@ -51,6 +51,7 @@ import simplejpeg
 import torch
 from PIL import Image, ImageFile, ImageOps
 
+from client.media import UPLOAD_FORMATS
 from model.preprocess import pil_to_tensor, resize
 
 __all__ = [
@@ -74,7 +75,7 @@ DEFAULT_MAX_SIDE = 4096
 DEFAULT_MAX_PIXELS = 16_000_000
 DEFAULT_MIN_SIDE = 8
 
-MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+MEDIA_TYPES = UPLOAD_FORMATS  # the formats an upload may have, by Pillow's name
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Formats Pillow is asked to name when an upload is refused (only ones with a real signature,

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from model.preprocess import suffix_for
+from client.media import suffix_for
 
 from .store import GalleryStore, Item, NewItem, StoreError
 from .store.base import check_gallery

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.client import crops_from_csv, crops_from_folder
+from client import crops_from_csv, crops_from_folder
 
 
 def touch(folder: Path, *names: str) -> None:

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.sona_client import SonaClient, SonaError, SonaUnreachable
+from client import SonaClient, SonaError, SonaUnreachable
 from tests.service_support import Server, jpeg, make_checkpoint
 
 KEY = "integrator-key"
@@ -303,7 +303,7 @@ def test_client_retries_connections_but_never_resends_a_write(scripted) -> None:
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     waits: list[float] = []
     with (
-        SonaClient(dead, retries=2, backoff_s=0.1, sleep=waits.append) as client,
+        SonaClient(dead, retries=2, backoff_s=0.1, jitter=0, sleep=waits.append) as client,
         pytest.raises(SonaUnreachable, match="cannot reach the service"),
     ):
         client.counts()

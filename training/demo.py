@@ -15,15 +15,11 @@ from model import load_checkpoint, save_checkpoint
 
 from .config import TRAIN_PRESETS
 from .datasets import load_dataset
+from .options import DEMO_EPOCHS
 from .synthetic import is_complete, make_dataset
 from .trainer import Trainer
 
 __all__ = ["DEMO_EPOCHS", "Demo", "build_demo", "demo_data"]
-
-#: Epochs of the demo's training: the tiny preset's warm-up and a few epochs at full rate, so
-#: that a fresh clone is searchable in minutes or less (README); 40 (the preset's) for a
-#: better toy.
-DEMO_EPOCHS = 8
 
 
 @dataclass(frozen=True)

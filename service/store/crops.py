@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from model.preprocess import suffix_for
+from client.media import suffix_for
 
 from .base import StoreError, StoreFullError
 from .durable import fsync_dir, is_full, mkdirs, write_new_file

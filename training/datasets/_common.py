@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.preprocess import IMAGE_SUFFIXES
+from client.media import IMAGE_SUFFIXES
 
 from .base import DatasetError, ImageRecord, ReIDDataset
 
@@ -30,7 +30,7 @@ __all__ = [
     "require_evaluable",
 ]
 
-IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the project's one table, in model.preprocess
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the project's one table, in client.media
 # What operating systems and photo tools drop into folders: skipped with a warning, not an error.
 _KNOWN_EXTRA_NAMES = frozenset(
     {"thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "@eadir", "__macosx"}

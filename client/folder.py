@@ -15,16 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from model.preprocess import IMAGE_MEDIA_TYPES
-
-from .imaging import MEDIA_TYPES as ACCEPTED
-from .sona_client import SonaClient, SonaError, SonaUnreachable
+from .api import SonaClient, SonaError, SonaUnreachable
+from .media import UPLOAD_MEDIA_TYPES
 
 __all__ = ["Crop", "crops_from_csv", "crops_from_folder", "upload"]
 
 MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)(?:s\d+)?_(\d+)")
-#: The files worth sending: image suffixes whose format the service accepts.
-MEDIA_TYPES = {s: t for s, t in IMAGE_MEDIA_TYPES.items() if t in ACCEPTED.values()}
 
 
 @dataclass(frozen=True)
@@ -52,7 +48,7 @@ def crops_from_folder(
         what = "is a file, not a folder" if folder.exists() else "the folder does not exist"
         raise ValueError(f"{folder}: {what}")
     crops, unnamed = [], []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in MEDIA_TYPES):
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in UPLOAD_MEDIA_TYPES):
         match = MARKET_NAME.match(path.name)
         if match is None:
             unnamed.append(path.name)
