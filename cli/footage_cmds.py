@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +43,28 @@ def _detector(args: argparse.Namespace) -> Any:
 def _cmd_footage_add(args: argparse.Namespace) -> int:
     from footage.decode import open_sources
     from footage.ingest import Settings, ingest
+    from footage.live import is_stream
     from footage.state import RunState, default_state_path, run_key
     from footage.upload import TrackUploader
 
-    try:
-        start = datetime.fromisoformat(args.start)
-    except ValueError:
-        raise UserError(f"--start {args.start!r} is not an ISO 8601 time") from None
-    if start.tzinfo is None:
-        raise UserError("--start needs the camera's UTC offset, e.g. 2024-05-01T08:00:00+02:00")
+    stream = is_stream(args.video)
+    if stream:
+        if args.start is not None:
+            raise UserError("--start is for files: a live stream's crops take the wall clock")
+        if args.detections or args.duration is not None or args.fps is not None:
+            raise UserError("--detections, --duration and --fps are for files, not live streams")
+        start = datetime.now(UTC).astimezone()
+    else:
+        if args.start is None:
+            raise UserError("--start is required for a file or folder (the first frame's time)")
+        try:
+            start = datetime.fromisoformat(args.start)
+        except ValueError:
+            raise UserError(f"--start {args.start!r} is not an ISO 8601 time") from None
+        if start.tzinfo is None:
+            raise UserError("--start needs the camera's UTC offset, e.g. 2024-05-01T08:00:00+02:00")
+    if args.flush_every <= 0:
+        raise UserError("--flush-every must be > 0")
     for name in ("crops_per_track", "min_height"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
@@ -71,6 +84,8 @@ def _cmd_footage_add(args: argparse.Namespace) -> int:
     if args.exhaustive or args.detections:  # a det.txt holds every frame's people already
         every, gate = 1, False
     detector = _detector(args)
+    if stream:
+        return _watch(args, detector, every, gate)
     sources = open_sources(Path(args.video), args.fps, args.duration)
     if args.detections and len(sources) > 1:
         raise UserError("--detections holds one video's detections: give one video, not a folder")
@@ -113,6 +128,62 @@ def _cmd_footage_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _watch(args: argparse.Namespace, detector: Any, every: int, gate: bool) -> int:
+    """A live stream until SIGINT or SIGTERM: the open tracks are sent, then exit 0."""
+    import signal
+    import threading
+
+    from footage.ingest import Settings
+    from footage.live import public_url, watch
+    from footage.state import RunState, default_state_path, run_key
+    from footage.upload import TrackUploader
+
+    settings = Settings(
+        camera=args.camera,
+        start=datetime.now(UTC),
+        crops_per_track=args.crops_per_track,
+        min_height=args.min_height,
+        min_motion=args.min_motion,
+        detect_every=every,
+        motion_gate=gate,
+    )
+    key = run_key(
+        public_url(args.video),
+        args.camera,
+        args.gallery,
+        args.url.rstrip("/"),
+        detector.describe(),
+        settings.describe(),
+    )
+    state = RunState(Path(args.state) if args.state else default_state_path(key))
+    uploader = TrackUploader(args.url, args.gallery, api_key=args.api_key, retries=args.retries)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        report = watch(
+            args.video,
+            detector,
+            uploader,
+            settings,
+            state,
+            key=key,
+            stop=stop,
+            retries=args.retries,
+            flush_seconds=args.flush_every,
+            progress=not args.quiet,
+        )
+    finally:
+        uploader.close()
+        state.close()
+    print(
+        f"{public_url(args.video)}: {report.frames} frames in {report.clips} connections, "
+        f"{report.tracks} tracks, {report.indexed} parts indexed with {report.crops} crops; "
+        f"gallery '{args.gallery}' at {args.url}"
+    )
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     footage = sub.add_parser("footage", help="index camera footage: people tracked, crops chosen")
     footage_sub = footage.add_subparsers(dest="footage_command", metavar="ACTION", required=True)
@@ -125,13 +196,26 @@ def add_parsers(sub: Any) -> None:
         "gallery with camera, time and track id. An interrupted run started again with the "
         "same arguments skips the tracks it indexed.",
     )
-    add.add_argument("video", metavar="VIDEO", help="video file, folder of videos or of images")
+    add.add_argument(
+        "video",
+        metavar="VIDEO",
+        help="video file, folder of videos or of images, or a live stream's URL (rtsp://, "
+        "http://, udp://...: indexed until SIGINT or SIGTERM)",
+    )
     add.add_argument("--camera", required=True, help="camera id of this footage (required)")
     add.add_argument(
         "--start",
-        required=True,
         help="time of the first frame, ISO 8601 with the camera's UTC offset, e.g. "
-        "2024-05-01T08:00:00+02:00 (required); frame times follow the stream",
+        "2024-05-01T08:00:00+02:00 (required for files; frame times follow the stream; a "
+        "live stream takes the wall clock)",
+    )
+    add.add_argument(
+        "--flush-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="live streams: a person still in view is indexed this often under the same "
+        "track id (default 60); a track is indexed as soon as the person leaves",
     )
     add.add_argument("--gallery", default="default", help="gallery name (default 'default')")
     add.add_argument(

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import cv2
 
-from .decode import Source, prefetch
+from .decode import Frame, Source, prefetch
 from .detect import Detector
 from .errors import FootageError
 from .motion import MotionGate
@@ -24,7 +24,7 @@ from .state import RunState
 from .track import Track, Tracker
 from .upload import TrackUploader
 
-__all__ = ["Report", "Settings", "ingest", "track_id"]
+__all__ = ["Pipeline", "Report", "Settings", "ingest", "track_id"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,10 @@ def _jpeg(crop, quality: int) -> bytes:
     return data.tobytes()
 
 
-class _Run:
+class Pipeline:
+    """One camera's people -> tracks -> crops -> the service, frame by frame; the files'
+    loop (``ingest``) and the live loop (``live.watch``) drive it."""
+
     def __init__(
         self,
         detector: Detector,
@@ -107,84 +110,129 @@ class _Run:
         self.report = Report()
         self.number = 0
         self.tracks_before = 0  # confirmed in earlier clips
+        self.tracker: Tracker | None = None
+        self.gate: MotionGate | None = None
+        self.choosers: dict[int, CropChooser] = {}
+        self.last_seen: dict[int, float] = {}  # track key -> seconds of its latest frame
 
-    def flush(
-        self, track: Track, chooser: CropChooser | None, clip_start: datetime, source: Source
-    ) -> None:
-        fps = source.fps
-        self.number += 1
-        if track.still(self.s.min_motion, fps):
-            self.report.static += 1
-            return
-        chosen: list[Candidate] = chooser.choose(self.s.crops_per_track) if chooser else []
-        if not chosen:
-            self.report.unusable += 1
-            return
-        tid = track_id(self.s.camera, self.s.start, self.key, self.number)
-        if tid in self.state.done:
-            self.report.skipped += 1
-            return
-        if tid in self.state.pending and (held := self.uploader.exists(tid)):
-            self.state.mark_done(tid, held)  # sent by the run that stopped, never written down
-            self.report.skipped += 1
-            return
-        crops = [
+    def restart(self, fps: float) -> None:
+        """A new clip or a new connection: nobody is carried over from before."""
+        if self.tracker is not None:
+            self.tracks_before += self.tracker.confirmed
+        self.tracker = Tracker(
+            iou_threshold=self.s.iou,
+            max_age=max(1, round(self.s.max_gap_seconds * fps)),
+            min_hits=self.s.min_hits,
+            high_score=self.detector.high_score,
+        )
+        self.gate = MotionGate() if self.s.motion_gate else None
+        self.choosers = {}
+        self.last_seen = {}
+
+    def step(self, frame: Frame) -> list[Track]:
+        """Detect, track and collect crop candidates in one frame; the tracks that ended."""
+        assert self.tracker is not None
+        if self.gate is None:
+            detections = self.detector.detect(frame.index, frame.image)
+        else:
+            regions = self.gate.regions(frame.image)
+            detections = self.detector.detect_in(frame.index, frame.image, regions)
+        pairs, ended = self.tracker.update(frame.index, detections)
+        for track, det in pairs:
+            chooser = self.choosers.get(track.key)
+            if chooser is None:
+                chooser = self.choosers[track.key] = CropChooser(min_height=self.s.min_height)
+            chooser.add(frame.index, frame.seconds, frame.image, det)
+            self.last_seen[track.key] = frame.seconds
+        live = {t.key for t in self.tracker.live} | {t.key for t in ended}
+        for k in [k for k in self.choosers if k not in live]:
+            del self.choosers[k]  # died unconfirmed
+            self.last_seen.pop(k, None)
+        self.report.detections += len(detections)
+        self.report.tracks = self.tracks_before + self.tracker.confirmed
+        return ended
+
+    def finish(self) -> list[Track]:
+        """The confirmed tracks still open (end of a clip, a dropped stream, a stop)."""
+        return [] if self.tracker is None else self.tracker.finish()
+
+    def crops(
+        self, chosen: list[Candidate], tid: str, clip_start: datetime, source: str
+    ) -> list[tuple[bytes, dict]]:
+        return [
             (
                 _jpeg(c.crop, self.s.jpeg_quality),
                 {
                     "camera_id": self.s.camera,
                     "timestamp": (clip_start + timedelta(seconds=c.seconds)).isoformat(),
                     "track_id": tid,
-                    "source": source.name,
+                    "source": source,
                     "frame": c.frame,
                     "box": list(c.box),
                 },
             )
             for c in chosen
         ]
-        self.state.mark_pending(tid)
+
+    def send(
+        self,
+        track: Track,
+        chooser: CropChooser | None,
+        clip_start: datetime,
+        source: Source | str,
+        fps: float,
+        tid: str,
+        entry: str | None = None,
+    ) -> bool:
+        """Index the track's chosen crops under ``tid`` (``entry``: its name in the state,
+        ``tid`` by default); whether anything was sent."""
+        entry = entry or tid
+        if track.still(self.s.min_motion, fps):
+            self.report.static += 1
+            return False
+        chosen: list[Candidate] = chooser.choose(self.s.crops_per_track) if chooser else []
+        if not chosen:
+            self.report.unusable += 1
+            return False
+        if entry in self.state.done:
+            self.report.skipped += 1
+            return False
+        if entry in self.state.pending and (held := self.uploader.exists(tid)):
+            self.state.mark_done(entry, held)  # sent by the run that stopped, never written down
+            self.report.skipped += 1
+            return False
+        name = source if isinstance(source, str) else source.name
+        crops = self.crops(chosen, tid, clip_start, name)
+        self.state.mark_pending(entry)
         items = self.uploader.send(tid, crops)
-        self.state.mark_done(tid, items)
-        self.report.items[tid] = items
+        seen = clip_start + timedelta(seconds=self.last_seen.get(track.key, chosen[-1].seconds))
+        now = datetime.now(seen.tzinfo)
+        self.state.mark_done(entry, items, last_seen=seen.isoformat(), sent=now.isoformat())
+        self.report.items[entry] = items
         self.report.indexed += 1
         self.report.crops += len(items)
+        return True
+
+    def flush(
+        self, track: Track, chooser: CropChooser | None, clip_start: datetime, source: Source
+    ) -> None:
+        self.number += 1
+        tid = track_id(self.s.camera, self.s.start, self.key, self.number)
+        self.send(track, chooser, clip_start, source, source.fps, tid)
 
     def clip(self, source: Source, clip_start: datetime, bar) -> None:
-        tracker = Tracker(
-            iou_threshold=self.s.iou,
-            max_age=max(1, round(self.s.max_gap_seconds * source.fps)),
-            min_hits=self.s.min_hits,
-            high_score=self.detector.high_score,
-        )
-        choosers: dict[int, CropChooser] = {}
+        self.restart(source.fps)
         every = self.s.detect_every
-        gate = MotionGate() if self.s.motion_gate else None
         for frame in prefetch(source.sample(every)):
-            if gate is None:
-                detections = self.detector.detect(frame.index, frame.image)
-            else:
-                regions = gate.regions(frame.image)
-                detections = self.detector.detect_in(frame.index, frame.image, regions)
-            pairs, ended = tracker.update(frame.index, detections)
-            for track, det in pairs:
-                chooser = choosers.get(track.key)
-                if chooser is None:
-                    chooser = choosers[track.key] = CropChooser(min_height=self.s.min_height)
-                chooser.add(frame.index, frame.seconds, frame.image, det)
-            for track in ended:
-                self.flush(track, choosers.pop(track.key, None), clip_start, source)
-            live = {t.key for t in tracker.live}
-            for k in [k for k in choosers if k not in live]:  # died unconfirmed
-                del choosers[k]
+            for track in self.step(frame):
+                self.flush(track, self.choosers.pop(track.key, None), clip_start, source)
+                self.last_seen.pop(track.key, None)
             step = min(every, source.frames - frame.index)  # the frames skipped count as read
             self.report.frames += step
-            self.report.detections += len(detections)
-            self.report.tracks = self.tracks_before + tracker.confirmed
             bar.update(step)
-            bar.set_postfix(people=len(detections), tracks=self.report.tracks, refresh=False)
-        for track in tracker.finish():
-            self.flush(track, choosers.pop(track.key, None), clip_start, source)
-        self.tracks_before = self.report.tracks
+            bar.set_postfix(tracks=self.report.tracks, refresh=False)
+        for track in self.finish():
+            self.flush(track, self.choosers.pop(track.key, None), clip_start, source)
 
 
 def ingest(
@@ -209,8 +257,9 @@ def ingest(
         report.skipped = len(state.done)
         return report
     uploader.check()
-    run = _Run(detector, uploader, settings, state, key)
+    run = Pipeline(detector, uploader, settings, state, key)
     run.report.clips = len(sources)
+
     started = time.perf_counter()
     offset = 0.0
     total = sum(s.frames for s in sources)
