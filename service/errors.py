@@ -19,6 +19,7 @@ from .store import (
     StoreFullError,
     StoreRefusedError,
     StoreUnavailableError,
+    UnknownGalleryError,
 )
 
 __all__ = ["PROBLEM_TYPE", "Problem", "install_error_handlers", "problem_response"]
@@ -111,6 +112,7 @@ _STORE_ERRORS: dict[type[Exception], tuple[int, str, Any, dict[str, str] | None]
         lambda e: f"the gallery store refused the request, and would again: {e}",
         None,
     ),
+    UnknownGalleryError: (404, "gallery-not-found", str, None),
     StoreError: (422, "invalid-item", str, None),
 }
 

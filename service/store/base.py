@@ -9,161 +9,70 @@ then calls the backend's ``_method``), so every backend refuses the same input t
 from __future__ import annotations
 
 import abc
-import re
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 import numpy as np
+
+from .types import (
+    GALLERY_NAME,
+    ITEM_ID,
+    MEDIA_TYPE,
+    RESERVED_IDS,
+    SOURCE_MAX,
+    TRACKS_PAGE_MAX,
+    CropMissingError,
+    DegenerateQueryError,
+    GroupBy,
+    Hit,
+    Item,
+    NewItem,
+    SearchFilter,
+    Selection,
+    StoreError,
+    StoreFullError,
+    StoreLockedError,
+    StoreRefusedError,
+    StoreUnavailableError,
+    TrackSummary,
+    UnknownGalleryError,
+    aware,
+    check_gallery,
+    check_provenance,
+    check_vector,
+    decode_cursor,
+    is_id,
+    mean_direction,
+    page_tracks,
+)
 
 __all__ = [
     "GALLERY_NAME",
     "ITEM_ID",
     "MEDIA_TYPE",
+    "RESERVED_IDS",
+    "SOURCE_MAX",
     "CropMissingError",
+    "DegenerateQueryError",
     "GalleryStore",
     "GroupBy",
     "Hit",
     "Item",
     "NewItem",
     "SearchFilter",
+    "Selection",
     "StoreError",
     "StoreFullError",
     "StoreLockedError",
     "StoreRefusedError",
     "StoreUnavailableError",
+    "TrackSummary",
+    "UnknownGalleryError",
     "aware",
     "check_gallery",
     "check_vector",
 ]
-
-#: Gallery names: letters, digits, '_' and '-', 1 to 64 characters.
-GALLERY_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-#: Item ids: what the stores give out (uuid4 hex) and what an import may bring.
-ITEM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-#: A media type such as ``image/jpeg`` (RFC 6838 characters).
-MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
-
-GroupBy = Literal["identity", "track"]
-
-
-class StoreError(RuntimeError):
-    """The store cannot do what was asked (a bad gallery name, a wrong dimension, ...)."""
-
-
-class StoreFullError(StoreError):
-    """The disk is full: the write was refused and nothing of it was kept."""
-
-
-class StoreRefusedError(StoreError):
-    """The backend refused a request the store thought valid (a schema it cannot take, a
-    version without a feature): sending it again will not help, unlike an outage."""
-
-
-class CropMissingError(StoreError):
-    """An item whose crop file is gone (deleted by hand, lost storage): the item stays."""
-
-
-class StoreLockedError(StoreError):
-    """Another process holds the store (a running service): stop it, or use that one."""
-
-
-class StoreUnavailableError(RuntimeError):
-    """The backend cannot be reached (a database server down); nothing was changed."""
-
-
-@dataclass(frozen=True)
-class NewItem:
-    """One crop to add: its embedding, metadata and the crop's bytes as uploaded."""
-
-    embedding: np.ndarray  # float32 [D], L2-normalised
-    camera_id: str
-    timestamp: datetime  # timezone-aware
-    image: bytes
-    image_type: str  # media type, e.g. "image/jpeg"
-    identity: str | None = None
-    track_id: str | None = None
-
-    def stored(self, item_id: str, gallery: str, created_at: datetime) -> Item:
-        """The ``Item`` this becomes once a store acknowledged it."""
-        return Item(
-            item_id=item_id,
-            gallery=gallery,
-            camera_id=self.camera_id,
-            timestamp=self.timestamp,
-            image_type=self.image_type,
-            created_at=created_at,
-            identity=self.identity,
-            track_id=self.track_id,
-        )
-
-
-@dataclass(frozen=True)
-class Item:
-    """A stored crop's metadata."""
-
-    item_id: str
-    gallery: str
-    camera_id: str
-    timestamp: datetime  # timezone-aware, as given
-    image_type: str
-    created_at: datetime  # when the store acknowledged it (UTC)
-    identity: str | None = None
-    track_id: str | None = None
-
-
-@dataclass(frozen=True)
-class SearchFilter:
-    """Which items may be returned. Time bounds are inclusive; ``None`` means no bound."""
-
-    cameras: frozenset[str] | None = None  # only these cameras
-    exclude_cameras: frozenset[str] = frozenset()
-    since: datetime | None = None
-    until: datetime | None = None
-    exclude_item: str | None = None  # searching by an item: never return the item itself
-    exclude_track: str | None = None  # searching by a track: never return the track's items
-
-
-@dataclass(frozen=True)
-class Hit:
-    item: Item
-    score: float  # inner product of unit vectors: cosine similarity
-
-
-# -------------------------------------------------------------------------------- validation
-
-
-def check_gallery(gallery: object) -> str:
-    if not isinstance(gallery, str) or GALLERY_NAME.fullmatch(gallery) is None:
-        raise StoreError(f"bad gallery name {gallery!r}: use [A-Za-z0-9_-]{{1,64}}")
-    return gallery
-
-
-def aware(value: object, what: str) -> datetime:
-    if not isinstance(value, datetime):
-        raise StoreError(f"{what} must be a datetime")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise StoreError(f"{what} must be timezone-aware")
-    return value
-
-
-def check_vector(value: object, dim: int, what: str) -> np.ndarray:
-    """A finite float32 vector of ``dim`` values, or a ``StoreError`` naming ``what``."""
-    try:
-        v = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise StoreError(f"{what} is not a numeric vector") from e
-    if v.shape != (dim,):
-        raise StoreError(f"{what} has shape {v.shape}, expected ({dim},)")
-    if not np.isfinite(v).all():
-        raise StoreError(f"{what} has non-finite values")
-    return v
-
-
-def _is_id(value: object) -> bool:
-    return isinstance(value, str) and ITEM_ID.fullmatch(value) is not None
 
 
 class GalleryStore(abc.ABC):
@@ -209,6 +118,7 @@ class GalleryStore(abc.ABC):
                 or not MEDIA_TYPE.fullmatch(it.image_type)
             ):
                 raise StoreError(f"{what}: bad media type {it.image_type!r}")
+            check_provenance(it, what)
         return x
 
     @staticmethod
@@ -275,7 +185,7 @@ class GalleryStore(abc.ABC):
         if not len(items) == len(item_ids) == len(created_at):
             raise StoreError("items, item_ids and created_at differ in length")
         for i, item_id in enumerate(item_ids):
-            if not _is_id(item_id):
+            if not is_id(item_id):
                 raise StoreError(f"item {i}: bad item id {item_id!r}")
             aware(created_at[i], f"item {i} created_at")
         if len(set(item_ids)) != len(item_ids):
@@ -297,19 +207,23 @@ class GalleryStore(abc.ABC):
         )
 
     def get(self, item_id: str) -> Item | None:
-        return self._get(item_id) if _is_id(item_id) else None
+        return self._get(item_id) if is_id(item_id) else None
+
+    def get_with_embedding(self, item_id: str) -> tuple[Item, np.ndarray] | None:
+        """An item and its embedding in one read (a search by item needs both)."""
+        return self._get_with_embedding(item_id) if is_id(item_id) else None
 
     def get_embedding(self, item_id: str) -> np.ndarray | None:
-        return self._get_embedding(item_id) if _is_id(item_id) else None
+        return self._get_embedding(item_id) if is_id(item_id) else None
 
     def get_image(self, item_id: str) -> tuple[bytes, str] | None:
         """The crop's bytes and media type; None for no such item. ``CropMissingError`` when
         the item exists but its crop file does not."""
-        return self._get_image(item_id) if _is_id(item_id) else None
+        return self._get_image(item_id) if is_id(item_id) else None
 
     def delete(self, item_id: str) -> bool:
         """Remove an item from storage and index; False when there was none."""
-        return self._delete(item_id) if _is_id(item_id) else False
+        return self._delete(item_id) if is_id(item_id) else False
 
     def search(
         self,
@@ -323,7 +237,8 @@ class GalleryStore(abc.ABC):
 
         Exactly the top k among the items that pass ``where`` (fewer only when fewer pass).
         ``group_by``: the best item of each identity (or track), so k results are k distinct
-        people; an item without that label is a group of its own. An unknown gallery is empty.
+        people; an item without that label is a group of its own. ``UnknownGalleryError``
+        when the gallery holds no item (the check costs nothing more on a non-empty answer).
         """
         check_gallery(gallery)
         k = self.check_search_args(k, group_by)
@@ -347,6 +262,13 @@ class GalleryStore(abc.ABC):
             raise StoreError(f"limit must be an integer >= 1, not {limit!r}")
         return self._track(gallery, track_id, limit)
 
+    def track_vector(self, gallery: str, track_id: str, limit: int = 1000) -> np.ndarray | None:
+        """A track as one query: the mean of its crops' embeddings (at most ``limit``, oldest
+        first), normalised; None when the gallery has no such track. ``DegenerateQueryError``
+        when they cancel out."""
+        found = self.track(gallery, track_id, limit)
+        return mean_direction([v for _, v in found]) if found else None
+
     def count(self, gallery: str | None = None) -> int:
         """Items in ``gallery`` (all galleries when None); 0 for an unknown gallery."""
         if gallery is not None:
@@ -362,6 +284,108 @@ class GalleryStore(abc.ABC):
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise StoreError(f"batch must be an integer >= 1, not {batch!r}")
         return self._iter_items(gallery, batch)
+
+    def gallery_counts(self, gallery: str) -> dict[str, int]:
+        """Items per camera of one gallery; empty for an unknown gallery."""
+        check_gallery(gallery)
+        return self._gallery_counts(gallery)
+
+    def galleries(self) -> list[str]:
+        """The galleries that hold at least one item, sorted."""
+        return self._galleries()
+
+    def list_tracks(
+        self,
+        gallery: str,
+        *,
+        camera_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[TrackSummary], str | None]:
+        """The gallery's tracks, newest (by last time) first, a page of at most ``limit``, and
+        the cursor of the next page (None on the last). ``camera_id``: only that camera's
+        crops count; ``since``/``until``: tracks seen in that window (inclusive)."""
+        check_gallery(gallery)
+        if camera_id is not None:
+            if not isinstance(camera_id, str) or not camera_id:
+                raise StoreError("camera_id must be a non-empty string")
+            self._check_text(camera_id, "camera_id")
+        if since is not None:
+            aware(since, "since")
+        if until is not None:
+            aware(until, "until")
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= TRACKS_PAGE_MAX
+        ):
+            raise StoreError(f"limit must be an integer in [1, {TRACKS_PAGE_MAX}], not {limit!r}")
+        after = None
+        if cursor is not None:
+            if not isinstance(cursor, str):
+                raise StoreError("bad cursor: use the one a previous page returned")
+            after = decode_cursor(cursor)
+        rows = self._track_summaries(gallery, camera_id)
+        if since is not None:
+            rows = [t for t in rows if t.last >= since]
+        if until is not None:
+            rows = [t for t in rows if t.first <= until]
+        return page_tracks(rows, after, limit)
+
+    def delete_track(self, gallery: str, track_id: str) -> int:
+        """Remove every item of one track of ``gallery`` (rows, index, crops); returns how many.
+        Durable once it returns."""
+        check_gallery(gallery)
+        if not isinstance(track_id, str) or not track_id:
+            raise StoreError("track_id must be a non-empty string")
+        self._check_text(track_id, "track_id")
+        return self._remove_all(Selection(gallery=gallery, track_id=track_id), 1000)
+
+    def delete_range(
+        self,
+        gallery: str,
+        *,
+        camera_id: str | None = None,
+        before: datetime | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        """Remove the items of ``gallery`` with ``since <= timestamp < before``, optionally of
+        one camera; at least one of the three must be given. Returns how many."""
+        check_gallery(gallery)
+        if camera_id is None and before is None and since is None:
+            raise StoreError("give camera_id, before or since: refusing to empty a gallery")
+        if camera_id is not None:
+            if not isinstance(camera_id, str) or not camera_id:
+                raise StoreError("camera_id must be a non-empty string")
+            self._check_text(camera_id, "camera_id")
+        if before is not None:
+            aware(before, "before")
+        if since is not None:
+            aware(since, "since")
+        sel = Selection(gallery=gallery, camera_id=camera_id, since=since, before=before)
+        return self._remove_all(sel, 1000)
+
+    def expire(self, cutoff: datetime, gallery: str | None = None, batch: int = 1000) -> int:
+        """Remove the items (of ``gallery``, or of all) whose timestamp is before ``cutoff``,
+        ``batch`` at a time, each batch durable before the next: a sweep killed midway leaves
+        whole items only (no orphan crop once the store reopens, no item without its crop),
+        and the next sweep continues. Returns how many were removed."""
+        aware(cutoff, "cutoff")
+        if gallery is not None:
+            check_gallery(gallery)
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise StoreError(f"batch must be an integer >= 1, not {batch!r}")
+        return self._remove_all(Selection(gallery=gallery, before=cutoff), batch)
+
+    def _remove_all(self, sel: Selection, batch: int) -> int:
+        removed = 0
+        while True:
+            n = self._remove_batch(sel, batch)
+            removed += n
+            if n < batch:
+                return removed
 
     @abc.abstractmethod
     def counts(self) -> dict[str, dict[str, int]]:
@@ -394,6 +418,9 @@ class GalleryStore(abc.ABC):
     def _get_embedding(self, item_id: str) -> np.ndarray | None: ...
 
     @abc.abstractmethod
+    def _get_with_embedding(self, item_id: str) -> tuple[Item, np.ndarray] | None: ...
+
+    @abc.abstractmethod
     def _get_image(self, item_id: str) -> tuple[bytes, str] | None: ...
 
     @abc.abstractmethod
@@ -415,6 +442,21 @@ class GalleryStore(abc.ABC):
     @abc.abstractmethod
     def _track(self, gallery: str, track_id: str, limit: int) -> list[tuple[Item, np.ndarray]]:
         """A track's items, time order, at most ``limit`` (arguments already checked)."""
+
+    @abc.abstractmethod
+    def _galleries(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def _gallery_counts(self, gallery: str) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def _track_summaries(self, gallery: str, camera_id: str | None) -> list[TrackSummary]:
+        """Every track of the gallery (of that camera's crops only, when given)."""
+
+    @abc.abstractmethod
+    def _remove_batch(self, sel: Selection, limit: int) -> int:
+        """Remove at most ``limit`` items matching ``sel``, durably: rows and index first, then
+        their crops. Returns how many were removed (fewer than ``limit``: none is left)."""
 
     @abc.abstractmethod
     def _iter_items(self, gallery: str, batch: int) -> Iterator[list[tuple[Item, np.ndarray]]]: ...

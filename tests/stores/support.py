@@ -150,7 +150,9 @@ class Backend:
         if not self.milvus:
             assert_consistent(store, self.root)
             return
-        rows = [r for batch in store._scan("", ["item_id", "gallery", "crop_key"]) for r in batch]
+        rows = [
+            r for batch in store.conn.scan("", ["item_id", "gallery", "crop_key"]) for r in batch
+        ]
         assert len({r["item_id"] for r in rows}) == len(rows)  # no primary key twice
         per_gallery: dict[str, int] = {}
         for r in rows:

@@ -171,7 +171,9 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path, options: dict) -> No
     acked: dict[str, dict] = {}
     deleted: set[str] = set()
     deleting: set[str] = set()
-    for rnd in range(5):
+    rnd = -1
+    # five rounds; more on a busy machine until both galleries passed the training threshold
+    while (rnd := rnd + 1) < 5 or (options and len(acked) <= 80 and rnd < 40):
         proc = subprocess.Popen(
             [sys.executable, str(script), str(root), str(rnd), str(REPO), json.dumps(options)],
             stdout=subprocess.PIPE,

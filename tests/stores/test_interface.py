@@ -34,6 +34,7 @@ from service.store import (
     StoreError,
     StoreFullError,
     StoreLockedError,
+    UnknownGalleryError,
 )
 from service.store.crops import LocalCropStore
 
@@ -116,7 +117,8 @@ def test_round_trip_default_dim(backend: Backend) -> None:
         assert store.get_embedding("nope") is None
         assert store.get_image("nope") is None
         assert store.delete("nope") is False
-        assert store.search("unknown", x[0], 5) == []
+        with pytest.raises(UnknownGalleryError, match="unknown"):
+            store.search("unknown", x[0], 5)
         assert store.add("site-A_1", []) == []
 
 

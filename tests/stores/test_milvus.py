@@ -64,9 +64,9 @@ def test_milvus_filter_literals_round_trip() -> None:
 @pytest.mark.parametrize("gallery", ["milvus"], indirect=True, ids=["milvus-lite"])
 def test_milvus_search_past_topk_limit(gallery: Gallery, monkeypatch) -> None:
     """Past Milvus's top-k limit the store ranks the filtered items itself, exactly."""
-    from service.store.milvus import store as milvus_store
+    from service.store.milvus import search as milvus_search
 
-    monkeypatch.setattr(milvus_store, "MAX_TOPK", 40)
+    monkeypatch.setattr(milvus_search, "MAX_TOPK", 40)
     f = FILTERS["combined"](gallery)
     mask = gallery.mask(f)
     for q in gallery.queries[:2]:
@@ -145,7 +145,7 @@ def test_milvus_failed_insert_leaves_nothing(
         def refuse(*args: object, **kwargs: object) -> None:
             raise MilvusException(code=code, message="no luck")
 
-        monkeypatch.setattr(store._client, "insert", refuse)
+        monkeypatch.setattr(store.conn.client, "insert", refuse)
         with pytest.raises(expected, match="no luck"):
             store.add("g", [new_item(v) for v in x[1:]])
         monkeypatch.undo()
@@ -320,5 +320,5 @@ def test_milvus_lite_kill_9_keeps_acknowledged_items(tmp_path: Path) -> None:
                 np.testing.assert_array_equal(s.get_embedding(item_id), x[j])
         assert s.count("g") >= 2 * len(acked)  # an add cut by the kill may have landed too
         assert s.search("g", x[0], 1)[0].item.item_id == acked[-1]["ids"][0]
-        everything = {r["item_id"] for b in s._scan("", ["item_id"]) for r in b}
+        everything = {r["item_id"] for b in s.conn.scan("", ["item_id"]) for r in b}
         assert {i for rec in acked for i in rec["ids"]} <= everything

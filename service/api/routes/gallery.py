@@ -13,19 +13,14 @@ from pydantic import ValidationError
 from ...budget import RequestPixels
 from ...errors import Problem
 from ...schemas import GalleryCounts, GalleryItem, IngestResponse, ItemMeta
-from ...store import ITEM_ID, NewItem
-from ..deps import GalleryName, Rt
+from ...store import NewItem
+from ..deps import GalleryName, Rt, check_item_id
 from ..forms import StrictFormRoute
 from ..uploads import check_room, decode, embed, read_upload
 
-__all__ = ["check_item_id", "router"]
+__all__ = ["router"]
 
 router = APIRouter(tags=["gallery"], route_class=StrictFormRoute)
-
-
-def check_item_id(item_id: str) -> None:
-    if not ITEM_ID.fullmatch(item_id):
-        raise Problem(404, "no gallery item with this id", code="item-not-found")
 
 
 def _metadata(count: int, shared: dict, metadata: str | None) -> list[ItemMeta]:

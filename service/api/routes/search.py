@@ -14,11 +14,9 @@ from pydantic import AwareDatetime
 from ...errors import Problem
 from ...runtime import Runtime
 from ...schemas import EmptyReason, SearchResponse, SearchResult
-from ...store import GroupBy, Hit, SearchFilter
-from ..deps import GALLERY_PATTERN, Rt
+from ...store import DegenerateQueryError, GroupBy, Hit, SearchFilter
+from ..deps import GALLERY_PATTERN, MAX_TRACK_ITEMS, Rt, check_item_id, check_track_id
 from ..uploads import embed_upload
-from .gallery import check_item_id
-from .tracks import load_track, track_query
 
 __all__ = ["SearchParams", "camera_names", "empty_reason", "router"]
 
@@ -83,10 +81,6 @@ async def _search(
         raise Problem(
             422, f"k is {params.k}; at most {rt.settings.max_k}", code="invalid-parameters"
         )
-    if not await run_in_threadpool(rt.store.count, gallery):
-        raise Problem(
-            404, f"gallery {gallery!r} does not exist (it has no items)", code="gallery-not-found"
-        )
     where = SearchFilter(
         cameras=params.cameras,
         exclude_cameras=params.exclude_cameras,
@@ -96,6 +90,7 @@ async def _search(
         exclude_track=exclude_track,
     )
     start = time.perf_counter()
+    # an unknown gallery: the store's UnknownGalleryError, a 404 problem (errors.py)
     hits: list[Hit] = await run_in_threadpool(
         rt.store.search, gallery, vector, params.k, where, params.group_by
     )
@@ -104,7 +99,7 @@ async def _search(
     results = [SearchResult.from_hit(rank, hit) for rank, hit in enumerate(hits, start=1)]
     answer = SearchResponse(results=results, gallery=gallery, k=params.k, took_ms=took * 1000)
     if not results:
-        cameras = (await run_in_threadpool(rt.store.counts)).get(gallery, {})
+        cameras = await run_in_threadpool(rt.store.gallery_counts, gallery)
         answer.empty_reason = empty_reason(gallery, cameras, where)
     return answer
 
@@ -165,8 +160,18 @@ async def search(
         )
     if track_id is not None:
         gallery = params.gallery or "default"
-        vector = track_query(await load_track(rt, gallery, track_id))
-        return await _search(rt, vector, params, gallery, exclude_track=track_id)
+        check_track_id(track_id)
+        try:
+            track = await run_in_threadpool(
+                rt.store.track_vector, gallery, track_id, MAX_TRACK_ITEMS
+            )
+        except DegenerateQueryError as exc:
+            raise Problem(422, str(exc), code="invalid-parameters") from exc
+        if track is None:
+            raise Problem(
+                404, f"no track {track_id!r} in gallery {gallery!r}", code="track-not-found"
+            )
+        return await _search(rt, track, params, gallery, exclude_track=track_id)
     if query_id is not None:
         vector = rt.queries.get(query_id)
         if vector is None:
@@ -178,10 +183,10 @@ async def search(
             )
         return await _search(rt, vector, params, params.gallery or "default")
     check_item_id(item_id)
-    item = await run_in_threadpool(rt.store.get, item_id)
-    vector = await run_in_threadpool(rt.store.get_embedding, item_id)
-    if item is None or vector is None:
+    found = await run_in_threadpool(rt.store.get_with_embedding, item_id)
+    if found is None:
         raise Problem(404, f"no gallery item {item_id}", code="item-not-found")
+    item, vector = found
     return await _search(rt, vector, params, params.gallery or item.gallery, exclude_item=item_id)
 
 

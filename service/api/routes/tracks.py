@@ -1,45 +1,18 @@
-"""``/gallery/tracks/{track_id}``: a footage track (its crops, camera, first and last time), and
-the track as one query: the mean of its crops' embeddings, normalised (multi-shot re-ID)."""
+"""``/gallery/tracks/{track_id}``: a footage track (its crops, camera, first and last time).
+Searching by a track (the mean of its crops) is the store's ``track_vector``."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Path
-from fastapi.concurrency import run_in_threadpool
 
-from ...errors import Problem
-from ...runtime import Runtime
 from ...schemas import TrackResponse
-from ...store import Item
-from ..deps import GalleryName, Rt
+from ..deps import GalleryName, Rt, load_track
 
-__all__ = ["MAX_TRACK_ITEMS", "load_track", "router", "track_query"]
+__all__ = ["router"]
 
 router = APIRouter(tags=["gallery"])
-
-#: Crops read for one track; a footage track holds a few (``sona footage --crops-per-track``).
-MAX_TRACK_ITEMS = 1000
-
-
-async def load_track(rt: Runtime, gallery: str, track_id: str) -> list[tuple[Item, np.ndarray]]:
-    """The track's items with their embeddings, or a 404 problem."""
-    if not track_id or len(track_id) > 128 or not track_id.isprintable():
-        raise Problem(404, "no track with this id", code="track-not-found")
-    found = await run_in_threadpool(rt.store.track, gallery, track_id, MAX_TRACK_ITEMS)
-    if not found:
-        raise Problem(404, f"no track {track_id!r} in gallery {gallery!r}", code="track-not-found")
-    return found
-
-
-def track_query(found: list[tuple[Item, np.ndarray]]) -> np.ndarray:
-    """The mean of the crops' unit vectors, back on the unit sphere."""
-    mean = np.mean(np.stack([v for _, v in found]), axis=0, dtype=np.float64)
-    norm = float(np.linalg.norm(mean))
-    if norm < 1e-12:  # opposite vectors cancel: no direction to search in
-        raise Problem(422, "the track's crops average to nothing", code="invalid-parameters")
-    return (mean / norm).astype(np.float32)
 
 
 @router.get(

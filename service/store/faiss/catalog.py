@@ -18,12 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..base import GroupBy, Item, NewItem, SearchFilter, StoreError, StoreFullError
+from ..base import (
+    GroupBy,
+    Item,
+    NewItem,
+    SearchFilter,
+    Selection,
+    StoreError,
+    StoreFullError,
+    TrackSummary,
+)
 from ..durable import is_full
 
 __all__ = ["Catalog", "ResolvedFilter"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: provenance (source, frame, box); 1 is migrated on open
 CHUNK = 4096  # rows per SQLite round trip when streaming embeddings
 _LABEL_COLUMNS = {"identity": "identity", "track": "track_id"}  # fixed names, never user text
 
@@ -48,15 +57,22 @@ CREATE TABLE IF NOT EXISTS items (
     image_type TEXT NOT NULL,
     image_path TEXT NOT NULL,
     embedding  BLOB NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    source     TEXT,
+    frame      INTEGER,
+    box        TEXT
 );
 CREATE INDEX IF NOT EXISTS items_gallery_camera ON items (gallery, camera_id);
 CREATE INDEX IF NOT EXISTS items_gallery_ts ON items (gallery, ts);
 CREATE INDEX IF NOT EXISTS items_gallery_track ON items (gallery, track_id);
+CREATE INDEX IF NOT EXISTS items_ts ON items (ts);
 """
+#: Columns each schema version added to ``items``, for opening a folder an older version made.
+_ADDED_COLUMNS = {2: ("source TEXT", "frame INTEGER", "box TEXT")}
 
 _ITEM_COLUMNS = (
-    "rowid, item_id, gallery, camera_id, timestamp, image_type, created_at, identity, track_id"
+    "rowid, item_id, gallery, camera_id, timestamp, image_type, created_at, identity, track_id,"
+    " source, frame, box"
 )
 
 
@@ -64,8 +80,20 @@ def _json_ids(ids: Sequence[int] | np.ndarray) -> str:
     return json.dumps([int(i) for i in ids])
 
 
+def _box_text(box: tuple[int, int, int, int] | None) -> str | None:
+    return None if box is None else ",".join(str(int(v)) for v in box)
+
+
+def _box(text: str | None) -> tuple[int, int, int, int] | None:
+    if text is None:
+        return None
+    x, y, w, h = (int(v) for v in text.split(","))
+    return (x, y, w, h)
+
+
 def _row_item(row: tuple) -> Item:
-    _, item_id, gallery, camera, ts_text, image_type, created, identity, track = row
+    _, item_id, gallery, camera, ts_text, image_type, created, identity, track = row[:9]
+    source, frame, box = row[9:12]
     return Item(
         item_id=item_id,
         gallery=gallery,
@@ -75,6 +103,9 @@ def _row_item(row: tuple) -> Item:
         created_at=datetime.fromisoformat(created),
         identity=identity,
         track_id=track,
+        source=source,
+        frame=frame,
+        box=_box(box),
     )
 
 
@@ -131,9 +162,18 @@ class Catalog:
     def _init_schema(self) -> None:
         c = self.writer
         version = c.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise StoreError(f"unknown database schema version {version}")
+        if not 0 <= version <= SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema version {version} is newer than this version knows "
+                f"({SCHEMA_VERSION}): upgrade the service"
+            )
         with self._transaction():
+            if version:  # a folder an older version made: add what it lacks, in place
+                held = {r[1] for r in c.execute("PRAGMA table_info(items)")}
+                for added in range(version + 1, SCHEMA_VERSION + 1):
+                    for column in _ADDED_COLUMNS.get(added, ()):
+                        if column.split()[0] not in held:  # constants, not user data
+                            c.execute(f"ALTER TABLE items ADD COLUMN {column}")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     c.execute(statement)
@@ -211,8 +251,8 @@ class Catalog:
             for n, it in enumerate(items):
                 cur = c.execute(
                     "INSERT INTO items (item_id, gallery, camera_id, ts, timestamp, identity,"
-                    " track_id, image_type, image_path, embedding, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " track_id, image_type, image_path, embedding, created_at, source, frame, box)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         ids[n],
                         gallery,
@@ -225,6 +265,9 @@ class Catalog:
                         paths[n],
                         x[n].astype("<f4").tobytes(),
                         created[n].isoformat(),
+                        it.source,
+                        None if it.frame is None else int(it.frame),
+                        _box_text(it.box),
                     ),
                 )
                 rowids[n] = cur.lastrowid
@@ -253,6 +296,38 @@ class Catalog:
         with self._transaction() as c:
             c.execute("DELETE FROM items WHERE rowid = ?", (rowid,))
             c.execute("UPDATE meta SET generation = generation + 1 WHERE gallery = ?", (gallery,))
+
+    def remove_batch(self, sel: Selection, limit: int) -> list[tuple[int, str, str]]:
+        """Delete at most ``limit`` items matching ``sel`` and bump their
+        galleries' generations, in one transaction; returns their (rowid, gallery, image_path)."""
+        clauses, params = [], []
+        for column, op, value in (
+            ("gallery", "=", sel.gallery),
+            ("camera_id", "=", sel.camera_id),
+            ("track_id", "=", sel.track_id),
+            ("ts", ">=", None if sel.since is None else sel.since.timestamp()),
+            ("ts", "<", None if sel.before is None else sel.before.timestamp()),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {op} ?")  # constants, not user data
+                params.append(value)
+        where = " AND ".join(clauses) or "1"
+        with self._transaction() as c:
+            rows = c.execute(
+                f"SELECT rowid, gallery, image_path FROM items WHERE {where} LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+            if rows:
+                c.execute(
+                    "DELETE FROM items WHERE rowid IN (SELECT value FROM json_each(?))",
+                    (_json_ids([r[0] for r in rows]),),
+                )
+                c.execute(
+                    "UPDATE meta SET generation = generation + 1"
+                    " WHERE gallery IN (SELECT value FROM json_each(?))",
+                    (json.dumps(sorted({r[1] for r in rows})),),
+                )
+        return rows
 
     # ---------------------------------------------------------------- embeddings
 
@@ -305,6 +380,16 @@ class Catalog:
         ).fetchone()
         return None if row is None else _row_item(row)
 
+    def item_with_embedding(
+        self, conn: sqlite3.Connection, item_id: str
+    ) -> tuple[Item, np.ndarray] | None:
+        row = conn.execute(
+            f"SELECT {_ITEM_COLUMNS}, embedding FROM items WHERE item_id = ?", (item_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return _row_item(row[:-1]), np.frombuffer(row[-1], dtype="<f4").astype(np.float32)
+
     def embedding(self, conn: sqlite3.Connection, item_id: str) -> np.ndarray | None:
         row = conn.execute("SELECT embedding FROM items WHERE item_id = ?", (item_id,)).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype="<f4").astype(np.float32)
@@ -323,6 +408,53 @@ class Catalog:
         out: dict[str, dict[str, int]] = {}
         for gallery, camera, n in rows:
             out.setdefault(gallery, {})[camera] = n
+        return out
+
+    def gallery_names(self, conn: sqlite3.Connection) -> list[str]:
+        """Galleries holding at least one item."""
+        return [r[0] for r in conn.execute("SELECT DISTINCT gallery FROM items ORDER BY gallery")]
+
+    def gallery_counts(self, conn: sqlite3.Connection, gallery: str) -> dict[str, int]:
+        rows = conn.execute(
+            "SELECT camera_id, COUNT(*) FROM items WHERE gallery = ?"
+            " GROUP BY camera_id ORDER BY camera_id",
+            (gallery,),
+        )
+        return dict(rows.fetchall())
+
+    def track_summaries(
+        self, conn: sqlite3.Connection, gallery: str, camera_id: str | None
+    ) -> list[TrackSummary]:
+        """Every track of the gallery: two GROUP BYs on its (gallery, track_id) index. SQLite
+        takes a bare column from the row holding the single MIN or MAX of its query."""
+        where = "gallery = ? AND track_id IS NOT NULL"
+        params: list[object] = [gallery]
+        if camera_id is not None:
+            where += " AND camera_id = ?"
+            params.append(camera_id)
+        firsts = {
+            r[0]: r[1]
+            for r in conn.execute(
+                f"SELECT track_id, timestamp, MIN(ts) FROM items WHERE {where} GROUP BY track_id",
+                params,
+            )
+        }
+        out = []
+        for track, ts_text, camera, n, _ in conn.execute(
+            f"SELECT track_id, timestamp, camera_id, COUNT(*), MAX(ts) FROM items WHERE {where}"
+            " GROUP BY track_id",
+            params,
+        ):
+            out.append(
+                TrackSummary(
+                    track_id=track,
+                    gallery=gallery,
+                    camera_id=camera,
+                    first=datetime.fromisoformat(firsts[track]),
+                    last=datetime.fromisoformat(ts_text),
+                    count=n,
+                )
+            )
         return out
 
     def count(self, conn: sqlite3.Connection, gallery: str | None) -> int:

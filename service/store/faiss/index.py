@@ -129,6 +129,20 @@ class GalleryIndex:
         if self.ann is not None and self.ann.remove_ids(gone) != 1:
             raise StoreError(f"candidate index did not hold rowid {rowid}")
 
+    def remove_many(self, rowids: np.ndarray) -> None:
+        """Remove several rowids at once (one pass over an IVF's lists, not one per id)."""
+        rowids = np.ascontiguousarray(rowids, dtype=np.int64)
+        if self.removable:
+            n = self.index.remove_ids(faiss.IDSelectorBatch(rowids))
+            if n != len(rowids):
+                raise StoreError(f"index held {n} of {len(rowids)} rowids to remove")
+        else:
+            self.deleted.update(int(i) for i in rowids)
+        if self.ann is not None and self.ann.remove_ids(faiss.IDSelectorBatch(rowids)) != len(
+            rowids
+        ):
+            raise StoreError("candidate index did not hold every rowid to remove")
+
     def all_ids(self) -> np.ndarray:
         """Every id the FAISS index holds, tombstones included, sorted."""
         if isinstance(self.index, faiss.IndexIDMap2):

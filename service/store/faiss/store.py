@@ -49,9 +49,12 @@ from ..base import (
     Item,
     NewItem,
     SearchFilter,
+    Selection,
     StoreError,
     StoreFullError,
     StoreLockedError,
+    TrackSummary,
+    UnknownGalleryError,
 )
 from ..crops import LocalCropStore, crop_key
 from ..durable import is_full, mkdirs_durable
@@ -317,6 +320,30 @@ class FaissSqliteStore(GalleryStore):
             self._maybe_retrain(gallery)
         return True
 
+    def _remove_batch(self, sel: Selection, limit: int) -> int:
+        """Rows (one transaction), then the index, then the crops: a kill between the commit
+        and the crops leaves orphan crops, which opening the store removes."""
+        with self._wlock:
+            catalog = self._check_open()
+            with self._rw.write():
+                rows = catalog.remove_batch(sel, limit)
+                by_gallery: dict[str, list[int]] = {}
+                for rowid, gallery, _ in rows:
+                    by_gallery.setdefault(gallery, []).append(int(rowid))
+                for gallery, rowids in by_gallery.items():
+                    gi = self._indexes[gallery]
+                    gi.generation += 1
+                    try:
+                        gi.remove_many(np.array(rowids, dtype=np.int64))
+                    except Exception:
+                        log.exception("index remove failed for gallery %s: rebuilding", gallery)
+                        self._indexes[gallery] = self._build(gallery, gi.generation)
+            for _, _, path in rows:
+                self.crops.delete(path.removeprefix(f"{_CROPS}/"))
+            for gallery in by_gallery:
+                self._maybe_retrain(gallery)
+        return len(rows)
+
     # ---------------------------------------------------------------- snapshots and closing
 
     def snapshot(self) -> None:
@@ -369,6 +396,12 @@ class FaissSqliteStore(GalleryStore):
             with catalog.reader() as conn:
                 return catalog.embedding(conn, item_id)
 
+    def _get_with_embedding(self, item_id: str) -> tuple[Item, np.ndarray] | None:
+        with self._rw.read():
+            catalog = self._check_open()
+            with catalog.reader() as conn:
+                return catalog.item_with_embedding(conn, item_id)
+
     def _get_image(self, item_id: str) -> tuple[bytes, str] | None:
         with self._rw.read():
             catalog = self._check_open()
@@ -387,6 +420,24 @@ class FaissSqliteStore(GalleryStore):
             catalog = self._check_open()
             with catalog.reader() as conn:
                 return catalog.counts(conn)
+
+    def _galleries(self) -> list[str]:
+        with self._rw.read():
+            catalog = self._check_open()
+            with catalog.reader() as conn:
+                return catalog.gallery_names(conn)
+
+    def _gallery_counts(self, gallery: str) -> dict[str, int]:
+        with self._rw.read():
+            catalog = self._check_open()
+            with catalog.reader() as conn:
+                return catalog.gallery_counts(conn, gallery)
+
+    def _track_summaries(self, gallery: str, camera_id: str | None) -> list[TrackSummary]:
+        with self._rw.read():
+            catalog = self._check_open()
+            with catalog.reader() as conn:
+                return catalog.track_summaries(conn, gallery, camera_id)
 
     def _count(self, gallery: str | None) -> int:
         with self._rw.read():
@@ -460,7 +511,9 @@ class FaissSqliteStore(GalleryStore):
                 catalog = self._check_open()
                 gi = self._indexes.get(gallery)
                 if gi is None or gi.live == 0:
-                    return []
+                    raise UnknownGalleryError(
+                        f"gallery {gallery!r} does not exist (it has no items)"
+                    )
                 with catalog.reader() as conn:
                     flt = catalog.resolve(conn, gallery, where, gi.deleted, int(gi.index.ntotal))
                     if flt.n_avail == 0:

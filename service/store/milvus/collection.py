@@ -15,13 +15,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from pymilvus import DataType, MilvusClient, MilvusException
 
-from ..base import StoreError
+from ..base import SOURCE_MAX, StoreError
 
-__all__ = ["CONSISTENCY_LEVELS", "META_FIELDS", "TEXT_MAX", "open_collection", "refused"]
+__all__ = [
+    "CONSISTENCY_LEVELS",
+    "META_FIELDS",
+    "PROVENANCE_FIELDS",
+    "TEXT_MAX",
+    "Opened",
+    "open_collection",
+    "refused",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,10 @@ META_FIELDS = [
     "created_at",
     "seq",
 ]
+#: Provenance, absent from collections made before it: ``source`` ("" for None), ``frame``
+#: (-1 for None), ``box`` ("x,y,w,h", "" for None). Milvus 2.3-2.5 cannot add a field to a
+#: collection, so an older collection opens without them and refuses items that carry them.
+PROVENANCE_FIELDS = ["source", "frame", "box"]
 
 
 def _schema(dim: int) -> Any:
@@ -58,6 +71,9 @@ def _schema(dim: int) -> Any:
     s.add_field("crop_key", DataType.VARCHAR, max_length=512)
     s.add_field("created_at", DataType.VARCHAR, max_length=64)
     s.add_field("seq", DataType.INT64)
+    s.add_field("source", DataType.VARCHAR, max_length=SOURCE_MAX)
+    s.add_field("frame", DataType.INT64)
+    s.add_field("box", DataType.VARCHAR, max_length=64)
     return s
 
 
@@ -97,11 +113,19 @@ def refused(e: MilvusException) -> bool:
     return isinstance(code, int) and (1100 <= code < 1200 or code == 5)
 
 
+@dataclass(frozen=True)
+class Opened:
+    """What an opened collection has: its vector index kind, and whether it stores provenance."""
+
+    index_type: str
+    provenance: bool
+
+
 def open_collection(
     c: MilvusClient, name: str, dim: int, requested: str, t: float, consistency: str
-) -> str:
+) -> Opened:
     """Create the collection (indexes, ``consistency``) or check the existing one; load it.
-    Returns the vector index type it has (an existing collection keeps its own)."""
+    An existing collection keeps its own vector index kind."""
     if not c.has_collection(name, timeout=t):
         try:
             c.create_collection(name, schema=_schema(dim), consistency_level=consistency, timeout=t)
@@ -136,5 +160,12 @@ def open_collection(
         log.warning(
             "collection %s has a %s index (not %s): keeping it", name, index_type, requested
         )
+    provenance = set(PROVENANCE_FIELDS) <= set(fields)
+    if not provenance:
+        log.warning(
+            "collection %s predates provenance (source, frame, box): items that carry it are "
+            "refused; export the galleries and import them under a new collection prefix",
+            name,
+        )
     c.load_collection(name, timeout=t)
-    return index_type
+    return Opened(index_type, provenance)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ..base import ITEM_ID, SearchFilter, StoreError
+from ..base import ITEM_ID, SearchFilter, Selection, StoreError
 
-__all__ = ["filter_expression", "literal", "number", "string_list"]
+__all__ = ["filter_expression", "literal", "number", "selection_expression", "string_list"]
 
 
 def literal(text: str) -> str:
@@ -64,4 +64,20 @@ def filter_expression(gallery: str, where: SearchFilter | None) -> str | None:
         parts.append(f"item_id != {literal(w.exclude_item)}")  # other text matches no item
     if w.exclude_track is not None:
         parts.append(f"track_id != {literal(w.exclude_track)}")  # no track is stored as ""
+    return " and ".join(parts)
+
+
+def selection_expression(sel: Selection) -> str:
+    """The Milvus boolean expression for items to remove ("" for every item)."""
+    parts = []
+    if sel.gallery is not None:
+        parts.append(f"gallery == {literal(sel.gallery)}")
+    if sel.camera_id is not None:
+        parts.append(f"camera_id == {literal(sel.camera_id)}")
+    if sel.track_id is not None:
+        parts.append(f"track_id == {literal(sel.track_id)}")
+    if sel.since is not None:
+        parts.append(f"ts >= {number(sel.since.timestamp())}")
+    if sel.before is not None:
+        parts.append(f"ts < {number(sel.before.timestamp())}")
     return " and ".join(parts)
