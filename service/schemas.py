@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from .store import Hit, Item
+from .store import Hit, Item, TrackSummary
 
 __all__ = [
     "EmbedBatchResponse",
@@ -19,9 +19,12 @@ __all__ = [
     "IngestResponse",
     "ItemMeta",
     "ProblemDetails",
+    "Provenance",
     "SearchResponse",
     "SearchResult",
+    "TrackList",
     "TrackResponse",
+    "TrackSummaryOut",
     "has_credentials",
 ]
 
@@ -63,7 +66,19 @@ class EmbedBatchResponse(BaseModel):
     expires_in_s: float
 
 
-class GalleryItem(BaseModel):
+class Provenance(BaseModel):
+    """Where a crop came from, when footage ingestion said so (else all None)."""
+
+    source: str | None = Field(
+        None, description="video file name or stream URL (without credentials)"
+    )
+    frame: int | None = Field(None, description="frame number in the source (0-based)")
+    box: tuple[int, int, int, int] | None = Field(
+        None, description="x, y, width, height of the crop in the frame's pixels"
+    )
+
+
+class GalleryItem(Provenance):
     item_id: str
     gallery: str
     camera_id: str
@@ -84,6 +99,9 @@ class GalleryItem(BaseModel):
             track_id=item.track_id,
             image_type=item.image_type,
             created_at=item.created_at,
+            source=item.source,
+            frame=item.frame,
+            box=item.box,
         )
 
 
@@ -120,7 +138,7 @@ class GalleryCounts(BaseModel):
         return cls(galleries=galleries, total=sum(g.count for g in galleries))
 
 
-class SearchResult(BaseModel):
+class SearchResult(Provenance):
     rank: int
     item_id: str
     score: float = Field(description="cosine similarity, higher is closer")
@@ -140,6 +158,9 @@ class SearchResult(BaseModel):
             timestamp=item.timestamp,
             identity=item.identity,
             track_id=item.track_id,
+            source=item.source,
+            frame=item.frame,
+            box=item.box,
         )
 
 
@@ -178,7 +199,7 @@ class ItemMeta(BaseModel):
     source: str | None = Field(
         None,
         min_length=1,
-        max_length=512,
+        max_length=1024,
         description="the video's file name or stream URL (without credentials) it came from",
     )
     frame: int | None = Field(None, ge=0, le=2**40, description="frame number in the source")
@@ -243,3 +264,31 @@ class TrackResponse(BaseModel):
             count=len(items),
             items=[GalleryItem.from_item(i) for i in items],
         )
+
+
+class TrackSummaryOut(BaseModel):
+    track_id: str
+    camera_id: str = Field(description="camera of the track's latest crop")
+    first_seen: datetime
+    last_seen: datetime
+    count: int = Field(description="crops")
+
+    @classmethod
+    def from_summary(cls, t: TrackSummary) -> TrackSummaryOut:
+        return cls(
+            track_id=t.track_id,
+            camera_id=t.camera_id,
+            first_seen=t.first,
+            last_seen=t.last,
+            count=t.count,
+        )
+
+
+class TrackList(BaseModel):
+    """A page of a gallery's tracks, newest (by last time) first."""
+
+    gallery: str
+    tracks: list[TrackSummaryOut]
+    next_cursor: str | None = Field(
+        None, description="pass as cursor for the next page; absent on the last page"
+    )
