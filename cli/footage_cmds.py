@@ -41,6 +41,18 @@ def _detector(args: argparse.Namespace) -> Any:
 
 
 def _cmd_footage_add(args: argparse.Namespace) -> int:
+    if args.sites or args.video is None:
+        from .footage_site import run_site
+
+        return run_site(args, _one_camera)
+    if args.workers is not None:
+        raise UserError("--workers is for --sites or several --camera CAMERA=SOURCE")
+    if len(args.camera) != 1 or "=" in args.camera[0]:
+        raise UserError("give one --camera CAMERA with VIDEO (CAMERA=SOURCE is for a site)")
+    return _one_camera(argparse.Namespace(**{**vars(args), "camera": args.camera[0]}))
+
+
+def _one_camera(args: argparse.Namespace) -> int:
     from footage.decode import open_sources
     from footage.ingest import Settings, ingest
     from footage.live import is_stream
@@ -112,7 +124,14 @@ def _cmd_footage_add(args: argparse.Namespace) -> int:
     uploader = TrackUploader(args.url, args.gallery, api_key=args.api_key, retries=args.retries)
     try:
         report = ingest(
-            sources, detector, uploader, settings, state, key=key, progress=not args.quiet
+            sources,
+            detector,
+            uploader,
+            settings,
+            state,
+            key=key,
+            progress=not args.quiet,
+            position=getattr(args, "position", None),
         )
     finally:
         uploader.close()
@@ -172,6 +191,7 @@ def _watch(args: argparse.Namespace, detector: Any, every: int, gate: bool) -> i
             retries=args.retries,
             flush_seconds=args.flush_every,
             progress=not args.quiet,
+            position=getattr(args, "position", None),
         )
     finally:
         uploader.close()
@@ -198,11 +218,32 @@ def add_parsers(sub: Any) -> None:
     )
     add.add_argument(
         "video",
+        nargs="?",
         metavar="VIDEO",
         help="video file, folder of videos or of images, or a live stream's URL (rtsp://, "
         "http://, udp://...: indexed until SIGINT or SIGTERM)",
     )
-    add.add_argument("--camera", required=True, help="camera id of this footage (required)")
+    add.add_argument(
+        "--camera",
+        action="append",
+        default=[],
+        metavar="CAMERA[=SOURCE]",
+        help="camera id of VIDEO; or, without VIDEO, CAMERA=SOURCE once per camera of a site, "
+        "run in parallel (all with the same --start; streams need none)",
+    )
+    add.add_argument(
+        "--sites",
+        metavar="CSV",
+        help="a site's cameras, one per row: camera_id,source,start (start empty for a live "
+        "stream), run in parallel worker processes",
+    )
+    add.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="cameras indexed at once with --sites or several --camera (default: one per "
+        "core); each live stream needs its own",
+    )
     add.add_argument(
         "--start",
         help="time of the first frame, ISO 8601 with the camera's UTC offset, e.g. "

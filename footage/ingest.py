@@ -244,6 +244,7 @@ def ingest(
     *,
     key: str,
     progress: bool = True,
+    position: int | None = None,
 ) -> Report:
     """Index the clips (consecutive: each starts where the previous ended) into the
     uploader's gallery. Raises ``FootageError`` for bad input, and for a failure part way,
@@ -264,7 +265,13 @@ def ingest(
     offset = 0.0
     total = sum(s.frames for s in sources)
     try:
-        with tqdm(total=total, unit="frame", disable=not progress, desc=settings.camera) as bar:
+        with tqdm(
+            total=total,
+            unit="frame",
+            disable=not progress,
+            desc=settings.camera,
+            position=position,
+        ) as bar:
             for source in sources:
                 run.clip(source, settings.start + timedelta(seconds=offset), bar)
                 offset += source.duration

@@ -97,6 +97,7 @@ def watch(
     flush_seconds: float = 60.0,
     timeout_s: float = 10.0,
     progress: bool = True,
+    position: int | None = None,
 ) -> Report:
     """Index the stream at ``url`` until ``stop`` is set. Raises ``FootageError`` when it
     cannot be opened ``retries`` + 1 times in a row (at the start: nothing indexed)."""
@@ -108,7 +109,7 @@ def watch(
     run.report.clips = 0
     failures, delay = 0, 1.0
     wall = time.perf_counter()
-    with tqdm(unit="frame", disable=not progress, desc=settings.camera) as bar:
+    with tqdm(unit="frame", disable=not progress, desc=settings.camera, position=position) as bar:
         while not stop.is_set():
             capture = _open(url, timeout_s)
             if capture is None:

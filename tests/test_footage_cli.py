@@ -270,3 +270,69 @@ def test_a_folder_of_clips_is_indexed_as_consecutive_footage(
         )
     assert all(0 <= a < b < 3 for a, b in spans[:2])  # the first clip: 0 to 3 s
     assert all(3 <= a < b < 6 for a, b in spans[2:])  # the second starts where it ended
+
+
+def test_a_site_csv_runs_its_cameras_in_parallel_each_resumable(
+    server: Server, clip: tuple[Path, Path], tmp_path: Path
+) -> None:
+    video, det = clip
+    for name in ("east.avi", "west.avi"):
+        (tmp_path / name).write_bytes(video.read_bytes())
+    sites = tmp_path / "cameras.csv"
+    sites.write_text(
+        "camera_id,source,start\n"
+        f"east,{tmp_path / 'east.avi'},{START}\n"
+        f"west,{tmp_path / 'west.avi'},2024-05-01T09:00:00+02:00\n"
+    )
+    args = [f"--sites={sites}", "--gallery=site", f"--url={server.url}", f"--detections={det}"]
+    first = sona_process(*args, "--workers=2", cache=tmp_path)  # real worker processes
+    assert first.returncode == 0, first.stderr
+    assert "site: 2 cameras, 2 done" in first.stdout
+    assert items(server, "site") == 16  # 2 tracks of 4 crops per camera
+    states = sorted((tmp_path / "sona" / "footage").glob("*.jsonl"))
+    assert len(states) == 2  # one state per camera
+    counts = httpx.get(f"{server.url}/gallery").json()["galleries"]
+    (site,) = [g for g in counts if g["gallery"] == "site"]
+    assert {c["camera_id"]: c["count"] for c in site["cameras"]} == {"east": 8, "west": 8}
+    again = sona_process(*args, cache=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("already indexed") == 2
+    assert items(server, "site") == 16
+
+
+@pytest.mark.parametrize(
+    ("csv_text", "extra", "said"),
+    [
+        ("camera_id,source,start,zoom\n", [], "unknown column 'zoom'"),
+        ("camera_id,start\n", [], "no 'source' column"),
+        ("camera_id,source,start\na,{v},{s}\na,{v},{s}\n", [], "camera 'a' appears twice"),
+        ("camera_id,source,start\na,{v},yesterday\n", [], "not an ISO 8601 time"),
+        ("camera_id,source,start\na,{v},{s}\n", ["--workers=0"], "--workers must be at least 1"),
+        ("camera_id,source,start\na,{v},{s}\n", ["--camera=b"], "give no VIDEO and no --camera"),
+    ],
+)
+def test_bad_site_input_is_one_line_and_changes_nothing(
+    server: Server, clip: tuple[Path, Path], tmp_path: Path, csv_text, extra, said
+) -> None:
+    video, _ = clip
+    sites = tmp_path / "bad.csv"
+    sites.write_text(csv_text.format(v=video, s=START))
+    result = footage(
+        f"--sites={sites}", "--gallery=badsite", f"--url={server.url}", *extra, cache=tmp_path
+    )
+    refused(result, said)
+    assert items(server, "badsite") == 0
+
+
+def test_several_camera_equals_source_arguments_make_a_site(
+    server: Server, clip: tuple[Path, Path], tmp_path: Path
+) -> None:
+    video, _ = clip
+    result = footage(
+        f"--camera=a={video}",
+        f"--camera=a={video}",
+        f"--start={START}",
+        f"--url={server.url}",
+        cache=tmp_path,
+    )
+    refused(result, "camera 'a' appears twice")
+    refused(footage(str(video), f"--camera=a={video}", cache=tmp_path), "CAMERA=SOURCE is for")
