@@ -3,8 +3,8 @@
 - ``HogDetector``: OpenCV's HOG + linear SVM pedestrian detector (Dalal and Triggs), built into
   OpenCV 4.x, so it needs no weights; its overlapping windows are merged by non-maximum
   suppression. Fast on a CPU, and misses people under about 100 pixels unless upscaled.
-- ``TorchvisionDetector``: a torchvision COCO detector (Faster R-CNN by default) from a local
-  weights file; nothing is downloaded. Far better recall, far slower on a CPU.
+- ``TorchvisionDetector``: a torchvision COCO detector by name (SSDlite, Faster R-CNN), its
+  weights from a local file or torchvision's weights API. Better recall, slower on a CPU.
 - ``FileDetector``: detections a site already has, in MOTChallenge ``det.txt`` format.
 """
 
@@ -35,6 +35,7 @@ TORCHVISION_MODELS = (
     "fasterrcnn_resnet50_fpn_v2",
     "fasterrcnn_mobilenet_v3_large_fpn",
     "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "ssdlite320_mobilenet_v3_large",
 )
 _COCO_PERSON = 1
 
@@ -172,15 +173,17 @@ class HogDetector(Detector):
 
 
 class TorchvisionDetector(Detector):
-    """A torchvision COCO detector from ``weights`` (a state-dict file such as torchvision's
-    own ``fasterrcnn_resnet50_fpn_coco-258fb6c6.pth``); person boxes scoring ``min_score`` or
-    more. ``model`` is torchvision's name for the architecture of that file."""
+    """A torchvision COCO detector by name (``model``); person boxes scoring ``min_score`` or
+    more. Its weights come from ``weights`` (a state-dict file, for offline machines), or
+    else through torchvision's own weights API: downloaded once into the torch cache, read
+    from there afterwards. An offline machine without the file is told what to fetch and
+    where to put it."""
 
     name = "torchvision"
 
     def __init__(
         self,
-        weights: Path,
+        weights: Path | None,
         model: str = TORCHVISION_MODELS[0],
         *,
         min_score: float = 0.3,
@@ -195,24 +198,27 @@ class TorchvisionDetector(Detector):
 
         if model not in TORCHVISION_MODELS:
             raise FootageError(
-                f"unknown torchvision model {model!r}: {', '.join(TORCHVISION_MODELS)}"
+                f"unknown torchvision detector {model!r}: {', '.join(TORCHVISION_MODELS)}"
             )
-        if not weights.is_file():
-            raise FootageError(f"{weights}: no such weights file")
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as exc:  # any file torch cannot read is the user's to fix
-            raise FootageError(f"{weights}: not a PyTorch weights file ({_line(exc)})") from None
+        if weights is None:
+            state, origin = _cached_weights(model)
+        else:
+            if not weights.is_file():
+                raise FootageError(f"{weights}: no such weights file")
+            try:
+                state = torch.load(weights, map_location="cpu", weights_only=True)
+            except Exception as exc:  # any file torch cannot read is the user's to fix
+                raise FootageError(
+                    f"{weights}: not a PyTorch weights file ({_line(exc)})"
+                ) from None
+            origin = f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}"
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]  # a training checkpoint of torchvision's reference scripts
-        extra = {"min_size": min_size} if min_size else {}
+        extra: dict = {"min_size": min_size} if min_size else {}
+        # the score threshold's name differs between the two families
+        extra["score_thresh" if model.startswith("ssd") else "box_score_thresh"] = min_score
         net = torchvision.models.get_model(
-            model,
-            weights=None,
-            weights_backbone=None,
-            num_classes=91,
-            box_score_thresh=min_score,
-            **extra,
+            model, weights=None, weights_backbone=None, num_classes=91, **extra
         )
         try:
             net.load_state_dict(state)
@@ -223,7 +229,7 @@ class TorchvisionDetector(Detector):
         self.model = model
         self.min_score = min_score
         self.high_score = high_score
-        self._digest = f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}"
+        self._digest = origin
 
     def describe(self) -> str:
         return f"torchvision {self.model} {self._digest} score>{self.min_score:g}"
@@ -243,6 +249,25 @@ class TorchvisionDetector(Detector):
             for (x1, y1, x2, y2), label, s in zip(boxes, labels, scores, strict=True)
             if label == _COCO_PERSON and s >= self.min_score and x2 > x1 and y2 > y1
         ]
+
+
+def _cached_weights(model: str) -> tuple[dict, str]:
+    """COCO weights of ``model`` through torchvision's weights API (the torch cache, filled
+    from the network the first time), or a one-line error saying what to fetch, and where."""
+    import os
+
+    import torch
+    from torchvision.models import get_model_weights
+
+    weights = get_model_weights(model).DEFAULT
+    file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True), weights.url
+    except (OSError, RuntimeError, ValueError) as exc:  # offline, refused, cut short
+        raise FootageError(
+            f"no {model} weights here and they cannot be downloaded ({_line(exc)}): fetch "
+            f"{weights.url} and put it at {file}, or give --weights FILE"
+        ) from None
 
 
 class FileDetector(Detector):

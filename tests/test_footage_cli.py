@@ -336,3 +336,82 @@ def test_several_camera_equals_source_arguments_make_a_site(
     )
     refused(result, "camera 'a' appears twice")
     refused(footage(str(video), f"--camera=a={video}", cache=tmp_path), "CAMERA=SOURCE is for")
+
+
+def test_ssdlite_by_name_with_randomly_initialised_weights_runs_offline(
+    server: Server, clip: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """torchvision:ssdlite320_mobilenet_v3_large from a --weights file (random init, biased
+    to say 'person': speed and wiring only, its boxes mean nothing)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    name = "ssdlite320_mobilenet_v3_large"
+    net = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=91)
+    with torch.no_grad():
+        for layer in net.head.classification_head.module_list:
+            layer[-1].bias[1::91] = 10.0  # every anchor says "person"
+    weights = tmp_path / "random-init-ssdlite.pth"
+    torch.save(net.state_dict(), weights)
+    video, _ = clip
+    result = footage(
+        str(video),
+        "--camera=ssd",
+        f"--start={START}",
+        "--gallery=random-ssd",
+        f"--url={server.url}",
+        f"--detector=torchvision:{name}",
+        f"--weights={weights}",
+        "--device=cpu",
+        "--duration=0.5",
+        "--exhaustive",
+        "--min-height=1000",
+        cache=tmp_path,
+    )
+    refused(result, "people tracked but none had a crop at least 1000 pixels tall")
+    assert items(server, "random-ssd") == 0
+
+
+def test_unknown_detector_names_are_one_line(clip: tuple[Path, Path], tmp_path: Path) -> None:
+    video, _ = clip
+    common = [str(video), "--camera=x", f"--start={START}", "--url=http://127.0.0.1:9"]
+    refused(
+        footage(*common, "--detector=torchvision:yolo_v99", cache=tmp_path),
+        "torchvision has no such COCO detector",
+    )
+    refused(footage(*common, "--detector=sift", cache=tmp_path), "hog or torchvision:NAME")
+
+
+def test_offline_without_weights_says_what_to_fetch_and_where(
+    clip: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """No network (an unreachable proxy) and an empty torch cache: one line naming the file
+    to fetch and the cache path to put it at."""
+    video, _ = clip
+    result = subprocess.run(
+        [
+            SONA,
+            "footage",
+            "add",
+            str(video),
+            "--camera=x",
+            f"--start={START}",
+            "--url=http://127.0.0.1:9",
+            "--detector=torchvision:fasterrcnn_mobilenet_v3_large_320_fpn",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={
+            **os.environ,
+            "TORCH_HOME": str(tmp_path / "torch"),
+            "https_proxy": "http://127.0.0.1:9",
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "XDG_CACHE_HOME": str(tmp_path),
+        },
+    )
+    refused(result, "fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth and put it at")
+    assert str(tmp_path / "torch" / "hub" / "checkpoints") in result.stderr
