@@ -328,10 +328,10 @@ def add_parsers(sub: Any) -> None:
     add.add_argument(
         "--detect-every",
         type=int,
-        default=3,
+        default=2,
         metavar="K",
         help="run the detector on every K-th frame; the tracker carries people across the "
-        "frames between (default 3: 10 fps footage is searched 3.3 times a second)",
+        "frames between (default 2: 10 fps footage is searched 5 times a second)",
     )
     add.add_argument(
         "--no-motion-gate",

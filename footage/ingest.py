@@ -38,7 +38,7 @@ class Settings:
     iou: float = 0.3
     jpeg_quality: int = 95
     min_motion: float = 0.5  # heights a track must move (pro rata under 2 s; 0: keep all)
-    detect_every: int = 3  # frames; the tracker carries people across the others
+    detect_every: int = 2  # frames; the tracker carries people across the others
     motion_gate: bool = True  # detect only where the picture moved (fixed cameras)
 
     def describe(self) -> str:
