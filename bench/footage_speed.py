@@ -169,10 +169,41 @@ class Config:
     min_hits: int | None = None
 
 
+def random_torchvision(name: str):
+    """A torchvision detector with randomly initialised weights: its speed only (the COCO
+    weights are a download; its boxes here mean nothing, so neither does its recall)."""
+    import torch
+    import torchvision
+
+    from footage.detect import TorchvisionDetector
+
+    torch.manual_seed(0)
+    net = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=91)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "random.pth"
+        torch.save(net.state_dict(), path)
+        return TorchvisionDetector(path, name, device="cpu")
+
+
 CONFIGS = {
     "exhaustive": Config("HOG 1.5x, every frame, whole frame", "hog", 1, False, {}),
     "default": Config("default: motion-gated HOG, every 2nd frame", "hog", 2, True, {}),
     "every3": Config("motion-gated HOG, every 3rd frame", "hog", 3, True, {}),
+    "ssdlite": Config(
+        "SSDlite320-MobileNetV3 (random weights: speed only), every 2nd frame, motion-gated",
+        "torchvision:ssdlite320_mobilenet_v3_large",
+        2,
+        True,
+        {},
+    ),
+    "frcnn-mobilenet": Config(
+        "Faster R-CNN MobileNetV3-320-FPN (random weights: speed only), every 2nd frame, "
+        "motion-gated",
+        "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn",
+        2,
+        True,
+        {},
+    ),
 }
 
 
@@ -194,7 +225,7 @@ def run_config(video: Path, config: Config, reference: list[dict[int, Box]]) -> 
         hog = {"pyramid": 1.2 if config.gate else 1.05} | config.hog
         detector = HogDetector(**hog)
     else:
-        raise SystemExit(f"unknown detector {config.detector}")
+        detector = random_torchvision(config.detector.partition(":")[2])
     recorder = Recorder()
     cpu, wall = cpu_now(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
