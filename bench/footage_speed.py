@@ -170,8 +170,9 @@ class Config:
 
 
 def random_torchvision(name: str):
-    """A torchvision detector with randomly initialised weights: its speed only (the COCO
-    weights are a download; its boxes here mean nothing, so neither does its recall)."""
+    """A torchvision detector with randomly initialised weights: the network's speed only
+    (the COCO weights are a download; it finds nobody, so the rest of the pipeline is idle and
+    its recall means nothing)."""
     import torch
     import torchvision
 
@@ -210,6 +211,7 @@ CONFIGS = {
 def run_config(video: Path, config: Config, reference: list[dict[int, Box]]) -> dict:
     from footage.decode import VideoFile
     from footage.detect import HogDetector
+    from footage.errors import FootageError
     from footage.ingest import Settings, ingest
     from footage.state import RunState
 
@@ -228,23 +230,27 @@ def run_config(video: Path, config: Config, reference: list[dict[int, Box]]) -> 
         detector = random_torchvision(config.detector.partition(":")[2])
     recorder = Recorder()
     cpu, wall = cpu_now(), time.perf_counter()
+    source = VideoFile(video)
     with tempfile.TemporaryDirectory() as tmp:
-        report = ingest(
-            [VideoFile(video)],
-            detector,
-            recorder,  # type: ignore[arg-type]
-            settings,
-            RunState(Path(tmp) / "state.jsonl"),
-            key="bench",
-            progress=False,
-        )
+        try:
+            ingest(
+                [source],
+                detector,
+                recorder,  # type: ignore[arg-type]
+                settings,
+                RunState(Path(tmp) / "state.jsonl"),
+                key="bench",
+                progress=False,
+            )
+        except FootageError as exc:  # random weights: nothing worth indexing, still timed
+            print(f"({config.name}: {exc})")
     wall, cpu = time.perf_counter() - wall, cpu_now() - cpu
     found, total = recall(reference, recorder.crops)
     people, people_total = recall(people_only(reference), recorder.crops)
     return {
         "people": people,
         "people_total": people_total,
-        "frames": report.frames,
+        "frames": source.frames,
         "wall": wall,
         "cpu": cpu,
         "tracks": recorder.tracks,
