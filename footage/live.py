@@ -159,7 +159,12 @@ def _session(
     def send(track, final: bool) -> None:
         part = parts.get(track.key, 0)
         chooser = run.choosers.pop(track.key, None) if final else run.choosers.get(track.key)
-        run.send(track, chooser, opened, name, fps, tid(track), entry=f"{tid(track)}/{part}")
+        entry = f"{tid(track)}/{part}"
+        run.send(track, chooser, opened, name, fps, tid(track), entry=entry)
+        # hours of tracks must not pile up in memory: the state file has them, and a new
+        # connection's ids never meet an old one
+        run.report.items.pop(entry, None)
+        run.state.done.pop(entry, None)
         if final:
             parts.pop(track.key, None)
             sent_at.pop(track.key, None)
