@@ -180,7 +180,11 @@ def test_bad_input_is_one_line_and_indexes_nothing(
     )
     naive = ["--camera=c9", "--start=2024-05-01T08:00:00", f"--url={server.url}"]
     refused(footage(str(video), *naive, f"--detections={det}", cache=tmp_path), "UTC offset")
-    refused(footage(str(video), *base, "--detector=torchvision", cache=tmp_path), "needs --weights")
+    missing = f"--weights={tmp_path / 'absent.pth'}"  # offline use: the file must be there
+    refused(
+        footage(str(video), *base, "--detector=torchvision", missing, cache=tmp_path),
+        "no such weights file",
+    )
     folder = tmp_path / "clips"
     folder.mkdir()
     for name in ("a.avi", "b.avi"):
