@@ -38,6 +38,9 @@ test: $(STAMP)
 	@# CI: the real-footage test and bench/ingest.py use vtest.avi from Debian's opencv-doc
 	@if [ -n "$$CI" ] && [ ! -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ]; then \
 		apt-get update -qq && apt-get install -y -qq opencv-doc >/dev/null; fi
+	@# CI: the live-stream test serves vtest.avi with Debian's ffmpeg on 127.0.0.1
+	@if [ -n "$$CI" ] && ! command -v ffmpeg >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq ffmpeg >/dev/null; fi
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(MKDOCS) build --strict --quiet

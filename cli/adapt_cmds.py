@@ -23,7 +23,8 @@ __all__ = [
 
 def detector_from_args(args: argparse.Namespace) -> Any:
     """The person detector the options name: det.txt, torchvision weights, or HOG."""
-    from footage.detect import FileDetector, HogDetector, TorchvisionDetector
+    from footage.detect import HogDetector, TorchvisionDetector
+    from footage.motchallenge import FileDetector
 
     if args.detections:
         return FileDetector(Path(args.detections), min_score=args.min_score)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,45 +14,79 @@ from .errors import UserError
 __all__ = ["add_parsers"]
 
 
-def _detector(args: argparse.Namespace) -> Any:
-    from footage.detect import HogDetector, TorchvisionDetector
+def _detector(args: argparse.Namespace, gate: bool) -> Any:
+    from footage.detect import TORCHVISION_MODELS, HogDetector, TorchvisionDetector
     from footage.motchallenge import FileDetector
 
     if args.detections:
         if args.weights:
             raise UserError("--weights is for --detector torchvision, not --detections")
         return FileDetector(Path(args.detections), min_score=args.min_score)
-    if args.detector == "torchvision":
-        if not args.weights:
+    kind, _, name = args.detector.partition(":")
+    if kind == "torchvision":
+        name = name or args.torchvision_model
+        if name not in TORCHVISION_MODELS:
             raise UserError(
-                "--detector torchvision needs --weights FILE (COCO weights of --torchvision-model;"
-                " nothing is downloaded)"
+                f"--detector torchvision:{name}: torchvision has no such COCO detector here "
+                f"(one of {', '.join(TORCHVISION_MODELS)})"
             )
         return TorchvisionDetector(
-            Path(args.weights),
-            args.torchvision_model,
+            Path(args.weights) if args.weights else None,
+            name,
             min_score=0.3 if args.min_score is None else args.min_score,
             device=args.device,
         )
+    if kind != "hog" or name:
+        raise UserError(f"--detector {args.detector!r}: hog or torchvision:NAME")
     if args.weights:
-        raise UserError("--weights is for --detector torchvision")
+        raise UserError("--weights is for --detector torchvision:NAME")
+    pyramid = args.hog_pyramid or (1.2 if gate else 1.05)
+    if pyramid <= 1:
+        raise UserError("--hog-pyramid must be > 1")
     return HogDetector(
-        upscale=args.hog_upscale, min_score=0.0 if args.min_score is None else args.min_score
+        upscale=args.hog_upscale,
+        min_score=0.0 if args.min_score is None else args.min_score,
+        pyramid=pyramid,
     )
 
 
 def _cmd_footage_add(args: argparse.Namespace) -> int:
+    if args.sites or args.video is None:
+        from .footage_site import run_site
+
+        return run_site(args, _one_camera)
+    if args.workers is not None:
+        raise UserError("--workers is for --sites or several --camera CAMERA=SOURCE")
+    if len(args.camera) != 1 or "=" in args.camera[0]:
+        raise UserError("give one --camera CAMERA with VIDEO (CAMERA=SOURCE is for a site)")
+    return _one_camera(argparse.Namespace(**{**vars(args), "camera": args.camera[0]}))
+
+
+def _one_camera(args: argparse.Namespace) -> int:
     from footage.decode import open_sources
     from footage.ingest import Settings, ingest
+    from footage.live import is_stream
     from footage.state import RunState, default_state_path, run_key
     from footage.upload import TrackUploader
 
-    try:
-        start = datetime.fromisoformat(args.start)
-    except ValueError:
-        raise UserError(f"--start {args.start!r} is not an ISO 8601 time") from None
-    if start.tzinfo is None:
-        raise UserError("--start needs the camera's UTC offset, e.g. 2024-05-01T08:00:00+02:00")
+    stream = is_stream(args.video)
+    if stream:
+        if args.start is not None:
+            raise UserError("--start is for files: a live stream's crops take the wall clock")
+        if args.detections or args.duration is not None or args.fps is not None:
+            raise UserError("--detections, --duration and --fps are for files, not live streams")
+        start = datetime.now(UTC).astimezone()
+    else:
+        if args.start is None:
+            raise UserError("--start is required for a file or folder (the first frame's time)")
+        try:
+            start = datetime.fromisoformat(args.start)
+        except ValueError:
+            raise UserError(f"--start {args.start!r} is not an ISO 8601 time") from None
+        if start.tzinfo is None:
+            raise UserError("--start needs the camera's UTC offset, e.g. 2024-05-01T08:00:00+02:00")
+    if args.flush_every <= 0:
+        raise UserError("--flush-every must be > 0")
     for name in ("crops_per_track", "min_height"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
@@ -66,7 +100,14 @@ def _cmd_footage_add(args: argparse.Namespace) -> int:
         raise UserError("--duration must be > 0")
     if not args.camera or "," in args.camera:
         raise UserError("--camera must be a non-empty name without commas")
-    detector = _detector(args)
+    if args.detect_every < 1:
+        raise UserError("--detect-every must be at least 1")
+    every, gate = args.detect_every, not args.no_motion_gate
+    if args.exhaustive or args.detections:  # a det.txt holds every frame's people already
+        every, gate = 1, False
+    detector = _detector(args, gate)
+    if stream:
+        return _watch(args, detector, every, gate)
     sources = open_sources(Path(args.video), args.fps, args.duration)
     if args.detections and len(sources) > 1:
         raise UserError("--detections holds one video's detections: give one video, not a folder")
@@ -76,6 +117,8 @@ def _cmd_footage_add(args: argparse.Namespace) -> int:
         crops_per_track=args.crops_per_track,
         min_height=args.min_height,
         min_motion=args.min_motion,
+        detect_every=every,
+        motion_gate=gate,
     )
     key = run_key(
         *(str(Path(getattr(s, "path", args.video)).resolve()) for s in sources),
@@ -91,7 +134,14 @@ def _cmd_footage_add(args: argparse.Namespace) -> int:
     uploader = TrackUploader(args.url, args.gallery, api_key=args.api_key, retries=args.retries)
     try:
         report = ingest(
-            sources, detector, uploader, settings, state, key=key, progress=not args.quiet
+            sources,
+            detector,
+            uploader,
+            settings,
+            state,
+            key=key,
+            progress=not args.quiet,
+            position=getattr(args, "position", None),
         )
     finally:
         uploader.close()
@@ -107,6 +157,63 @@ def _cmd_footage_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _watch(args: argparse.Namespace, detector: Any, every: int, gate: bool) -> int:
+    """A live stream until SIGINT or SIGTERM: the open tracks are sent, then exit 0."""
+    import signal
+    import threading
+
+    from footage.ingest import Settings
+    from footage.live import public_url, watch
+    from footage.state import RunState, default_state_path, run_key
+    from footage.upload import TrackUploader
+
+    settings = Settings(
+        camera=args.camera,
+        start=datetime.now(UTC),
+        crops_per_track=args.crops_per_track,
+        min_height=args.min_height,
+        min_motion=args.min_motion,
+        detect_every=every,
+        motion_gate=gate,
+    )
+    key = run_key(
+        public_url(args.video),
+        args.camera,
+        args.gallery,
+        args.url.rstrip("/"),
+        detector.describe(),
+        settings.describe(),
+    )
+    state = RunState(Path(args.state) if args.state else default_state_path(key))
+    uploader = TrackUploader(args.url, args.gallery, api_key=args.api_key, retries=args.retries)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        report = watch(
+            args.video,
+            detector,
+            uploader,
+            settings,
+            state,
+            key=key,
+            stop=stop,
+            retries=args.retries,
+            flush_seconds=args.flush_every,
+            progress=not args.quiet,
+            position=getattr(args, "position", None),
+        )
+    finally:
+        uploader.close()
+        state.close()
+    print(
+        f"{public_url(args.video)}: {report.frames} frames in {report.clips} connections, "
+        f"{report.tracks} tracks, {report.indexed} parts indexed with {report.crops} crops; "
+        f"gallery '{args.gallery}' at {args.url}"
+    )
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     footage = sub.add_parser("footage", help="index camera footage: people tracked, crops chosen")
     footage_sub = footage.add_subparsers(dest="footage_command", metavar="ACTION", required=True)
@@ -119,13 +226,47 @@ def add_parsers(sub: Any) -> None:
         "gallery with camera, time and track id. An interrupted run started again with the "
         "same arguments skips the tracks it indexed.",
     )
-    add.add_argument("video", metavar="VIDEO", help="video file, folder of videos or of images")
-    add.add_argument("--camera", required=True, help="camera id of this footage (required)")
+    add.add_argument(
+        "video",
+        nargs="?",
+        metavar="VIDEO",
+        help="video file, folder of videos or of images, or a live stream's URL (rtsp://, "
+        "http://, udp://...: indexed until SIGINT or SIGTERM)",
+    )
+    add.add_argument(
+        "--camera",
+        action="append",
+        default=[],
+        metavar="CAMERA[=SOURCE]",
+        help="camera id of VIDEO; or, without VIDEO, CAMERA=SOURCE once per camera of a site, "
+        "run in parallel (all with the same --start; streams need none)",
+    )
+    add.add_argument(
+        "--sites",
+        metavar="CSV",
+        help="a site's cameras, one per row: camera_id,source,start (start empty for a live "
+        "stream), run in parallel worker processes",
+    )
+    add.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="cameras indexed at once with --sites or several --camera (default: one per "
+        "core); each live stream needs its own",
+    )
     add.add_argument(
         "--start",
-        required=True,
         help="time of the first frame, ISO 8601 with the camera's UTC offset, e.g. "
-        "2024-05-01T08:00:00+02:00 (required); frame times follow the stream",
+        "2024-05-01T08:00:00+02:00 (required for files; frame times follow the stream; a "
+        "live stream takes the wall clock)",
+    )
+    add.add_argument(
+        "--flush-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="live streams: a person still in view is indexed this often under the same "
+        "track id (default 60); a track is indexed as soon as the person leaves",
     )
     add.add_argument("--gallery", default="default", help="gallery name (default 'default')")
     add.add_argument(
@@ -138,23 +279,35 @@ def add_parsers(sub: Any) -> None:
     )
     add.add_argument(
         "--detector",
-        choices=["hog", "torchvision"],
         default="hog",
-        help="hog: OpenCV's built-in pedestrian detector, no weights; torchvision: a COCO "
-        "detector from --weights (default hog)",
+        metavar="hog|torchvision:NAME",
+        help="hog: OpenCV's built-in pedestrian detector, no weights; torchvision:NAME: a "
+        "torchvision COCO detector (ssdlite320_mobilenet_v3_large, "
+        "fasterrcnn_mobilenet_v3_large_320_fpn, fasterrcnn_resnet50_fpn_v2, ...) with its "
+        "weights from --weights FILE or downloaded once into the torch cache (default hog)",
+    )
+    add.add_argument(
+        "--hog-pyramid",
+        type=float,
+        help="HOG's step between scales (default 1.2 with the motion gate, 1.05 without: "
+        "finer finds a few more people, slower)",
     )
     add.add_argument(
         "--detections",
         metavar="DET_TXT",
         help="use these MOTChallenge det.txt detections instead of a detector",
     )
-    add.add_argument("--weights", metavar="FILE", help="COCO weights for --detector torchvision")
+    add.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="COCO weights (a state-dict file) for --detector torchvision:NAME, for machines "
+        "without internet (default: torchvision's, downloaded once)",
+    )
     add.add_argument(
         "--torchvision-model",
         default="fasterrcnn_resnet50_fpn",
-        help="torchvision architecture of --weights (default fasterrcnn_resnet50_fpn; also "
-        "fasterrcnn_resnet50_fpn_v2, fasterrcnn_mobilenet_v3_large_fpn, "
-        "fasterrcnn_mobilenet_v3_large_320_fpn)",
+        help="with --detector torchvision (no :NAME): the architecture (default "
+        "fasterrcnn_resnet50_fpn)",
     )
     add.add_argument(
         "--device",
@@ -172,6 +325,25 @@ def add_parsers(sub: Any) -> None:
         default=1.5,
         help="enlarge frames this much for HOG, which misses people under about 100 pixels "
         "otherwise (default 1.5)",
+    )
+    add.add_argument(
+        "--detect-every",
+        type=int,
+        default=2,
+        metavar="K",
+        help="run the detector on every K-th frame; the tracker carries people across the "
+        "frames between (default 2: 10 fps footage is searched 5 times a second)",
+    )
+    add.add_argument(
+        "--no-motion-gate",
+        action="store_true",
+        help="search the whole frame; by default only the regions that moved (background "
+        "subtraction: for fixed cameras) are searched",
+    )
+    add.add_argument(
+        "--exhaustive",
+        action="store_true",
+        help="every frame, whole frame: the slow reference (--detect-every 1 --no-motion-gate)",
     )
     add.add_argument(
         "--crops-per-track",

@@ -11,7 +11,9 @@ presentation time when it has one, else from its index and the frame rate.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ __all__ = [
     "VideoFile",
     "open_source",
     "open_sources",
+    "prefetch",
 ]
 
 VIDEO_SUFFIXES = frozenset(
@@ -57,6 +60,11 @@ class Source:
     height: int
 
     def __iter__(self) -> Iterator[Frame]:
+        return self.sample(1)
+
+    def sample(self, every: int) -> Iterator[Frame]:
+        """Every ``every``-th frame (0, every, 2 every, ...), the others skipped as cheaply as
+        the source allows."""
         raise NotImplementedError
 
     @property
@@ -105,10 +113,18 @@ class VideoFile(Source):
             raise FootageError(f"{self.path}: not a video FFmpeg can read")
         return capture
 
-    def __iter__(self) -> Iterator[Frame]:
+    def sample(self, every: int) -> Iterator[Frame]:
         capture = self._open()
         try:
             for index in range(self.frames):
+                if index % every:
+                    # decoded (a codec's frames depend on each other) but not converted to
+                    # BGR, the costlier half of reading a frame
+                    if not capture.grab():
+                        raise FootageError(
+                            f"{self.path}: frame {index} could not be decoded on the second read"
+                        )
+                    continue
                 ok, image = capture.read()
                 if not ok:
                     raise FootageError(
@@ -148,8 +164,10 @@ class ImageSequence(Source):
         if max_seconds is not None:
             self.frames = min(self.frames, max(1, round(max_seconds * self.fps)))
 
-    def __iter__(self) -> Iterator[Frame]:
+    def sample(self, every: int) -> Iterator[Frame]:
         for index, path in enumerate(self.paths[: self.frames]):
+            if index % every:
+                continue
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
                 raise FootageError(f"{path}: the image could not be decoded")
@@ -175,3 +193,46 @@ def open_sources(
         if videos:
             return [VideoFile(p, fps, max_seconds) for p in videos]
     return [open_source(path, fps, max_seconds)]
+
+
+_END = object()
+
+
+def prefetch(frames: Iterable[Frame], depth: int = 4) -> Iterator[Frame]:
+    """The frames, decoded ``depth`` ahead in a thread: FFmpeg and OpenCV release the GIL, so
+    decoding runs beside detection on another core. Memory stays at ``depth`` frames."""
+    held: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for frame in frames:
+                while not stop.is_set():
+                    try:
+                        held.put(frame, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            held.put(_END)
+        except BaseException as exc:  # handed to the reader, raised there
+            held.put(exc)
+
+    thread = threading.Thread(target=work, name="decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = held.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                held.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)

@@ -3,8 +3,8 @@
 - ``HogDetector``: OpenCV's HOG + linear SVM pedestrian detector (Dalal and Triggs), built into
   OpenCV 4.x, so it needs no weights; its overlapping windows are merged by non-maximum
   suppression. Fast on a CPU, and misses people under about 100 pixels unless upscaled.
-- ``TorchvisionDetector``: a torchvision COCO detector (Faster R-CNN by default) from a local
-  weights file; nothing is downloaded. Far better recall, far slower on a CPU.
+- ``TorchvisionDetector``: a torchvision COCO detector by name (SSDlite, Faster R-CNN), its
+  weights from a local file or torchvision's weights API. Better recall, slower on a CPU.
 - ``motchallenge.FileDetector``: detections a site already has, in MOTChallenge ``det.txt``
   format.
 """
@@ -35,6 +35,7 @@ TORCHVISION_MODELS = (
     "fasterrcnn_resnet50_fpn_v2",
     "fasterrcnn_mobilenet_v3_large_fpn",
     "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "ssdlite320_mobilenet_v3_large",
 )
 _COCO_PERSON = 1
 
@@ -64,6 +65,13 @@ class Detector(abc.ABC):
     @abc.abstractmethod
     def detect(self, index: int, image: np.ndarray) -> list[Detection]:
         """People in frame ``index`` (0-based) of the clip, whose BGR pixels are ``image``."""
+
+    def detect_in(
+        self, index: int, image: np.ndarray, regions: list[tuple[int, int, int, int]]
+    ) -> list[Detection]:
+        """People in the ``regions`` (x, y, w, h) of the frame that moved. A detector that
+        sees the whole frame at once (a CNN) looks at all of it when anything moved."""
+        return self.detect(index, image) if regions else []
 
     def check(self, frames: int, width: int, height: int, name: str) -> None:  # noqa: B027
         """Refuse a clip these detections cannot belong to (only ``FileDetector`` can tell)."""
@@ -97,10 +105,18 @@ class HogDetector(Detector):
     high_score = 0.5
 
     def __init__(
-        self, upscale: float = 1.5, min_score: float = 0.0, nms_iou: float = 0.4, stride: int = 8
+        self,
+        upscale: float = 1.5,
+        min_score: float = 0.0,
+        nms_iou: float = 0.4,
+        stride: int = 8,
+        pyramid: float = 1.05,
     ) -> None:
         if upscale <= 0:
             raise FootageError("the HOG upscale factor must be > 0")
+        if pyramid <= 1:
+            raise FootageError("the HOG pyramid step must be > 1")
+        self.pyramid = pyramid
         self.upscale = upscale
         self.min_score = min_score
         self.nms_iou = nms_iou
@@ -109,17 +125,35 @@ class HogDetector(Detector):
         self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
     def describe(self) -> str:
-        return f"hog x{self.upscale:g} score>{self.min_score:g} nms{self.nms_iou:g}"
+        return (
+            f"hog x{self.upscale:g} score>{self.min_score:g} nms{self.nms_iou:g} "
+            f"step{self.pyramid:g}"
+        )
 
     def detect(self, index: int, image: np.ndarray) -> list[Detection]:
+        return nms(self._windows(image, 0, 0), self.nms_iou)
+
+    def detect_in(
+        self, index: int, image: np.ndarray, regions: list[tuple[int, int, int, int]]
+    ) -> list[Detection]:
+        """Only the moving regions are searched: a fraction of the frame's pixels, so a
+        fraction of the time (HOG's cost grows with the pixels searched)."""
+        found = []
+        for x, y, w, h in regions:
+            found.extend(self._windows(image[y : y + h, x : x + w], x, y))
+        return nms(found, self.nms_iou)
+
+    def _windows(self, image: np.ndarray, left: int, top: int) -> list[Detection]:
         s = self.upscale
+        if min(image.shape[0] * s, image.shape[1] * s * 2) < 128:
+            return []  # smaller than HOG's window
         scaled = image if s == 1 else cv2.resize(image, None, fx=s, fy=s)
         rects, weights = self._hog.detectMultiScale(
             scaled,
             hitThreshold=self.min_score,
             winStride=(self.stride, self.stride),
             padding=(8, 8),
-            scale=1.05,
+            scale=self.pyramid,
         )
         found = []
         for (x, y, w, h), score in zip(rects, np.asarray(weights).reshape(-1), strict=True):
@@ -127,21 +161,29 @@ class HogDetector(Detector):
             # in re-ID data do, but not all (Market-1501's crops are tighter)
             dx, dy = 0.1 * w, 0.05 * h
             found.append(
-                Detection((x + dx) / s, (y + dy) / s, (w - 2 * dx) / s, (h - 2 * dy) / s, score)
+                Detection(
+                    left + (x + dx) / s,
+                    top + (y + dy) / s,
+                    (w - 2 * dx) / s,
+                    (h - 2 * dy) / s,
+                    float(score),
+                )
             )
-        return nms(found, self.nms_iou)
+        return found
 
 
 class TorchvisionDetector(Detector):
-    """A torchvision COCO detector from ``weights`` (a state-dict file such as torchvision's
-    own ``fasterrcnn_resnet50_fpn_coco-258fb6c6.pth``); person boxes scoring ``min_score`` or
-    more. ``model`` is torchvision's name for the architecture of that file."""
+    """A torchvision COCO detector by name (``model``); person boxes scoring ``min_score`` or
+    more. Its weights come from ``weights`` (a state-dict file, for offline machines), or
+    else through torchvision's own weights API: downloaded once into the torch cache, read
+    from there afterwards. An offline machine without the file is told what to fetch and
+    where to put it."""
 
     name = "torchvision"
 
     def __init__(
         self,
-        weights: Path,
+        weights: Path | None,
         model: str = TORCHVISION_MODELS[0],
         *,
         min_score: float = 0.3,
@@ -156,24 +198,27 @@ class TorchvisionDetector(Detector):
 
         if model not in TORCHVISION_MODELS:
             raise FootageError(
-                f"unknown torchvision model {model!r}: {', '.join(TORCHVISION_MODELS)}"
+                f"unknown torchvision detector {model!r}: {', '.join(TORCHVISION_MODELS)}"
             )
-        if not weights.is_file():
-            raise FootageError(f"{weights}: no such weights file")
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as exc:  # any file torch cannot read is the user's to fix
-            raise FootageError(f"{weights}: not a PyTorch weights file ({_line(exc)})") from None
+        if weights is None:
+            state, origin = _cached_weights(model)
+        else:
+            if not weights.is_file():
+                raise FootageError(f"{weights}: no such weights file")
+            try:
+                state = torch.load(weights, map_location="cpu", weights_only=True)
+            except Exception as exc:  # any file torch cannot read is the user's to fix
+                raise FootageError(
+                    f"{weights}: not a PyTorch weights file ({_line(exc)})"
+                ) from None
+            origin = f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}"
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]  # a training checkpoint of torchvision's reference scripts
-        extra = {"min_size": min_size} if min_size else {}
+        extra: dict = {"min_size": min_size} if min_size else {}
+        # the score threshold's name differs between the two families
+        extra["score_thresh" if model.startswith("ssd") else "box_score_thresh"] = min_score
         net = torchvision.models.get_model(
-            model,
-            weights=None,
-            weights_backbone=None,
-            num_classes=91,
-            box_score_thresh=min_score,
-            **extra,
+            model, weights=None, weights_backbone=None, num_classes=91, **extra
         )
         try:
             net.load_state_dict(state)
@@ -184,7 +229,7 @@ class TorchvisionDetector(Detector):
         self.model = model
         self.min_score = min_score
         self.high_score = high_score
-        self._digest = f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}"
+        self._digest = origin
 
     def describe(self) -> str:
         return f"torchvision {self.model} {self._digest} score>{self.min_score:g}"
@@ -204,3 +249,22 @@ class TorchvisionDetector(Detector):
             for (x1, y1, x2, y2), label, s in zip(boxes, labels, scores, strict=True)
             if label == _COCO_PERSON and s >= self.min_score and x2 > x1 and y2 > y1
         ]
+
+
+def _cached_weights(model: str) -> tuple[dict, str]:
+    """COCO weights of ``model`` through torchvision's weights API (the torch cache, filled
+    from the network the first time), or a one-line error saying what to fetch, and where."""
+    import os
+
+    import torch
+    from torchvision.models import get_model_weights
+
+    weights = get_model_weights(model).DEFAULT
+    file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True), weights.url
+    except (OSError, RuntimeError, ValueError) as exc:  # offline, refused, cut short
+        raise FootageError(
+            f"no {model} weights here and they cannot be downloaded ({_line(exc)}): fetch "
+            f"{weights.url} and put it at {file}, or give --weights FILE"
+        ) from None

@@ -16,14 +16,15 @@ from datetime import datetime, timedelta
 import cv2
 
 from .choose import Candidate, CropChooser
-from .decode import Source
+from .decode import Frame, Source, prefetch
 from .detect import Detector
 from .errors import FootageError
+from .motion import MotionGate
 from .state import RunState
 from .track import Track, Tracker
 from .upload import TrackUploader
 
-__all__ = ["Report", "Settings", "ingest", "track_id"]
+__all__ = ["Pipeline", "Report", "Settings", "ingest", "track_id"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,14 @@ class Settings:
     iou: float = 0.3
     jpeg_quality: int = 95
     min_motion: float = 0.5  # heights a track must move (pro rata under 2 s; 0: keep all)
+    detect_every: int = 2  # frames; the tracker carries people across the others
+    motion_gate: bool = True  # detect only where the picture moved (fixed cameras)
 
     def describe(self) -> str:
         return (
             f"{self.crops_per_track}/{self.min_height}/{self.min_hits}/{self.max_gap_seconds}/"
-            f"{self.iou}/{self.jpeg_quality}/{self.min_motion}"
+            f"{self.iou}/{self.jpeg_quality}/{self.min_motion}/{self.detect_every}/"
+            f"{int(self.motion_gate)}"
         )
 
 
@@ -86,7 +90,10 @@ def _jpeg(crop, quality: int) -> bytes:
     return data.tobytes()
 
 
-class _Run:
+class Pipeline:
+    """One camera's people -> tracks -> crops -> the service, frame by frame; the files'
+    loop (``ingest``) and the live loop (``live.watch``) drive it."""
+
     def __init__(
         self,
         detector: Detector,
@@ -103,73 +110,129 @@ class _Run:
         self.report = Report()
         self.number = 0
         self.tracks_before = 0  # confirmed in earlier clips
+        self.tracker: Tracker | None = None
+        self.gate: MotionGate | None = None
+        self.choosers: dict[int, CropChooser] = {}
+        self.last_seen: dict[int, float] = {}  # track key -> seconds of its latest frame
 
-    def flush(
-        self, track: Track, chooser: CropChooser | None, clip_start: datetime, fps: float
-    ) -> None:
-        self.number += 1
-        if track.still(self.s.min_motion, fps):
-            self.report.static += 1
-            return
-        chosen: list[Candidate] = chooser.choose(self.s.crops_per_track) if chooser else []
-        if not chosen:
-            self.report.unusable += 1
-            return
-        tid = track_id(self.s.camera, self.s.start, self.key, self.number)
-        if tid in self.state.done:
-            self.report.skipped += 1
-            return
-        if tid in self.state.pending and (held := self.uploader.exists(tid)):
-            self.state.mark_done(tid, held)  # sent by the run that stopped, never written down
-            self.report.skipped += 1
-            return
-        crops = [
+    def restart(self, fps: float) -> None:
+        """A new clip or a new connection: nobody is carried over from before."""
+        if self.tracker is not None:
+            self.tracks_before += self.tracker.confirmed
+        self.tracker = Tracker(
+            iou_threshold=self.s.iou,
+            max_age=max(1, round(self.s.max_gap_seconds * fps)),
+            min_hits=self.s.min_hits,
+            high_score=self.detector.high_score,
+        )
+        self.gate = MotionGate() if self.s.motion_gate else None
+        self.choosers = {}
+        self.last_seen = {}
+
+    def step(self, frame: Frame) -> list[Track]:
+        """Detect, track and collect crop candidates in one frame; the tracks that ended."""
+        assert self.tracker is not None
+        if self.gate is None:
+            detections = self.detector.detect(frame.index, frame.image)
+        else:
+            regions = self.gate.regions(frame.image)
+            detections = self.detector.detect_in(frame.index, frame.image, regions)
+        pairs, ended = self.tracker.update(frame.index, detections)
+        for track, det in pairs:
+            chooser = self.choosers.get(track.key)
+            if chooser is None:
+                chooser = self.choosers[track.key] = CropChooser(min_height=self.s.min_height)
+            chooser.add(frame.index, frame.seconds, frame.image, det)
+            self.last_seen[track.key] = frame.seconds
+        live = {t.key for t in self.tracker.live} | {t.key for t in ended}
+        for k in [k for k in self.choosers if k not in live]:
+            del self.choosers[k]  # died unconfirmed
+            self.last_seen.pop(k, None)
+        self.report.detections += len(detections)
+        self.report.tracks = self.tracks_before + self.tracker.confirmed
+        return ended
+
+    def finish(self) -> list[Track]:
+        """The confirmed tracks still open (end of a clip, a dropped stream, a stop)."""
+        return [] if self.tracker is None else self.tracker.finish()
+
+    def crops(
+        self, chosen: list[Candidate], tid: str, clip_start: datetime, source: str
+    ) -> list[tuple[bytes, dict]]:
+        return [
             (
                 _jpeg(c.crop, self.s.jpeg_quality),
                 {
                     "camera_id": self.s.camera,
                     "timestamp": (clip_start + timedelta(seconds=c.seconds)).isoformat(),
                     "track_id": tid,
+                    "source": source,
+                    "frame": c.frame,
+                    "box": list(c.box),
                 },
             )
             for c in chosen
         ]
-        self.state.mark_pending(tid)
+
+    def send(
+        self,
+        track: Track,
+        chooser: CropChooser | None,
+        clip_start: datetime,
+        source: Source | str,
+        fps: float,
+        tid: str,
+        entry: str | None = None,
+    ) -> bool:
+        """Index the track's chosen crops under ``tid`` (``entry``: its name in the state,
+        ``tid`` by default); whether anything was sent."""
+        entry = entry or tid
+        if track.still(self.s.min_motion, fps):
+            self.report.static += 1
+            return False
+        chosen: list[Candidate] = chooser.choose(self.s.crops_per_track) if chooser else []
+        if not chosen:
+            self.report.unusable += 1
+            return False
+        if entry in self.state.done:
+            self.report.skipped += 1
+            return False
+        if entry in self.state.pending and (held := self.uploader.exists(tid)):
+            self.state.mark_done(entry, held)  # sent by the run that stopped, never written down
+            self.report.skipped += 1
+            return False
+        name = source if isinstance(source, str) else source.name
+        crops = self.crops(chosen, tid, clip_start, name)
+        self.state.mark_pending(entry)
         items = self.uploader.send(tid, crops)
-        self.state.mark_done(tid, items)
-        self.report.items[tid] = items
+        seen = clip_start + timedelta(seconds=self.last_seen.get(track.key, chosen[-1].seconds))
+        now = datetime.now(seen.tzinfo)
+        self.state.mark_done(entry, items, last_seen=seen.isoformat(), sent=now.isoformat())
+        self.report.items[entry] = items
         self.report.indexed += 1
         self.report.crops += len(items)
+        return True
+
+    def flush(
+        self, track: Track, chooser: CropChooser | None, clip_start: datetime, source: Source
+    ) -> None:
+        self.number += 1
+        tid = track_id(self.s.camera, self.s.start, self.key, self.number)
+        self.send(track, chooser, clip_start, source, source.fps, tid)
 
     def clip(self, source: Source, clip_start: datetime, bar) -> None:
-        tracker = Tracker(
-            iou_threshold=self.s.iou,
-            max_age=max(1, round(self.s.max_gap_seconds * source.fps)),
-            min_hits=self.s.min_hits,
-            high_score=self.detector.high_score,
-        )
-        choosers: dict[int, CropChooser] = {}
-        for frame in source:
-            detections = self.detector.detect(frame.index, frame.image)
-            pairs, ended = tracker.update(frame.index, detections)
-            for track, det in pairs:
-                chooser = choosers.get(track.key)
-                if chooser is None:
-                    chooser = choosers[track.key] = CropChooser(min_height=self.s.min_height)
-                chooser.add(frame.index, frame.seconds, frame.image, det)
-            for track in ended:
-                self.flush(track, choosers.pop(track.key, None), clip_start, source.fps)
-            live = {t.key for t in tracker.live}
-            for k in [k for k in choosers if k not in live]:  # died unconfirmed
-                del choosers[k]
-            self.report.frames += 1
-            self.report.detections += len(detections)
-            self.report.tracks = self.tracks_before + tracker.confirmed
-            bar.update(1)
-            bar.set_postfix(people=len(detections), tracks=self.report.tracks, refresh=False)
-        for track in tracker.finish():
-            self.flush(track, choosers.pop(track.key, None), clip_start, source.fps)
-        self.tracks_before = self.report.tracks
+        self.restart(source.fps)
+        every = self.s.detect_every
+        for frame in prefetch(source.sample(every)):
+            for track in self.step(frame):
+                self.flush(track, self.choosers.pop(track.key, None), clip_start, source)
+                self.last_seen.pop(track.key, None)
+            step = min(every, source.frames - frame.index)  # the frames skipped count as read
+            self.report.frames += step
+            bar.update(step)
+            bar.set_postfix(tracks=self.report.tracks, refresh=False)
+        for track in self.finish():
+            self.flush(track, self.choosers.pop(track.key, None), clip_start, source)
 
 
 def ingest(
@@ -181,6 +244,7 @@ def ingest(
     *,
     key: str,
     progress: bool = True,
+    position: int | None = None,
 ) -> Report:
     """Index the clips (consecutive: each starts where the previous ended) into the
     uploader's gallery. Raises ``FootageError`` for bad input, and for a failure part way,
@@ -194,13 +258,20 @@ def ingest(
         report.skipped = len(state.done)
         return report
     uploader.check()
-    run = _Run(detector, uploader, settings, state, key)
+    run = Pipeline(detector, uploader, settings, state, key)
     run.report.clips = len(sources)
+
     started = time.perf_counter()
     offset = 0.0
     total = sum(s.frames for s in sources)
     try:
-        with tqdm(total=total, unit="frame", disable=not progress, desc=settings.camera) as bar:
+        with tqdm(
+            total=total,
+            unit="frame",
+            disable=not progress,
+            desc=settings.camera,
+            position=position,
+        ) as bar:
             for source in sources:
                 run.clip(source, settings.start + timedelta(seconds=offset), bar)
                 offset += source.duration

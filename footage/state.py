@@ -66,10 +66,11 @@ class RunState:
         self.pending.add(track)
         self._write({"status": "pending", "track": track})
 
-    def mark_done(self, track: str, items: list[str]) -> None:
+    def mark_done(self, track: str, items: list[str], **extra: str | float) -> None:
+        """``extra``: what the record may say besides (when the person was last seen)."""
         self.pending.discard(track)
         self.done[track] = items
-        self._write({"status": "done", "track": track, "items": items})
+        self._write({"status": "done", "track": track, "items": items} | extra)
 
     def mark_complete(self) -> None:
         self.complete = True

@@ -28,10 +28,10 @@ from typing import Any
 
 import cv2
 
+from .choose import Candidate, CropChooser
 from .decode import Source
 from .detect import Detector
 from .errors import FootageError
-from .select import Candidate, CropChooser
 from .track import Track, Tracker
 
 __all__ = [

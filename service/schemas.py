@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from .store import Hit, Item
+from .store import Hit, Item, TrackSummary
 
 __all__ = [
     "EmbedBatchResponse",
@@ -19,9 +19,13 @@ __all__ = [
     "IngestResponse",
     "ItemMeta",
     "ProblemDetails",
+    "Provenance",
     "SearchResponse",
     "SearchResult",
+    "TrackList",
     "TrackResponse",
+    "TrackSummaryOut",
+    "has_credentials",
 ]
 
 
@@ -62,7 +66,19 @@ class EmbedBatchResponse(BaseModel):
     expires_in_s: float
 
 
-class GalleryItem(BaseModel):
+class Provenance(BaseModel):
+    """Where a crop came from, when footage ingestion said so (else all None)."""
+
+    source: str | None = Field(
+        None, description="video file name or stream URL (without credentials)"
+    )
+    frame: int | None = Field(None, description="frame number in the source (0-based)")
+    box: tuple[int, int, int, int] | None = Field(
+        None, description="x, y, width, height of the crop in the frame's pixels"
+    )
+
+
+class GalleryItem(Provenance):
     item_id: str
     gallery: str
     camera_id: str
@@ -83,6 +99,9 @@ class GalleryItem(BaseModel):
             track_id=item.track_id,
             image_type=item.image_type,
             created_at=item.created_at,
+            source=item.source,
+            frame=item.frame,
+            box=item.box,
         )
 
 
@@ -119,7 +138,7 @@ class GalleryCounts(BaseModel):
         return cls(galleries=galleries, total=sum(g.count for g in galleries))
 
 
-class SearchResult(BaseModel):
+class SearchResult(Provenance):
     rank: int
     item_id: str
     score: float = Field(description="cosine similarity, higher is closer")
@@ -139,6 +158,9 @@ class SearchResult(BaseModel):
             timestamp=item.timestamp,
             identity=item.identity,
             track_id=item.track_id,
+            source=item.source,
+            frame=item.frame,
+            box=item.box,
         )
 
 
@@ -174,8 +196,18 @@ class ItemMeta(BaseModel):
     timestamp: AwareDatetime
     identity: str | None = Field(None, min_length=1, max_length=128)
     track_id: str | None = Field(None, min_length=1, max_length=128)
+    source: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="the video's file name or stream URL (without credentials) it came from",
+    )
+    frame: int | None = Field(None, ge=0, le=2**40, description="frame number in the source")
+    box: tuple[int, int, int, int] | None = Field(
+        None, description="x, y, width, height of the crop in the frame's pixels"
+    )
 
-    @field_validator("camera_id", "identity", "track_id")
+    @field_validator("camera_id", "identity", "track_id", "source")
     @classmethod
     def _printable(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
@@ -184,7 +216,28 @@ class ItemMeta(BaseModel):
             raise ValueError("must not contain control characters")
         if info.field_name == "camera_id" and "," in value:
             raise ValueError("must not contain ',' (it separates camera ids in search filters)")
+        if info.field_name == "source" and has_credentials(value):
+            raise ValueError("must not hold a user name or password (user:pass@ in a URL)")
         return value
+
+    @field_validator("box")
+    @classmethod
+    def _box(cls, value: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+        if value is None:
+            return None
+        x, y, w, h = value
+        if x < 0 or y < 0 or w < 1 or h < 1 or max(value) > 1 << 20:
+            raise ValueError("must be [x, y, width, height]: x, y >= 0, width, height >= 1")
+        return value
+
+
+def has_credentials(source: str) -> bool:
+    """Whether a URL carries ``user[:password]@`` (kept out of the gallery: anyone who can
+    search would read them)."""
+    scheme, sep, rest = source.partition("://")
+    if not sep or not scheme.isascii():
+        return False
+    return "@" in rest.split("/", 1)[0]
 
 
 class TrackResponse(BaseModel):
@@ -211,3 +264,31 @@ class TrackResponse(BaseModel):
             count=len(items),
             items=[GalleryItem.from_item(i) for i in items],
         )
+
+
+class TrackSummaryOut(BaseModel):
+    track_id: str
+    camera_id: str = Field(description="camera of the track's latest crop")
+    first_seen: datetime
+    last_seen: datetime
+    count: int = Field(description="crops")
+
+    @classmethod
+    def from_summary(cls, t: TrackSummary) -> TrackSummaryOut:
+        return cls(
+            track_id=t.track_id,
+            camera_id=t.camera_id,
+            first_seen=t.first,
+            last_seen=t.last,
+            count=t.count,
+        )
+
+
+class TrackList(BaseModel):
+    """A page of a gallery's tracks, newest (by last time) first."""
+
+    gallery: str
+    tracks: list[TrackSummaryOut]
+    next_cursor: str | None = Field(
+        None, description="pass as cursor for the next page; absent on the last page"
+    )

@@ -11,7 +11,8 @@ this order, so that an import reads it once, front to back, holding only metadat
                             next two members
     items.jsonl             one JSON object per item, in the source's insertion order: item_id,
                             camera_id, timestamp, identity, track_id, image_type, created_at,
-                            crop (the member name), crop_sha256
+                            source, frame, box (provenance; null when none; absent in
+                            archives made before it), crop (the member name), crop_sha256
     embeddings.npy          float32 [count, dim]; row i belongs to line i
     crops/<item_id>.<ext>   one per item, in the order of items.jsonl
 
@@ -137,6 +138,9 @@ def export_gallery(store: GalleryStore, gallery: str, path: Path | str) -> Expor
                         "track_id": item.track_id,
                         "image_type": item.image_type,
                         "created_at": item.created_at.isoformat(),
+                        "source": item.source,
+                        "frame": item.frame,
+                        "box": None if item.box is None else list(item.box),
                         "crop": name,
                         "crop_sha256": sha,
                     }
@@ -317,6 +321,9 @@ def _load(
             image_type=rec.get("image_type"),
             identity=rec.get("identity"),
             track_id=rec.get("track_id"),
+            source=rec.get("source"),
+            frame=rec.get("frame"),
+            box=tuple(rec["box"]) if isinstance(rec.get("box"), list) else rec.get("box"),
         )
         batch.append((rec, new))
         if len(batch) >= _BATCH:

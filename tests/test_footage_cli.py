@@ -180,7 +180,11 @@ def test_bad_input_is_one_line_and_indexes_nothing(
     )
     naive = ["--camera=c9", "--start=2024-05-01T08:00:00", f"--url={server.url}"]
     refused(footage(str(video), *naive, f"--detections={det}", cache=tmp_path), "UTC offset")
-    refused(footage(str(video), *base, "--detector=torchvision", cache=tmp_path), "needs --weights")
+    missing = f"--weights={tmp_path / 'absent.pth'}"  # offline use: the file must be there
+    refused(
+        footage(str(video), *base, "--detector=torchvision", missing, cache=tmp_path),
+        "no such weights file",
+    )
     folder = tmp_path / "clips"
     folder.mkdir()
     for name in ("a.avi", "b.avi"):
@@ -219,6 +223,7 @@ def test_torchvision_detector_wiring_through_the_cli_with_randomly_initialised_w
         f"--torchvision-model={name}",
         "--device=cpu",
         "--duration=0.5",
+        "--exhaustive",  # five frames: each one searched whole, so that tracks form
         "--min-height=1000",  # its boxes are noise: track them, index none of them
         cache=tmp_path,
     )
@@ -269,3 +274,148 @@ def test_a_folder_of_clips_is_indexed_as_consecutive_footage(
         )
     assert all(0 <= a < b < 3 for a, b in spans[:2])  # the first clip: 0 to 3 s
     assert all(3 <= a < b < 6 for a, b in spans[2:])  # the second starts where it ended
+
+
+def test_a_site_csv_runs_its_cameras_in_parallel_each_resumable(
+    server: Server, clip: tuple[Path, Path], tmp_path: Path
+) -> None:
+    video, det = clip
+    for name in ("east.avi", "west.avi"):
+        (tmp_path / name).write_bytes(video.read_bytes())
+    sites = tmp_path / "cameras.csv"
+    sites.write_text(
+        "camera_id,source,start\n"
+        f"east,{tmp_path / 'east.avi'},{START}\n"
+        f"west,{tmp_path / 'west.avi'},2024-05-01T09:00:00+02:00\n"
+    )
+    args = [f"--sites={sites}", "--gallery=site", f"--url={server.url}", f"--detections={det}"]
+    first = sona_process(*args, "--workers=2", cache=tmp_path)  # real worker processes
+    assert first.returncode == 0, first.stderr
+    assert "site: 2 cameras, 2 done" in first.stdout
+    assert items(server, "site") == 16  # 2 tracks of 4 crops per camera
+    states = sorted((tmp_path / "sona" / "footage").glob("*.jsonl"))
+    assert len(states) == 2  # one state per camera
+    counts = httpx.get(f"{server.url}/gallery").json()["galleries"]
+    (site,) = [g for g in counts if g["gallery"] == "site"]
+    assert {c["camera_id"]: c["count"] for c in site["cameras"]} == {"east": 8, "west": 8}
+    again = sona_process(*args, cache=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("already indexed") == 2
+    assert items(server, "site") == 16
+
+
+@pytest.mark.parametrize(
+    ("csv_text", "extra", "said"),
+    [
+        ("camera_id,source,start,zoom\n", [], "unknown column 'zoom'"),
+        ("camera_id,start\n", [], "no 'source' column"),
+        ("camera_id,source,start\na,{v},{s}\na,{v},{s}\n", [], "camera 'a' appears twice"),
+        ("camera_id,source,start\na,{v},yesterday\n", [], "not an ISO 8601 time"),
+        ("camera_id,source,start\na,{v},{s}\n", ["--workers=0"], "--workers must be at least 1"),
+        ("camera_id,source,start\na,{v},{s}\n", ["--camera=b"], "give no VIDEO and no --camera"),
+    ],
+)
+def test_bad_site_input_is_one_line_and_changes_nothing(
+    server: Server, clip: tuple[Path, Path], tmp_path: Path, csv_text, extra, said
+) -> None:
+    video, _ = clip
+    sites = tmp_path / "bad.csv"
+    sites.write_text(csv_text.format(v=video, s=START))
+    result = footage(
+        f"--sites={sites}", "--gallery=badsite", f"--url={server.url}", *extra, cache=tmp_path
+    )
+    refused(result, said)
+    assert items(server, "badsite") == 0
+
+
+def test_several_camera_equals_source_arguments_make_a_site(
+    server: Server, clip: tuple[Path, Path], tmp_path: Path
+) -> None:
+    video, _ = clip
+    result = footage(
+        f"--camera=a={video}",
+        f"--camera=a={video}",
+        f"--start={START}",
+        f"--url={server.url}",
+        cache=tmp_path,
+    )
+    refused(result, "camera 'a' appears twice")
+    refused(footage(str(video), f"--camera=a={video}", cache=tmp_path), "CAMERA=SOURCE is for")
+
+
+def test_ssdlite_by_name_with_randomly_initialised_weights_runs_offline(
+    server: Server, clip: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """torchvision:ssdlite320_mobilenet_v3_large from a --weights file (random init, biased
+    to say 'person': speed and wiring only, its boxes mean nothing)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    name = "ssdlite320_mobilenet_v3_large"
+    net = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=91)
+    with torch.no_grad():
+        for layer in net.head.classification_head.module_list:
+            layer[-1].bias[1::91] = 10.0  # every anchor says "person"
+    weights = tmp_path / "random-init-ssdlite.pth"
+    torch.save(net.state_dict(), weights)
+    video, _ = clip
+    result = footage(
+        str(video),
+        "--camera=ssd",
+        f"--start={START}",
+        "--gallery=random-ssd",
+        f"--url={server.url}",
+        f"--detector=torchvision:{name}",
+        f"--weights={weights}",
+        "--device=cpu",
+        "--duration=0.5",
+        "--exhaustive",
+        "--min-height=1000",
+        cache=tmp_path,
+    )
+    refused(result, "people tracked but none had a crop at least 1000 pixels tall")
+    assert items(server, "random-ssd") == 0
+
+
+def test_unknown_detector_names_are_one_line(clip: tuple[Path, Path], tmp_path: Path) -> None:
+    video, _ = clip
+    common = [str(video), "--camera=x", f"--start={START}", "--url=http://127.0.0.1:9"]
+    refused(
+        footage(*common, "--detector=torchvision:yolo_v99", cache=tmp_path),
+        "torchvision has no such COCO detector",
+    )
+    refused(footage(*common, "--detector=sift", cache=tmp_path), "hog or torchvision:NAME")
+
+
+def test_offline_without_weights_says_what_to_fetch_and_where(
+    clip: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """No network (an unreachable proxy) and an empty torch cache: one line naming the file
+    to fetch and the cache path to put it at."""
+    video, _ = clip
+    result = subprocess.run(
+        [
+            SONA,
+            "footage",
+            "add",
+            str(video),
+            "--camera=x",
+            f"--start={START}",
+            "--url=http://127.0.0.1:9",
+            "--detector=torchvision:fasterrcnn_mobilenet_v3_large_320_fpn",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={
+            **os.environ,
+            "TORCH_HOME": str(tmp_path / "torch"),
+            "https_proxy": "http://127.0.0.1:9",
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "XDG_CACHE_HOME": str(tmp_path),
+        },
+    )
+    refused(result, "fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth and put it at")
+    assert str(tmp_path / "torch" / "hub" / "checkpoints") in result.stderr

@@ -269,3 +269,66 @@ def test_tracks_that_never_move_are_told_apart_from_walkers() -> None:
     assert still.moved < 0.05 and walker.moved > 1.0  # 6 px a frame for 19 frames, 110 tall
     assert still.still(0.5, fps=10) and not walker.still(0.5, fps=10)
     assert not walker.still(0.5, fps=1)  # 19 s: the full half height needed, and moved
+
+
+def test_motion_gate_finds_the_walkers_and_nothing_in_a_still_scene() -> None:
+    from footage.motion import MotionGate, merge_boxes
+
+    assert merge_boxes([(0, 0, 10, 10), (5, 5, 10, 10), (40, 40, 5, 5)]) == [
+        (0, 0, 15, 15),
+        (40, 40, 5, 5),
+    ]
+    gate = MotionGate()
+    for frame in range(20):
+        regions = gate.regions(scene(frame))
+    for x, y, w, h in people_boxes(19):  # each walker lies inside a region that moved
+        assert any(
+            rx <= x and ry <= y and x + w <= rx + rw and y + h <= ry + rh
+            for rx, ry, rw, rh in regions
+        ), (x, y, regions)
+    area = sum(w * h for _, _, w, h in regions)
+    assert area < scene(0).shape[0] * scene(0).shape[1]  # not the whole frame
+    still = MotionGate()
+    for _ in range(20):
+        regions = still.regions(scene(0))
+    assert regions == []
+
+
+def test_prefetch_hands_over_frames_in_order_and_the_decoders_error() -> None:
+    from footage.decode import Frame, prefetch
+
+    frames = [Frame(i, i / 10, np.zeros((2, 2, 3), np.uint8)) for i in range(50)]
+    assert [f.index for f in prefetch(iter(frames), depth=3)] == list(range(50))
+
+    def broken():
+        yield frames[0]
+        raise FootageError("frame 1 could not be decoded")
+
+    with pytest.raises(FootageError, match="frame 1"):
+        list(prefetch(broken()))
+    early = prefetch(iter(frames), depth=2)  # a reader that stops early stops the thread
+    assert next(early).index == 0
+    early.close()
+
+
+def test_site_csv_rows_and_camera_arguments(tmp_path: Path) -> None:
+    from footage.site import parse_cameras, read_sites
+
+    sites = tmp_path / "c.csv"
+    sites.write_text("camera_id,source,start\nA,a.mp4,2024-05-01T08:00:00Z\nB,rtsp://h/s,\n")
+    cams = read_sites(sites)
+    assert [(c.camera_id, c.source, c.start) for c in cams] == [
+        ("A", "a.mp4", "2024-05-01T08:00:00Z"),
+        ("B", "rtsp://h/s", None),
+    ]
+    assert [c.camera_id for c in parse_cameras(["x=a.mp4", "y=b.mp4"], None)] == ["x", "y"]
+    sites.write_text("camera_id,source\nA,a.mp4,extra\n")
+    with pytest.raises(FootageError, match="more fields than columns"):
+        read_sites(sites)
+
+
+def test_stream_urls_lose_their_credentials() -> None:
+    from footage.live import is_stream, public_url
+
+    assert public_url("rtsp://admin:pw@10.0.0.9:554/live?ch=1") == "rtsp://10.0.0.9:554/live?ch=1"
+    assert is_stream("udp://127.0.0.1:5000") and not is_stream("clips/udp.mp4")

@@ -93,6 +93,10 @@ def test_vtest_killed_and_resumed_indexes_each_track_once(server: Server, tmp_pa
             offset = (when - start).total_seconds()
             assert 0 <= offset < SECONDS and abs(offset * 10 - round(offset * 10)) < 1e-3
             assert when.utcoffset() == start.utcoffset()
+            # where it came from: the file, the frame of its time, a box inside the frame
+            assert item["source"] == "vtest.avi" and item["frame"] == round(offset * 10)
+            x, y, w, h = item["box"]
+            assert x >= 0 and y >= 0 and w > 0 and h >= 80 and x + w <= 768 and y + h <= 576
         seen = [datetime.fromisoformat(body[k]) for k in ("first_seen", "last_seen")]
         assert seen[0] <= seen[1]
         crop = httpx.get(f"{server.url}/gallery/{ids[0]}/image").content

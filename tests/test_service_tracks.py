@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import httpx
 import numpy as np
@@ -43,6 +44,8 @@ def indexed(server: Server) -> dict:
         {"camera_id": c, "timestamp": t} | ({"track_id": k} if k else {})
         for c, t, k in zip(cameras, times, tracks, strict=True)
     ]
+    for n in range(3):  # track cam1-0001's crops say where in the video they were cut
+        meta[n] |= {"source": "gate.mp4", "frame": 400 + n, "box": [10 * n, 20, 48, 120]}
     with server.client() as c:
         files = [("images", (f"{i}.jpg", d, "image/jpeg")) for i, d in enumerate(images)]
         response = c.post(
@@ -83,6 +86,15 @@ def test_track_lists_its_crops_camera_and_time_span(client: httpx.Client, indexe
     assert body["first_seen"] == "2024-05-01T06:00:00Z"
     assert body["last_seen"] == "2024-05-01T08:00:04+02:00"  # the offset it was sent with
     assert all(i["track_id"] == "cam1-0001" for i in body["items"])
+    assert [(i["source"], i["frame"], i["box"]) for i in body["items"]] == [
+        ("gate.mp4", 401, [10, 20, 48, 120]),
+        ("gate.mp4", 402, [20, 20, 48, 120]),
+        ("gate.mp4", 400, [0, 20, 48, 120]),
+    ]
+    item = client.get(f"/gallery/{indexed['ids'][0]}").json()
+    assert (item["source"], item["frame"], item["box"]) == ("gate.mp4", 400, [0, 20, 48, 120])
+    other = client.get(f"/gallery/{indexed['ids'][5]}").json()
+    assert other["source"] is other["frame"] is other["box"] is None  # none given, none made up
     image = client.get(f"/gallery/{body['items'][0]['item_id']}/image")
     assert image.status_code == 200 and image.content[:2] == b"\xff\xd8"
 
@@ -111,6 +123,74 @@ def test_search_by_track_is_the_mean_of_its_crops(client: httpx.Client, indexed:
     np.testing.assert_allclose(scores, [vectors[where[i]] @ query for i in got], atol=1e-4)
     assert scores == sorted(scores, reverse=True)
     assert [r["track_id"] for r in body["results"]] == [tracks[where[i]] for i in got]
+    query = client.post("/embed", files={"image": ("q.jpg", jpeg(seed=1), "image/jpeg")})
+    found = client.get(
+        "/search", params={"gallery": GALLERY, "query_id": query.json()["query_id"], "k": 1}
+    ).json()["results"][0]
+    assert found["item_id"] == ids[1] and (found["source"], found["frame"]) == ("gate.mp4", 401)
+
+
+def test_tracks_are_listed_newest_first_a_page_at_a_time(
+    client: httpx.Client, indexed: dict
+) -> None:
+    def page(**params) -> dict:
+        response = client.get("/gallery/tracks", params={"gallery": GALLERY, **params})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    body = page()  # cam2-0002 was last seen at 06:01:01Z, cam1-0001 at 06:00:04Z
+    assert [t["track_id"] for t in body["tracks"]] == ["cam2-0002", "cam1-0001"]
+    assert body["next_cursor"] is None
+    last = body["tracks"][1]
+    assert (last["camera_id"], last["count"]) == ("cam1", 3)
+    assert datetime.fromisoformat(last["first_seen"]) == datetime.fromisoformat(
+        "2024-05-01T06:00:00+00:00"
+    )
+    one = page(limit=1)
+    assert [t["track_id"] for t in one["tracks"]] == ["cam2-0002"] and one["next_cursor"]
+    rest = page(limit=1, cursor=one["next_cursor"])
+    assert [t["track_id"] for t in rest["tracks"]] == ["cam1-0001"] and not rest["next_cursor"]
+    assert [t["track_id"] for t in page(camera_id="cam2")["tracks"]] == ["cam2-0002"]
+    assert [t["track_id"] for t in page(until="2024-05-01T06:00:30Z")["tracks"]] == ["cam1-0001"]
+    assert [t["track_id"] for t in page(since="2024-05-01T06:00:30Z")["tracks"]] == ["cam2-0002"]
+    assert page(camera_id="cam3")["tracks"] == []  # crops of no track make no track
+
+
+def test_bad_listing_parameters_and_provenance_are_refused(
+    client: httpx.Client, indexed: dict
+) -> None:
+    params = {"gallery": GALLERY}
+    assert problem(client.get("/gallery/tracks", params=params | {"cursor": "!!"}), 400)[
+        "type"
+    ].endswith(":invalid-cursor")
+    problem(client.get("/gallery/tracks", params=params | {"since": "yesterday"}), 422)
+    problem(client.get("/gallery/tracks", params=params | {"limit": 0}), 422)
+    problem(
+        client.get(
+            "/gallery/tracks",
+            params=params | {"since": "2024-05-02T00:00:00Z", "until": "2024-05-01T00:00:00Z"},
+        ),
+        422,
+    )
+    before = client.get("/gallery").json()["total"]
+    for bad in (
+        {"frame": -1},
+        {"frame": 1.5},
+        {"box": [1, 2, 3]},
+        {"box": [0, 0, 0, 10]},
+        {"box": [-1, 0, 5, 10]},
+        {"source": "rtsp://admin:secret@10.0.0.9/stream"},
+        {"source": "a\x00b"},
+    ):
+        meta = [{"camera_id": "c", "timestamp": "2024-05-01T06:00:00Z"} | bad]
+        response = client.post(
+            "/gallery",
+            params=params,
+            files=[("images", ("a.jpg", jpeg(seed=20), "image/jpeg"))],
+            data={"metadata": json.dumps(meta)},
+        )
+        assert problem(response, 422)["type"].endswith(":invalid-metadata"), bad
+    assert client.get("/gallery").json()["total"] == before  # nothing stored
 
 
 def test_group_by_track_gives_one_result_per_footage_track(
@@ -137,6 +217,6 @@ def test_search_takes_exactly_one_query(client: httpx.Client, indexed: dict) -> 
 
 def test_openapi_documents_the_track_routes(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    assert "/gallery/tracks/{track_id}" in paths
+    assert "/gallery/tracks/{track_id}" in paths and "/gallery/tracks" in paths
     names = [p["name"] for p in paths["/search"]["get"]["parameters"]]
     assert "track_id" in names

@@ -57,6 +57,10 @@ def fill(store: GalleryStore, n: int = 120, gallery: str = "site-A") -> list[str
             image_type=TYPES[i % 3],
             identity=f"p{i % 17}" if i % 3 else None,
             track_id=f"t{i % 29}" if i % 2 else None,
+            # provenance on some: a file, a stream (no credentials), and none
+            source=[None, "gate.mp4", "rtsp://10.0.0.9:554/lobby"][i % 3],
+            frame=i * 7 if i % 3 else None,
+            box=(i, 2 * i, 40 + i % 5, 100 + i % 9) if i % 3 == 1 else None,
         )
         for i in range(n)
     ]

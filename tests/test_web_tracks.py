@@ -33,6 +33,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 "camera_id": f"cam-{n // PER_TRACK % 2}",
                 "timestamp": f"2024-05-01T09:{n // PER_TRACK:02d}:{10 * (n % PER_TRACK):02d}Z",
                 "track_id": f"t{n // PER_TRACK}",
+                "source": "vtest.avi",
+                "frame": 400 + n,
+                "box": [10 + n, 20, 48, 120],
             }
             for n in range(len(images))
         ]
@@ -75,6 +78,13 @@ def test_a_results_track_and_a_search_from_the_whole_track(server: Server) -> No
             expect(cards).to_have_count(10)
             first = page.locator("#results li").first
             track = first.locator(".chip.track").inner_text().removeprefix("track ")
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                item = client.get(
+                    f"/gallery/{first.locator('.card').get_attribute('data-item-id')}"
+                )
+                item = item.json()
+            seen = f"seen in vtest.avi, frame {item['frame']}, {item['timestamp'][11:19]}"
+            expect(first.locator(".provenance")).to_have_text(seen)
             first.locator(".track-open").click()
 
             panel = page.locator("#track-panel")
@@ -82,6 +92,7 @@ def test_a_results_track_and_a_search_from_the_whole_track(server: Server) -> No
             expect(page.locator("#track-title")).to_have_text(f"Track {track}")
             crops = page.locator("#track-crops li")
             expect(crops).to_have_count(PER_TRACK)
+            expect(page.locator("#track-crops .provenance")).to_have_count(PER_TRACK)
             expect(page.locator("#track-crops img:not([src^='blob:'])")).to_have_count(0)
             times = page.locator("#track-crops time").evaluate_all(
                 "ts => ts.map(t => t.getAttribute('datetime'))"

@@ -56,6 +56,26 @@
     timeZoneName: "short",
   });
 
+  /**
+   * Where a crop came from, for going back to the video: "seen in vtest.avi, frame 412,
+   * 08:00:41" (the time of day as the camera's clock gave it); null when footage said nothing.
+   */
+  function provenance(item) {
+    if (!item.source && item.frame == null) return null;
+    const span = document.createElement("span");
+    span.className = "provenance";
+    const parts = [`seen in ${item.source || "footage"}`];
+    if (item.frame != null) parts.push(`frame ${item.frame}`);
+    const clock = /T(\d{2}:\d{2}:\d{2})/.exec(item.timestamp || "");
+    if (clock) parts.push(clock[1]);
+    span.textContent = parts.join(", ");
+    if (item.box) {
+      const [x, y, w, h] = item.box;
+      span.title = `box x ${x}, y ${y}, ${w}\u00d7${h} pixels in the frame`;
+    }
+    return span;
+  }
+
   // -- HTTP --------------------------------------------------------------------------------
 
   class ApiError extends Error {
@@ -401,6 +421,8 @@
       if (result.track_id) chips.append(chip(`track ${result.track_id}`, "track"));
 
       meta.append(scoreRow, camera, time, chips);
+      const origin = provenance(result);
+      if (origin) meta.append(origin);
       card.append(rank, thumb, meta);
       card.addEventListener("click", () => searchFromItem(result));
       li.append(card);
@@ -511,6 +533,8 @@
       time.dateTime = item.timestamp;
       time.textContent = when;
       li.append(img, time);
+      const origin = provenance(item);
+      if (origin) li.append(origin);
       el.trackCrops.append(li);
     }
     el.trackPanel.hidden = false;

@@ -88,7 +88,9 @@ async def add_items(
         str | None,
         Form(
             description="JSON array, one object per image, with camera_id, timestamp, identity, "
-            "track_id; overrides the single fields"
+            "track_id, and where footage says so source (file name or stream URL without "
+            "credentials), frame (number) and box ([x, y, width, height] in the frame's "
+            "pixels); overrides the single fields"
         ),
     ] = None,
     gallery: GalleryName = "default",
@@ -128,6 +130,9 @@ async def add_items(
             image_type=media_type,
             identity=m.identity,
             track_id=m.track_id,
+            source=m.source,
+            frame=m.frame,
+            box=m.box,
         )
         for vector, m, blob, (media_type, _) in zip(vectors, metas, blobs, decoded, strict=True)
     ]

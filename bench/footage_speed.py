@@ -1,0 +1,464 @@
+"""Footage at camera speed: frames/s and track recall of each way of finding people, against
+the exhaustive reference (HOG at 1.5x on every frame, the whole frame).
+
+    python bench/footage_speed.py [VIDEO] [--configs default,exhaustive,...] [--end-to-end]
+
+A reference track is one the exhaustive run would index (confirmed, moving, with a usable
+crop), with every box the tracker gave it. It counts as found by another run when one of
+that run's indexed crops overlaps the reference's box (IoU >= 0.5) at the crop's frame, or at
+the nearest frame of the reference track when its detector missed that one, within the
+track's frames. The reference is slow (minutes): it is computed once and kept under
+``data/bench/`` keyed by the video's size and time and the detector's settings.
+
+Each configuration runs the real pipeline (``footage.ingest.ingest``) in this process, with
+the crops recorded instead of sent; CPU seconds are this process's (user + system, all
+threads). ``--end-to-end`` then runs ``sona footage add`` with its defaults against a real
+``sona serve`` (a random tiny model unless ``--checkpoint``): wall time from start to the
+last track indexed, CPU seconds of the command and of the service, and recall from the
+provenance the service returns for the indexed crops.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+Box = tuple[float, float, float, float]
+
+
+def cpu_now() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def clip_box(box: Box, width: int, height: int) -> Box:
+    x1, y1 = max(0.0, box[0]), max(0.0, box[1])
+    x2, y2 = min(float(width), box[0] + box[2]), min(float(height), box[1] + box[3])
+    return x1, y1, max(0.0, x2 - x1), max(0.0, y2 - y1)
+
+
+def iou(a: Box, b: Box) -> float:
+    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def track_found(reference: dict[int, Box], crops: list[tuple[int, Box]]) -> bool:
+    """Whether one crop (frame, box) overlaps the reference track (IoU >= 0.5) within its
+    frames, at its frame or the nearest one the reference holds."""
+    frames = sorted(reference)
+    for frame, box in crops:
+        if frames[0] <= frame <= frames[-1]:
+            nearest = min(frames, key=lambda f: abs(f - frame))
+            if iou(box, reference[nearest]) >= 0.5:
+                return True
+    return False
+
+
+def recall(reference: list[dict[int, Box]], crops: list[tuple[int, Box]]) -> tuple[int, int]:
+    """(reference tracks found, reference tracks)."""
+    return sum(track_found(r, crops) for r in reference), len(reference)
+
+
+def people_only(reference: list[dict[int, Box]]) -> list[dict[int, Box]]:
+    """The reference tracks of person height: those whose median box is at most 1.5 times the
+    median over all tracks. On vtest.avi the taller ones (172 to 346 pixels, people being 80
+    to 135) are HOG's windows round groups of people and round structures, not people."""
+    import statistics
+
+    heights = [statistics.median(b[3] for b in r.values()) for r in reference]
+    bound = 1.5 * statistics.median(heights)
+    return [r for r, h in zip(reference, heights, strict=True) if h <= bound]
+
+
+def reference_tracks(video: Path, cache: Path) -> list[dict[int, Box]]:
+    """The tracks the exhaustive run indexes, with all their boxes (computed once, cached)."""
+    from footage.choose import CropChooser
+    from footage.decode import VideoFile
+    from footage.detect import HogDetector
+    from footage.track import Tracker
+
+    detector = HogDetector()
+    stat = video.stat()
+    tag = f"{video.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{detector.describe()}:v1"
+    path = cache / f"footage-reference-{hashlib.sha256(tag.encode()).hexdigest()[:12]}.json"
+    if path.is_file():
+        return [{int(f): tuple(b) for f, b in t.items()} for t in json.loads(path.read_text())]
+    source = VideoFile(video)
+    tracker = Tracker(max_age=round(source.fps), high_score=detector.high_score)
+    choosers: dict[int, CropChooser] = {}
+    boxes: dict[int, dict[int, Box]] = {}
+    out: list[dict[int, Box]] = []
+
+    def finish(track) -> None:
+        chooser, held = choosers.pop(track.key, None), boxes.pop(track.key, {})
+        if chooser is None or track.still(0.5, source.fps) or not chooser.choose(4):
+            return
+        out.append(held)
+
+    print(f"computing the exhaustive reference on {video.name} (once; minutes)", flush=True)
+    for frame in source:
+        pairs, ended = tracker.update(frame.index, detector.detect(frame.index, frame.image))
+        for track, det in pairs:
+            choosers.setdefault(track.key, CropChooser()).add(
+                frame.index, frame.seconds, frame.image, det
+            )
+            box = clip_box((det.x, det.y, det.w, det.h), source.width, source.height)
+            boxes.setdefault(track.key, {})[frame.index] = box
+        for track in ended:
+            finish(track)
+        live = {t.key for t in tracker.live}
+        for key in [k for k in choosers if k not in live]:
+            del choosers[key]
+            boxes.pop(key, None)
+    for track in tracker.finish():
+        finish(track)
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out))
+    return out
+
+
+def _duration(video: Path) -> float:
+    from footage.decode import VideoFile
+
+    return VideoFile(video).duration
+
+
+class Recorder:
+    """Stands in for the HTTP uploader: keeps each crop's frame and box."""
+
+    def __init__(self) -> None:
+        self.crops: list[tuple[int, Box]] = []
+        self.tracks = 0
+
+    def check(self) -> None:
+        pass
+
+    def exists(self, track_id: str) -> list[str]:
+        return []
+
+    def send(self, track_id: str, crops: list[tuple[bytes, dict]]) -> list[str]:
+        self.tracks += 1
+        self.crops.extend((m["frame"], tuple(m["box"])) for _, m in crops)
+        return [f"{track_id}-{n}" for n in range(len(crops))]
+
+
+@dataclass
+class Config:
+    name: str
+    detector: str  # hog | torchvision:NAME
+    every: int
+    gate: bool
+    hog: dict
+    min_hits: int | None = None
+
+
+def random_torchvision(name: str):
+    """A torchvision detector with randomly initialised weights: the network's speed only
+    (the COCO weights are a download; it finds nobody, so the rest of the pipeline is idle and
+    its recall means nothing)."""
+    import torch
+    import torchvision
+
+    from footage.detect import TorchvisionDetector
+
+    torch.manual_seed(0)
+    net = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=91)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "random.pth"
+        torch.save(net.state_dict(), path)
+        return TorchvisionDetector(path, name, device="cpu")
+
+
+CONFIGS = {
+    "exhaustive": Config("HOG 1.5x, every frame, whole frame", "hog", 1, False, {}),
+    "default": Config("default: motion-gated HOG, every 2nd frame", "hog", 2, True, {}),
+    "every3": Config("motion-gated HOG, every 3rd frame", "hog", 3, True, {}),
+    "ssdlite": Config(
+        "SSDlite320-MobileNetV3 (random weights: speed only), every 2nd frame, motion-gated",
+        "torchvision:ssdlite320_mobilenet_v3_large",
+        2,
+        True,
+        {},
+    ),
+    "frcnn-mobilenet": Config(
+        "Faster R-CNN MobileNetV3-320-FPN (random weights: speed only), every 2nd frame, "
+        "motion-gated",
+        "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn",
+        2,
+        True,
+        {},
+    ),
+}
+
+
+def run_config(video: Path, config: Config, reference: list[dict[int, Box]]) -> dict:
+    from footage.decode import VideoFile
+    from footage.detect import HogDetector
+    from footage.errors import FootageError
+    from footage.ingest import Settings, ingest
+    from footage.state import RunState
+
+    defaults = Settings(camera="c", start=datetime(2024, 5, 1, tzinfo=UTC))
+    settings = Settings(
+        camera="c",
+        start=defaults.start,
+        detect_every=config.every,
+        motion_gate=config.gate,
+        min_hits=config.min_hits or defaults.min_hits,
+    )
+    if config.detector == "hog":
+        hog = {"pyramid": 1.2 if config.gate else 1.05} | config.hog
+        detector = HogDetector(**hog)
+    else:
+        detector = random_torchvision(config.detector.partition(":")[2])
+    recorder = Recorder()
+    cpu, wall = cpu_now(), time.perf_counter()
+    source = VideoFile(video)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            ingest(
+                [source],
+                detector,
+                recorder,  # type: ignore[arg-type]
+                settings,
+                RunState(Path(tmp) / "state.jsonl"),
+                key="bench",
+                progress=False,
+            )
+        except FootageError as exc:  # random weights: nothing worth indexing, still timed
+            print(f"({config.name}: {exc})")
+    wall, cpu = time.perf_counter() - wall, cpu_now() - cpu
+    found, total = recall(reference, recorder.crops)
+    people, people_total = recall(people_only(reference), recorder.crops)
+    return {
+        "people": people,
+        "people_total": people_total,
+        "frames": source.frames,
+        "wall": wall,
+        "cpu": cpu,
+        "tracks": recorder.tracks,
+        "found": found,
+        "total": total,
+    }
+
+
+def end_to_end(video: Path, checkpoint: str | None, reference: list[dict[int, Box]]) -> dict:
+    """``sona footage add`` with its defaults into a real ``sona serve``: wall, CPU seconds
+    of the command and of the service, and recall from the provenance the service returns."""
+    import os
+    import subprocess
+
+    import httpx
+
+    from bench._support import cpu_seconds, random_checkpoint, served
+
+    sona = str(Path(sys.executable).parent / "sona")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(checkpoint) if checkpoint else random_checkpoint(Path(tmp) / "tiny.pt")
+        with served(model, Path(tmp) / "data") as (url, pid):
+            before = cpu_seconds(pid)
+            state = Path(tmp) / "state.jsonl"
+            wall = time.perf_counter()
+            proc = subprocess.Popen(
+                [
+                    sona,
+                    "footage",
+                    "add",
+                    str(video),
+                    "--camera=street",
+                    "--start=2024-05-01T08:00:00+02:00",
+                    "--gallery=e2e",
+                    f"--url={url}",
+                    f"--state={state}",
+                    "--quiet",
+                ]
+            )
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - wall
+            service_cpu = cpu_seconds(pid) - before
+            if status != 0:
+                raise SystemExit(f"sona footage add failed ({status})")
+            tracks = [
+                json.loads(line)["track"]
+                for line in state.read_text().splitlines()
+                if '"done"' in line
+            ]
+            crops = []
+            with httpx.Client(base_url=url, timeout=60) as client:
+                for track in tracks:
+                    body = client.get(f"/gallery/tracks/{track}", params={"gallery": "e2e"})
+                    crops += [(i["frame"], tuple(i["box"])) for i in body.json()["items"]]
+    found, total = recall(reference, crops)
+    people, people_total = recall(people_only(reference), crops)
+    return {
+        "people": people,
+        "people_total": people_total,
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "service_cpu": service_cpu,
+        "tracks": len(tracks),
+        "crops": len(crops),
+        "found": found,
+        "total": total,
+        "model": model.name if checkpoint else "random tiny SONA-Net",
+        "video_seconds": _duration(video),
+    }
+
+
+def live_lag(video: Path, seconds: float) -> dict:
+    """vtest.avi streamed by Debian's ffmpeg (MPEG-TS over UDP on 127.0.0.1, real time) into
+    ``sona footage add udp://...`` for ``seconds``: the lag from a person's last frame to
+    their track's acknowledgement by the service (then searchable)."""
+    import os
+    import signal
+    import socket
+    import statistics
+    import subprocess
+    from datetime import datetime as dt
+
+    from bench._support import random_checkpoint, served
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sona = str(Path(sys.executable).parent / "sona")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = random_checkpoint(Path(tmp) / "tiny.pt")
+        with served(model, Path(tmp) / "data") as (url, _):
+            stream = subprocess.Popen(
+                [
+                    "ffmpeg",
+                    "-nostdin",
+                    "-loglevel",
+                    "error",
+                    "-re",
+                    "-stream_loop",
+                    "-1",
+                    "-i",
+                    str(video),
+                    "-c:v",
+                    "mpeg2video",
+                    "-q:v",
+                    "4",
+                    "-g",
+                    "10",
+                    "-f",
+                    "mpegts",
+                    f"udp://127.0.0.1:{port}?pkt_size=1316",
+                ]
+            )
+            state = Path(tmp) / "live.jsonl"
+            run = subprocess.Popen(
+                [
+                    sona,
+                    "footage",
+                    "add",
+                    f"udp://127.0.0.1:{port}",
+                    "--camera=live",
+                    f"--url={url}",
+                    f"--state={state}",
+                    "--quiet",
+                ]
+            )
+            time.sleep(seconds)
+            run.send_signal(signal.SIGTERM)
+            _, status, usage = os.wait4(run.pid, 0)
+            stream.terminate()
+            stream.wait()
+            lags = []
+            for line in state.read_text().splitlines():
+                entry = json.loads(line)
+                if entry.get("status") == "done":
+                    sent, seen = (
+                        dt.fromisoformat(entry["sent"]),
+                        dt.fromisoformat(entry["last_seen"]),
+                    )
+                    lags.append((sent - seen).total_seconds())
+    return {
+        "tracks": len(lags),
+        "median": statistics.median(lags) if lags else float("nan"),
+        "max": max(lags, default=float("nan")),
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "seconds": seconds,
+        "status": status,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("video", nargs="?", default=str(VTEST), help="video (default vtest.avi)")
+    parser.add_argument("--configs", default="default,exhaustive", help="which, comma-separated")
+    parser.add_argument("--cache", default="data/bench", help="where the reference is kept")
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="also sona footage add into sona serve"
+    )
+    parser.add_argument("--checkpoint", help="the service's model (default: random tiny)")
+    parser.add_argument(
+        "--live", type=float, metavar="SECONDS", help="also a live stream for SECONDS (ffmpeg)"
+    )
+    args = parser.parse_args()
+    video = Path(args.video)
+    reference = reference_tracks(video, Path(args.cache))
+    people = people_only(reference)
+    print(
+        f"video {video.name}; reference tracks (exhaustive HOG 1.5x): {len(reference)}, "
+        f"{len(people)} of person height"
+    )
+    print(
+        "\n| configuration | frames/s (wall) | CPU s | frames/CPU s | tracks indexed "
+        "| recall, person-height tracks | recall, all reference tracks |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name in args.configs.split(","):
+        config = CONFIGS[name]
+        r = run_config(video, config, reference)
+        print(
+            f"| {config.name} | {r['frames'] / r['wall']:.1f} | {r['cpu']:.1f} "
+            f"| {r['frames'] / r['cpu']:.1f} | {r['tracks']} "
+            f"| {r['people']}/{r['people_total']} = {r['people'] / max(r['people_total'], 1):.2f} "
+            f"| {r['found']}/{r['total']} = {r['found'] / max(r['total'], 1):.2f} |",
+            flush=True,
+        )
+    if args.end_to_end:
+        r = end_to_end(video, args.checkpoint, reference)
+        print(
+            f"\nend to end, sona footage add with its defaults into sona serve ({r['model']}):"
+            f" {r['wall']:.1f} s wall for {video.name}; CPU s: command {r['cpu']:.1f}, "
+            f"service {r['service_cpu']:.1f}; {r['tracks']} tracks, {r['crops']} crops; "
+            f"recall from the service's provenance: person-height tracks {r['people']}/"
+            f"{r['people_total']} = {r['people'] / max(r['people_total'], 1):.2f}, all reference "
+            f"tracks {r['found']}/{r['total']} = {r['found'] / max(r['total'], 1):.2f}"
+        )
+        per_second = (r["cpu"] + r["service_cpu"]) / r["video_seconds"]
+        print(
+            f"CPU seconds per second of one 10 fps camera (command + service): {per_second:.3f};"
+            f" 10 fps cameras two cores keep up with: {2 / per_second:.1f}"
+        )
+    if args.live:
+        r = live_lag(video, args.live)
+        print(
+            f"\nlive stream (ffmpeg, UDP, {r['seconds']:g} s): {r['tracks']} tracks; lag from a "
+            f"person's last frame to the track acknowledged: median {r['median']:.1f} s, max "
+            f"{r['max']:.1f} s; command CPU {r['cpu']:.1f} s; exit status {r['status']}"
+        )
+
+
+if __name__ == "__main__":
+    main()
