@@ -448,9 +448,10 @@ def measure(args, store, position, data, queries, truth, filters) -> list:
     return row
 
 
-def seal(store, n: int, wait: float = 600.0) -> None:
-    """Flush the collection (growing segments sealed) and wait until its vector index covers
-    every row: what a gallery looks like once inserts have settled."""
+def seal(store, n: int, settle: float, wait: float = 600.0) -> None:
+    """Flush the collection (growing segments sealed), wait until its vector index covers
+    every row, then ``settle`` seconds more (the query node loads the indexed segments after
+    the index reports done): what a gallery looks like once inserts have settled."""
     c, name = store.conn.client, store.collection
     c.flush(name)
     deadline = time.monotonic() + wait
@@ -458,8 +459,9 @@ def seal(store, n: int, wait: float = 600.0) -> None:
     while time.monotonic() < deadline:
         info = c.describe_index(name, index)
         if int(info.get("indexed_rows", 0)) >= n and not int(info.get("pending_index_rows", 0)):
-            return
+            break
         time.sleep(1.0)
+    time.sleep(settle)
 
 
 def milvus_server_rows(args, n, data, queries, truth, base, filters) -> list[list]:
@@ -492,7 +494,7 @@ def milvus_server_rows(args, n, data, queries, truth, base, filters) -> list[lis
             ingest, position = fill(writer, n, data, base)
             for sealed in (False, True) if args.milvus_seal else (False,):
                 if sealed:
-                    seal(writer, n)
+                    seal(writer, n, args.milvus_settle)
                 for level in args.milvus_consistency.split(","):
                     store = writer if level == "Strong" else open_store(level)
                     label = f"Milvus server {args.milvus_version} ({index}), {level}"
@@ -568,6 +570,12 @@ def main() -> None:
         "--milvus-seal",
         action="store_true",
         help="server: measure again after a flush, once the index covers every row",
+    )
+    parser.add_argument(
+        "--milvus-settle",
+        type=float,
+        default=30.0,
+        help="--milvus-seal: seconds to wait after the index covers every row",
     )
     parser.add_argument("--tmp", default=None, help="where the stores' data go")
     args = parser.parse_args()

@@ -13,9 +13,10 @@ which applies it as a bitset inside the vector index. An approximate index walks
 (HNSW) or lists (IVF) past the items the filter removes, so a search that keeps its ``ef`` /
 ``nprobe`` finds fewer of the passing items the fewer there are; the search raises them by
 the inverse of the share that passes (the gallery's size cached for a few seconds), up to
-``EF_MAX`` / ``NPROBE_MAX``. Even so, Milvus 2.3.5's filtered search misses many of the
-passing items under a narrow filter (growing or sealed segments); figures: bench/search.py,
-bench/RESULTS.md.
+``EF_MAX`` / ``NPROBE_MAX``. Recent inserts sit in growing segments, which Milvus 2.3.5
+searches through an interim index whose parameters ``ef`` does not reach: there a narrow
+filter misses many of the passing items, until the segments are sealed and indexed (figures:
+bench/search.py, bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ __all__ = ["EF_MAX", "EXACT_FILTERED_MAX", "MAX_TOPK", "NPROBE_MAX", "Searcher"]
 MAX_TOPK = 16384
 
 #: A filtered search on an approximate index (HNSW, IVF_FLAT) scores the items that pass
-#: exactly when there are at most this many: Milvus's filtered search misses many of the
-#: passing items under a narrow filter, even with ``ef`` raised (bench/RESULTS.md). Fetching
-#: their vectors costs time in proportion to their number; past this many the index answers.
+#: exactly when there are at most this many: on growing segments Milvus's filtered search
+#: misses many of the passing items (bench/RESULTS.md). Fetching their vectors costs time in
+#: proportion to their number; past this many the index answers.
 EXACT_FILTERED_MAX = 2_000
 #: The most a filter raises HNSW's ``ef`` to (Milvus accepts up to 32768; the cost grows with it).
 EF_MAX = 4096
