@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from service.store import GalleryStore, SearchFilter
+from service.store.milvus import search as milvus_search
 
 from .support import T0, Backend, needs_milvus_server, new_item
 
@@ -40,7 +41,7 @@ def clustered(milvus_server: str, tmp_path_factory: pytest.TempPathFactory):
         part = order[start : start + 500]
         for i, a in zip(part, store.add("g", items[start : start + 500]), strict=True):
             ids[int(i)] = a.item_id
-    yield store, x, ids, tracks
+    yield store, x, ids, tracks, order
     store.close()
     backend.cleanup()
 
@@ -56,7 +57,7 @@ def _exact(x: np.ndarray, q: np.ndarray, keep: np.ndarray, ids: dict[int, str]) 
 
 
 def test_search_by_vector_item_and_track_find_the_exact_neighbours(clustered) -> None:
-    store, x, ids, tracks = clustered
+    store, x, ids, tracks, _ = clustered
     store: GalleryStore
     rng = np.random.default_rng(3)
     by_vector, by_item, by_track = [], [], []
@@ -82,11 +83,56 @@ def test_search_by_vector_item_and_track_find_the_exact_neighbours(clustered) ->
     assert np.mean(by_track) >= MIN_RECALL, by_track
 
 
-def test_a_one_camera_search_is_exact(clustered) -> None:
-    """A filter passing at most EXACT_FILTERED_MAX items is scored exactly: the exact top k."""
-    store, x, ids, _ = clustered
-    cams = np.array([int(i) % 20 for i in range(N)])
+@pytest.mark.parametrize("path", ["scored here", "index with the filter"])
+@pytest.mark.parametrize(
+    "name",
+    ["one camera", "half the cameras", "one hour", "one camera, two hours"],
+)
+def test_filtered_searches_find_the_exact_neighbours_of_the_items_that_pass(
+    clustered, name: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A camera or time filter passing at most EXACT_FILTERED_MAX items is scored exactly (the
+    exact top k); a wider one goes to Milvus with the search, ``ef`` raised by the inverse of
+    the share that passes, and finds the exact top k of the items that pass within the stated
+    recall (the second path forced here by lowering the bound)."""
+    if path == "index with the filter":
+        monkeypatch.setattr(milvus_search, "EXACT_FILTERED_MAX", 0)
+    store, x, ids, _, order = clustered
+    row_of = {item_id: i for i, item_id in ids.items()}
+    cams = np.arange(N) % 20
+    seconds = np.empty(N)
+    seconds[order] = np.arange(N)  # a day of footage in N seconds: an hour is N / 24
+    wheres = {
+        "one camera": (SearchFilter(cameras=frozenset({"cam3"})), cams == 3),
+        "half the cameras": (
+            SearchFilter(cameras=frozenset(f"cam{c}" for c in range(10))),
+            cams < 10,
+        ),
+        "one hour": (
+            SearchFilter(since=T0 + timedelta(seconds=1000), until=T0 + timedelta(seconds=1166)),
+            (seconds >= 1000) & (seconds <= 1166),
+        ),
+        "one camera, two hours": (
+            SearchFilter(
+                cameras=frozenset({"cam7"}),
+                since=T0 + timedelta(seconds=2000),
+                until=T0 + timedelta(seconds=2333),
+            ),
+            (cams == 7) & (seconds >= 2000) & (seconds <= 2333),
+        ),
+    }
+    where, keep = wheres[name]
     rng = np.random.default_rng(4)
-    for i in rng.choice(N, 10, replace=False).tolist():
-        hits = store.search("g", x[i], K, where=SearchFilter(cameras=frozenset({"cam3"})))
-        assert {h.item.item_id for h in hits} == _exact(x, x[i], cams == 3, ids)
+    got = []
+    for i in rng.choice(N, 20, replace=False).tolist():
+        q = x[i] + 0.3 * rng.standard_normal(DIM).astype(np.float32)
+        q /= np.linalg.norm(q)
+        want = _exact(x, q, keep, ids)
+        hits = store.search("g", q, K, where=where)
+        assert len(hits) == min(K, int(keep.sum()))
+        assert all(keep[row_of[h.item.item_id]] for h in hits)  # only items that pass
+        found = {h.item.item_id for h in hits}
+        if path == "scored here":
+            assert found == want
+        got.append(len(found & want) / len(want))
+    assert np.mean(got) >= MIN_RECALL, got

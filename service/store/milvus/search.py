@@ -6,10 +6,24 @@ returns k groups whenever k exist. Milvus's own ``group_by_field`` is not used: 
 would merge all unlabelled items into one group, and Milvus Lite's grouping over-fetches only
 10 x k, so it can return fewer groups than exist. Past ``MAX_TOPK`` candidates (Milvus's limit
 on k) the search scans the filtered items and ranks them exactly in numpy.
+
+A camera or time filter that passes at most ``EXACT_FILTERED_MAX`` items is scored exactly
+here (those items' vectors fetched in one query). A wider one goes to Milvus with the search,
+which applies it as a bitset inside the vector index. An approximate index walks its graph
+(HNSW) or lists (IVF) past the items the filter removes, so a search that keeps its ``ef`` /
+``nprobe`` finds fewer of the passing items the fewer there are; the search raises them by
+the inverse of the share that passes (the gallery's size cached for a few seconds), up to
+``EF_MAX`` / ``NPROBE_MAX``. Recent inserts sit in growing segments, which Milvus 2.3.5
+searches through an interim index whose parameters ``ef`` does not reach: there a narrow
+filter misses many of the passing items, until the segments are sealed and indexed (figures:
+bench/search.py, bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,16 +35,23 @@ from .connection import MilvusConnection
 from .expressions import filter_expression, literal
 from .rows import item_of
 
-__all__ = ["EXACT_FILTERED_MAX", "MAX_TOPK", "Searcher"]
+__all__ = ["EF_MAX", "EXACT_FILTERED_MAX", "MAX_TOPK", "NPROBE_MAX", "Searcher"]
 
 #: Milvus refuses a search for more than this many results (its default topK limit).
 MAX_TOPK = 16384
 
 #: A filtered search on an approximate index (HNSW, IVF_FLAT) scores the items that pass
-#: exactly when there are at most this many: camera and time filters stay exact where an ANN
-#: index would miss items the filter lets through. Fetching their vectors costs time in
-#: proportion to their number (bench/RESULTS.md); past this many the index answers.
+#: exactly when there are at most this many: on growing segments Milvus's filtered search
+#: misses many of the passing items (bench/RESULTS.md). Fetching their vectors costs time in
+#: proportion to their number; past this many the index answers.
 EXACT_FILTERED_MAX = 2_000
+#: The most a filter raises HNSW's ``ef`` to (Milvus accepts up to 32768; the cost grows with it).
+EF_MAX = 4096
+#: The most a filter raises IVF's ``nprobe`` to: every list of the store's IVF_FLAT (nlist 1024).
+NPROBE_MAX = 1024
+#: How long a gallery's size is reused to judge a filter's share (a share, not a count: a few
+#: seconds old is near enough).
+SIZE_TTL_S = 10.0
 
 _LABEL_FIELDS = {"identity": "identity", "track": "track_id"}
 
@@ -73,18 +94,60 @@ class Searcher:
         self.ef_search = ef_search
         self.nprobe = nprobe
 
-    def params(self, limit: int) -> dict[str, Any]:
+        self._sizes: dict[str, tuple[float, int]] = {}  # gallery: (monotonic time, items)
+        self._sizes_lock = threading.Lock()
+
+    def params(self, limit: int, widen: float = 1.0) -> dict[str, Any]:
+        """Search parameters for ``limit`` results; ``widen``: 1 / the share a filter passes."""
         if self.index_type == "HNSW":
-            return {"metric_type": "IP", "params": {"ef": max(self.ef_search, limit)}}
+            ef = max(self.ef_search, limit)
+            return {"metric_type": "IP", "params": {"ef": max(limit, min(EF_MAX, _up(ef, widen)))}}
         if self.index_type == "IVF_FLAT":
-            return {"metric_type": "IP", "params": {"nprobe": self.nprobe}}
+            nprobe = min(NPROBE_MAX, _up(self.nprobe, widen))
+            return {"metric_type": "IP", "params": {"nprobe": max(self.nprobe, nprobe)}}
         return {"metric_type": "IP", "params": {}}
 
-    def _candidates(self, expr: str, q: np.ndarray, limit: int) -> tuple[list[_Row], bool]:
+    def _size(self, gallery: str) -> int:
+        now = time.monotonic()
+        with self._sizes_lock:
+            held = self._sizes.get(gallery)
+        if held is not None and now - held[0] < SIZE_TTL_S:
+            return held[1]
+        size = self.conn.count(f"gallery == {literal(gallery)}", strong=False)
+        with self._sizes_lock:
+            if len(self._sizes) > 1024:
+                self._sizes.clear()
+            self._sizes[gallery] = (now, size)
+        return size
+
+    def _filtered(
+        self, gallery: str, where: SearchFilter, expr: str, q: np.ndarray
+    ) -> tuple[float, list[_Row] | None]:
+        """For a camera or time filter on an approximate index: 1 / the share of the gallery
+        it passes, and when at most ``EXACT_FILTERED_MAX`` pass, those items scored exactly
+        (one count, then one query). (1.0, None) without such a filter or on FLAT."""
+        filtered = (
+            where.cameras is not None
+            or bool(where.exclude_cameras)
+            or where.since is not None
+            or where.until is not None
+        )
+        if self.index_type not in ("HNSW", "IVF_FLAT") or not filtered:
+            return 1.0, None
+        passing = self.conn.count(expr, strong=False)  # recent deletes: a few too many
+        if passing <= EXACT_FILTERED_MAX:
+            fields = [*self.fields, "embedding"]
+            rows = self.conn.query(expr, fields, limit=EXACT_FILTERED_MAX, strong=False)
+            return 1.0, _scored(self.conn.visible(rows, lambda r: r["item_id"]), q)
+        return max(1.0, self._size(gallery) / passing), None
+
+    def _candidates(
+        self, expr: str, q: np.ndarray, limit: int, widen: float = 1.0
+    ) -> tuple[list[_Row], bool]:
         """The best ``limit`` rows passing ``expr``, sorted; True when no more exist."""
         if limit > MAX_TOPK:
             return self._exact(expr, q), True
-        hits = self.conn.search(q, limit, expr, self.fields, self.params(limit))
+        hits = self.conn.search(q, limit, expr, self.fields, self.params(limit, widen))
         exhausted = len(hits) < limit
         hits = self.conn.visible(hits, lambda h: h["entity"]["item_id"])
         rows = [_Row(float(h["distance"]), dict(h["entity"])) for h in hits]
@@ -98,23 +161,6 @@ class Searcher:
             out.extend(_scored(self.conn.visible(rows, lambda r: r["item_id"]), q))
         out.sort(key=lambda r: r.key)
         return out
-
-    def _filtered_exactly(self, where: SearchFilter, expr: str, q: np.ndarray) -> list[_Row] | None:
-        """A camera or time filter on an approximate index that passes at most
-        ``EXACT_FILTERED_MAX`` items: those items, scored exactly (one count, one query)."""
-        filtered = (
-            where.cameras is not None
-            or bool(where.exclude_cameras)
-            or where.since is not None
-            or where.until is not None
-        )
-        if self.index_type == "FLAT" or not filtered:
-            return None
-        if self.conn.count(expr, strong=False) > EXACT_FILTERED_MAX:  # recent deletes: a few
-            return None
-        fields = [*self.fields, "embedding"]
-        rows = self.conn.query(expr, fields, limit=EXACT_FILTERED_MAX, strong=False)
-        return _scored(self.conn.visible(rows, lambda r: r["item_id"]), q)
 
     def search(
         self,
@@ -130,13 +176,13 @@ class Searcher:
             self._check_exists(gallery)
             return []
         label = _LABEL_FIELDS[group_by] if group_by else None
-        exact = self._filtered_exactly(where, expr, query)
+        widen, exact = self._filtered(gallery, where, expr, query)
 
         def fetch(window: int) -> tuple[list[Candidate], bool]:
             if exact is not None:
                 rows, exhausted = exact[:window], window >= len(exact)
             else:
-                rows, exhausted = self._candidates(expr, query, window)
+                rows, exhausted = self._candidates(expr, query, window, widen)
             return [
                 Candidate(
                     r.score,
@@ -156,3 +202,7 @@ class Searcher:
         """After an empty answer only: one count tells an unknown gallery from a filter."""
         if not self.conn.count(f"gallery == {literal(gallery)}"):
             raise UnknownGalleryError(f"gallery {gallery!r} does not exist (it has no items)")
+
+
+def _up(value: int, factor: float) -> int:
+    return math.ceil(value * factor)
