@@ -1,8 +1,8 @@
 """A real Milvus server for the service tests that run ``sona serve`` on ``SONA_STORE=milvus``.
 
 ``tests/conftest.py`` registers ``milvus_server_uri`` for every module. Tests that use it carry
-``milvus_server`` or ``milvus-server`` in their ids, and run under
-``flock /tmp/sona-milvus.lock`` (two embedded servers on one machine share internal ports).
+``milvus_server`` or ``milvus-server`` in their ids; the pytest session starts one embedded
+server (two on one machine share internal ports, so two suites must not run at once).
 """
 
 from __future__ import annotations
