@@ -16,33 +16,27 @@ bench/RESULTS.md keeps a run's.
 
 from __future__ import annotations
 
-import sys
+import argparse
+import dataclasses
+import os
+import time
 from pathlib import Path
 
-# Run as ``python bench/adapt.py``, this folder comes first on sys.path; keep the project's.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import torch
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
-from model import load_checkpoint  # noqa: E402
-from model.cpu import cpu_info  # noqa: E402
-from training.adapt import adapt  # noqa: E402
-from training.config import TRAIN_PRESETS  # noqa: E402
-from training.finetune import init_config  # noqa: E402
-from training.track_eval import (  # noqa: E402
+from model import load_checkpoint
+from model.cpu import cpu_info
+from training.adapt import adapt
+from training.config import TRAIN_PRESETS
+from training.finetune import init_config
+from training.track_eval import (
     Row,
     network_features,
     pixel_features,
     random_network,
     score_rows,
 )
-from training.tracks import load_tracks, time_split  # noqa: E402
+from training.tracks import load_tracks, time_split
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 

@@ -20,21 +20,16 @@ provenance the service returns for the indexed crops.
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
+import resource
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 Box = tuple[float, float, float, float]
@@ -266,8 +261,7 @@ def end_to_end(video: Path, checkpoint: str | None, reference: list[dict[int, Bo
     import subprocess
 
     import httpx
-
-    from bench._support import cpu_seconds, random_checkpoint, served
+    from _support import cpu_seconds, random_checkpoint, served
 
     sona = str(Path(sys.executable).parent / "sona")
     with tempfile.TemporaryDirectory() as tmp:
@@ -333,7 +327,7 @@ def live_lag(video: Path, seconds: float) -> dict:
     import subprocess
     from datetime import datetime as dt
 
-    from bench._support import random_checkpoint, served
+    from _support import random_checkpoint, served
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))

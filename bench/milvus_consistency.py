@@ -22,17 +22,14 @@ import argparse
 import resource
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from _support import milvus_server
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench._support import milvus_server
 from service.store import NewItem
 from service.store.milvus import MilvusStore
 
