@@ -8,20 +8,23 @@ server (two on one machine share internal ports, so two suites must not run at o
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
 from tests.service_support import free_port
 
-__all__ = ["milvus_env", "milvus_server_uri"]
+__all__ = ["milvus_env", "milvus_server", "milvus_server_uri", "milvus_standalone"]
 
 
 @pytest.fixture(scope="session")
-def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory):
-    """SONA_TEST_MILVUS_URI's server, or the one the ``milvus`` package embeds."""
+def milvus_standalone(tmp_path_factory: pytest.TempPathFactory):
+    """The Milvus standalone server the ``milvus`` package embeds, for the session: started on
+    a free port under a temporary folder (about 15 s); None when SONA_TEST_MILVUS_URI names
+    one. One at a time: two embedded servers on one machine share internal ports."""
     if os.environ.get("SONA_TEST_MILVUS_URI"):
-        yield os.environ["SONA_TEST_MILVUS_URI"]
+        yield None
         return
     try:
         from milvus import MilvusServer
@@ -29,13 +32,29 @@ def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip("the milvus package (an embedded Milvus server) is not installed")
     server = MilvusServer()
     server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
-    server.listen_port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        server.listen_port = s.getsockname()[1]
     try:
         server.start()
     except Exception as exc:  # the embedded binaries cannot run on this machine
         pytest.skip(f"the embedded Milvus server did not start: {exc}")
-    yield f"http://127.0.0.1:{server.listen_port}"
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_server(milvus_standalone):
+    """A real Milvus server's URI: SONA_TEST_MILVUS_URI's, or the embedded one's."""
+    if milvus_standalone is None:
+        return os.environ["SONA_TEST_MILVUS_URI"]
+    return f"http://127.0.0.1:{milvus_standalone.listen_port}"
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(milvus_server: str) -> str:
+    """The one Milvus server of the session, for the service tests (the store suite's too)."""
+    return milvus_server
 
 
 def milvus_env(uri: str, crops: Path) -> dict[str, str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -30,39 +28,6 @@ def lite_db(tmp_path_factory: pytest.TempPathFactory):
     keeper = Backend("milvus", db.parent, db).open()
     yield db
     keeper.close()
-
-
-@pytest.fixture(scope="session")
-def milvus_standalone(tmp_path_factory: pytest.TempPathFactory):
-    """The Milvus standalone server the ``milvus`` package embeds, for the session: started on
-    a free port under a temporary folder (about 15 s); None when SONA_TEST_MILVUS_URI names
-    one. One at a time: two embedded servers on one machine share internal ports."""
-    if os.environ.get("SONA_TEST_MILVUS_URI"):
-        yield None
-        return
-    try:
-        from milvus import MilvusServer
-    except ImportError:
-        pytest.skip("the milvus package (an embedded Milvus server) is not installed")
-    server = MilvusServer()
-    server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        server.listen_port = s.getsockname()[1]
-    try:
-        server.start()
-    except Exception as exc:  # the embedded binaries cannot run on this machine
-        pytest.skip(f"the embedded Milvus server did not start: {exc}")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def milvus_server(milvus_standalone):
-    """A real Milvus server's URI: SONA_TEST_MILVUS_URI's, or the embedded one's."""
-    if milvus_standalone is None:
-        return os.environ["SONA_TEST_MILVUS_URI"]
-    return f"http://127.0.0.1:{milvus_standalone.listen_port}"
 
 
 def make_backend(request: pytest.FixtureRequest, name: str, root: Path) -> Backend:
