@@ -28,7 +28,24 @@ import torch
 
 from .options import EPOCH_UNITS
 
-__all__ = ["EPOCH_UNITS", "PKSampler"]
+__all__ = ["EPOCH_UNITS", "PKSampler", "indices_by_identity"]
+
+
+def indices_by_identity(
+    pids: Sequence[int], ids_per_batch: int, world_size: int
+) -> dict[int, list[int]]:
+    """Each identity's dataset indices, after checking that P identities per batch can be
+    drawn and shared evenly among ``world_size`` ranks (what every P x K sampler needs)."""
+    if ids_per_batch % world_size:
+        raise ValueError(
+            f"ids_per_batch ({ids_per_batch}) must divide by world_size ({world_size})"
+        )
+    index_by_pid: dict[int, list[int]] = defaultdict(list)
+    for index, pid in enumerate(pids):
+        index_by_pid[int(pid)].append(index)
+    if len(index_by_pid) < ids_per_batch:
+        raise ValueError(f"{len(index_by_pid)} identities cannot fill batches of {ids_per_batch}")
+    return index_by_pid
 
 
 class PKSampler(torch.utils.data.Sampler[list[int]]):
@@ -51,17 +68,7 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
     ) -> None:
         if epoch_unit not in EPOCH_UNITS:
             raise ValueError(f"epoch_unit must be one of {EPOCH_UNITS}, got {epoch_unit!r}")
-        if ids_per_batch % world_size:
-            raise ValueError(
-                f"ids_per_batch ({ids_per_batch}) must divide by world_size ({world_size})"
-            )
-        index_by_pid: dict[int, list[int]] = defaultdict(list)
-        for index, pid in enumerate(pids):
-            index_by_pid[int(pid)].append(index)
-        if len(index_by_pid) < ids_per_batch:
-            raise ValueError(
-                f"{len(index_by_pid)} identities cannot fill batches of {ids_per_batch}"
-            )
+        index_by_pid = indices_by_identity(pids, ids_per_batch, world_size)
         self.groups = [index_by_pid[pid] for pid in sorted(index_by_pid)]
         self.ids_per_batch = ids_per_batch
         self.images_per_id = images_per_id

@@ -11,10 +11,11 @@ as ``PKSampler`` does.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 
 import torch
+
+from .sampler import indices_by_identity
 
 __all__ = ["CompanionSampler"]
 
@@ -31,17 +32,7 @@ class CompanionSampler(torch.utils.data.Sampler[list[int]]):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if ids_per_batch % world_size:
-            raise ValueError(
-                f"ids_per_batch ({ids_per_batch}) must divide by world_size ({world_size})"
-            )
-        index_by_pid: dict[int, list[int]] = defaultdict(list)
-        for index, pid in enumerate(pids):
-            index_by_pid[int(pid)].append(index)
-        if len(index_by_pid) < ids_per_batch:
-            raise ValueError(
-                f"{len(index_by_pid)} identities cannot fill batches of {ids_per_batch}"
-            )
+        index_by_pid = indices_by_identity(pids, ids_per_batch, world_size)
         self.pids = sorted(index_by_pid)
         self.index_by_pid = index_by_pid
         self.companions = {
