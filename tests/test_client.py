@@ -103,6 +103,45 @@ def test_backoff_doubles_with_jitter_below_it_and_is_capped() -> None:
     assert RetryPolicy(jitter=0, backoff_s=0.1).wait(1) == pytest.approx(0.2)
 
 
+def test_503_and_429_are_waited_for_as_retry_after_says(url: str) -> None:
+    _Scripted.script = [
+        (503, {"Retry-After": "2"}, {}),
+        (429, {"Retry-After": "0.5"}, {}),
+        (200, {}, {"status": "ready"}),
+    ]
+    waits: list[float] = []
+    with SonaClient(url, retries=3, sleep=waits.append) as client:
+        assert client.ready() == {"status": "ready"}
+    assert waits == [2.0, 0.5]
+    _Scripted.seen, _Scripted.script = [], [(503, {"Retry-After": "1"}, {"detail": "busy"})] * 3
+    with SonaClient(url, retries=2, sleep=waits.append) as client, pytest.raises(SonaError) as busy:
+        client.ready()
+    assert busy.value.status == 503 and len(_Scripted.seen) == 3
+
+
+def test_connections_are_retried_but_a_lost_upload_is_not_sent_again(url: str) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    waits: list[float] = []
+    with (
+        SonaClient(dead, retries=2, backoff_s=0.1, jitter=0, sleep=waits.append) as client,
+        pytest.raises(SonaUnreachable, match="cannot reach the service"),
+    ):
+        client.counts()
+    assert waits == [0.1, 0.2]
+    _Scripted.script = [None, (200, {}, {"status": "ready"})]  # a lost answer: a read goes again
+    with SonaClient(url, retries=2, sleep=waits.append) as client:
+        assert client.ready() == {"status": "ready"}
+    _Scripted.seen, _Scripted.script = [], [None, (200, {}, {})]  # an upload may have been stored
+    with (
+        SonaClient(url, retries=2, sleep=waits.append) as client,
+        pytest.raises(SonaUnreachable, match="no answer"),
+    ):
+        client.embed(b"x")
+    assert _Scripted.seen == ["POST /embed"]
+
+
 def test_an_http_date_retry_after_is_waited_for(url: str) -> None:
     soon = format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
     _Scripted.script = [(503, {"Retry-After": soon}, {"detail": "busy"})]

@@ -4,19 +4,15 @@ of crops in one ``POST /embed``."""
 
 from __future__ import annotations
 
-import http.server
 import re
-import socket
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
 
 import httpx
 import numpy as np
 import pytest
 
-from client import SonaClient, SonaError, SonaUnreachable
+from client import SonaClient, SonaError
 from tests.service_support import Server, jpeg, make_checkpoint
 
 KEY = "integrator-key"
@@ -236,90 +232,6 @@ def test_client_errors_carry_the_problem(server: Server) -> None:
     ):
         client.counts()
     assert refused.value.status == 401 and "API key" in refused.value.detail
-
-
-class _Scripted(http.server.BaseHTTPRequestHandler):
-    """A real HTTP server that answers from a script: (status, headers) per request, or
-    ``None`` to drop the connection without answering."""
-
-    script: ClassVar[list] = []
-    seen: ClassVar[list] = []
-
-    def _answer(self) -> None:
-        self.seen.append(self.command)
-        length = int(self.headers.get("content-length") or 0)
-        self.rfile.read(length)
-        step = self.script.pop(0) if self.script else (200, {})
-        if step is None:
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        status, headers = step
-        body = b'{"status": "ready"}' if status == 200 else b'{"detail": "busy"}'
-        self.send_response(status)
-        for name, value in {"Content-Type": "application/json", **headers}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        self._answer()
-
-    def do_POST(self) -> None:
-        self._answer()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def scripted():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    _Scripted.seen = []
-    yield srv, f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
-
-
-def test_client_retries_503_and_429_after_retry_after(scripted) -> None:
-    _, url = scripted
-    _Scripted.script = [(503, {"Retry-After": "2"}), (429, {"Retry-After": "0.5"}), (200, {})]
-    waits: list[float] = []
-    with SonaClient(url, retries=3, sleep=waits.append) as client:
-        assert client.ready() == {"status": "ready"}
-    assert waits == [2.0, 0.5]
-    _Scripted.script = [(503, {"Retry-After": "1"})] * 3
-    with SonaClient(url, retries=2, sleep=waits.append) as client, pytest.raises(SonaError) as busy:
-        client.ready()
-    assert busy.value.status == 503 and len(_Scripted.seen) == 6
-
-
-def test_client_retries_connections_but_never_resends_a_write(scripted) -> None:
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    waits: list[float] = []
-    with (
-        SonaClient(dead, retries=2, backoff_s=0.1, jitter=0, sleep=waits.append) as client,
-        pytest.raises(SonaUnreachable, match="cannot reach the service"),
-    ):
-        client.counts()
-    assert waits == [0.1, 0.2]
-    _, url = scripted
-    _Scripted.script = [None, (200, {})]  # the first answer is lost: a read is sent again
-    with SonaClient(url, retries=2, sleep=waits.append) as client:
-        assert client.ready() == {"status": "ready"}
-    _Scripted.script = [None, (200, {})]  # ...an upload is not: it may have been stored
-    _Scripted.seen = []
-    with (
-        SonaClient(url, retries=2, sleep=waits.append) as client,
-        pytest.raises(SonaUnreachable, match="no answer"),
-    ):
-        client.embed(b"x")
-    assert _Scripted.seen == ["POST"]
 
 
 # -- /metrics -------------------------------------------------------------------------------
