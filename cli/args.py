@@ -1,10 +1,13 @@
-"""Argument types shared by the command groups: each turns text into a value or says why not."""
+"""Argument types shared by the command groups (each turns text into a value or says why not),
+and where a command finds a file the service keeps."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-__all__ = ["batch_shape", "block_size", "hw", "points", "positive", "stages"]
+__all__ = ["batch_shape", "block_size", "hw", "points", "positive", "service_file", "stages"]
 
 
 def hw(text: str) -> tuple[int, int]:
@@ -73,3 +76,14 @@ def points(text: str) -> list[tuple[float, float]]:
             f"expected row,col pixel pairs separated by ';' such as '40,32;200,64', got {text!r}"
         )
     return found  # type: ignore[return-value]
+
+
+def service_file(explicit: str | None, env: str, data_dir: str | None, name: str) -> Path:
+    """A file of the service's: the option, else the ``env`` variable, else ``name`` in the
+    data folder (``--data-dir``, else SONA_DATA_DIR, else ./data), as ``sona serve`` finds it."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(env, "").strip():
+        return Path(os.environ[env])
+    folder = data_dir or os.environ.get("SONA_DATA_DIR", "").strip() or "data"
+    return Path(folder) / name

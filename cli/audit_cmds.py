@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .args import service_file
 from .errors import UserError
 
 __all__ = ["add_parsers"]
@@ -26,12 +26,7 @@ def _time(text: str) -> datetime:
 
 
 def _log_path(args: argparse.Namespace) -> Path:
-    if args.log:
-        return Path(args.log)
-    if os.environ.get("SONA_AUDIT_LOG", "").strip():
-        return Path(os.environ["SONA_AUDIT_LOG"])
-    data_dir = args.data_dir or os.environ.get("SONA_DATA_DIR", "").strip() or "data"
-    return Path(data_dir) / "audit.log"
+    return service_file(args.log, "SONA_AUDIT_LOG", args.data_dir, "audit.log")
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:

@@ -7,11 +7,11 @@ from the service's next request, with no restart.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from .args import service_file
 from .errors import UserError
 
 __all__ = ["add_parsers", "keys_path"]
@@ -19,12 +19,7 @@ __all__ = ["add_parsers", "keys_path"]
 
 def keys_path(args: argparse.Namespace) -> Path:
     """--keys-file, else SONA_KEYS_FILE, else keys.json in --data-dir or SONA_DATA_DIR."""
-    if args.keys_file:
-        return Path(args.keys_file)
-    if os.environ.get("SONA_KEYS_FILE", "").strip():
-        return Path(os.environ["SONA_KEYS_FILE"])
-    data_dir = args.data_dir or os.environ.get("SONA_DATA_DIR", "").strip() or "data"
-    return Path(data_dir) / "keys.json"
+    return service_file(args.keys_file, "SONA_KEYS_FILE", args.data_dir, "keys.json")
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
