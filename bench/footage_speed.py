@@ -91,7 +91,12 @@ def reference_tracks(video: Path, cache: Path) -> list[dict[int, Box]]:
 
     detector = HogDetector()
     stat = video.stat()
-    tag = f"{video.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{detector.describe()}:v1"
+    # what the exhaustive run's boxes depend on: the fine search's settings (no sweep)
+    search = (
+        f"hog x{detector.upscale:g} score>{detector.min_score:g} nms{detector.nms_iou:g} "
+        f"step{detector.pyramid:g}"
+    )
+    tag = f"{video.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{search}:v1"
     path = cache / f"footage-reference-{hashlib.sha256(tag.encode()).hexdigest()[:12]}.json"
     if path.is_file():
         return [{int(f): tuple(b) for f, b in t.items()} for t in json.loads(path.read_text())]
@@ -162,6 +167,7 @@ class Config:
     gate: bool
     hog: dict
     min_hits: int | None = None
+    sweep: int | None = None  # Settings.sweep_every (None: the default)
 
 
 def random_torchvision(name: str):
@@ -184,6 +190,26 @@ def random_torchvision(name: str):
 CONFIGS = {
     "exhaustive": Config("HOG 1.5x, every frame, whole frame", "hog", 1, False, {}),
     "default": Config("default: motion-gated HOG, every 2nd frame", "hog", 2, True, {}),
+    "sweep": Config(
+        "motion-gated HOG, every 2nd frame, whole-frame sweep on each", "hog", 2, True, {}, sweep=1
+    ),
+    "sweep2": Config(
+        "motion-gated HOG, every 2nd frame, whole-frame sweep on every 2nd of them",
+        "hog",
+        2,
+        True,
+        {},
+        sweep=2,
+    ),
+    "sweep-hits2": Config(
+        "motion-gated HOG, every 2nd frame, sweep on each, tracks confirmed after 2 hits",
+        "hog",
+        2,
+        True,
+        {},
+        min_hits=2,
+        sweep=1,
+    ),
     "every3": Config("motion-gated HOG, every 3rd frame", "hog", 3, True, {}),
     "ssdlite": Config(
         "SSDlite320-MobileNetV3 (random weights: speed only), every 2nd frame, motion-gated",
@@ -217,6 +243,7 @@ def run_config(video: Path, config: Config, reference: list[dict[int, Box]]) -> 
         detect_every=config.every,
         motion_gate=config.gate,
         min_hits=config.min_hits or defaults.min_hits,
+        sweep_every=defaults.sweep_every if config.sweep is None else config.sweep,
     )
     if config.detector == "hog":
         hog = {"pyramid": 1.2 if config.gate else 1.05} | config.hog

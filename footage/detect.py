@@ -38,6 +38,7 @@ TORCHVISION_MODELS = (
     "ssdlite320_mobilenet_v3_large",
 )
 _COCO_PERSON = 1
+_SWEEP = (144.0, 1.2)  # HOG's sweep: the shortest box it looks for, its scale step
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,11 @@ class Detector(abc.ABC):
         """People in the ``regions`` (x, y, w, h) of the frame that moved. A detector that
         sees the whole frame at once (a CNN) looks at all of it when anything moved."""
         return self.detect(index, image) if regions else []
+
+    def sweep(self, index: int, image: np.ndarray, found: list[Detection]) -> list[Detection]:
+        """``found`` (from ``detect_in``) and what a cheap look at the whole frame for tall
+        boxes adds. Only a detector whose moving regions can miss those (HOG) looks."""
+        return found
 
     def check(self, frames: int, width: int, height: int, name: str) -> None:  # noqa: B027
         """Refuse a clip these detections cannot belong to (only ``FileDetector`` can tell)."""
@@ -111,6 +117,8 @@ class HogDetector(Detector):
         nms_iou: float = 0.4,
         stride: int = 8,
         pyramid: float = 1.05,
+        sweep_height: float = _SWEEP[0],
+        sweep_step: float = _SWEEP[1],
     ) -> None:
         if upscale <= 0:
             raise FootageError("the HOG upscale factor must be > 0")
@@ -121,13 +129,17 @@ class HogDetector(Detector):
         self.min_score = min_score
         self.nms_iou = nms_iou
         self.stride = stride
+        self.sweep_height = sweep_height
+        self.sweep_step = sweep_step
         self._hog = cv2.HOGDescriptor()
         self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
     def describe(self) -> str:
+        sweep = (self.sweep_height, self.sweep_step)
         return (
             f"hog x{self.upscale:g} score>{self.min_score:g} nms{self.nms_iou:g} "
             f"step{self.pyramid:g}"
+            + ("" if sweep == _SWEEP else f" sweep{sweep[0]:g}/{sweep[1]:g}")
         )
 
     def detect(self, index: int, image: np.ndarray) -> list[Detection]:
@@ -143,8 +155,30 @@ class HogDetector(Detector):
             found.extend(self._windows(image[y : y + h, x : x + w], x, y))
         return nms(found, self.nms_iou)
 
-    def _windows(self, image: np.ndarray, left: int, top: int) -> list[Detection]:
-        s = self.upscale
+    def sweep(self, index: int, image: np.ndarray, found: list[Detection]) -> list[Detection]:
+        """The whole frame reduced so that HOG's window is a box ``sweep_height`` pixels tall,
+        and the coarse scales above it: the tall boxes (groups walking together, people near
+        the camera) that the moving regions' windows are too small for. Reduced, the frame
+        costs a fraction of the fine search; without OpenCV's grouping (which needs the
+        fine scale steps' many overlapping windows) the windows go to non-maximum
+        suppression with the rest."""
+        s = 128 * 0.9 / self.sweep_height  # the box is 0.9 of the window's height
+        small = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        tall = self._windows(small, 0, 0, upscale=1.0, step=self.sweep_step, group=0)
+        tall = [Detection(d.x / s, d.y / s, d.w / s, d.h / s, d.score) for d in tall]
+        return nms(found + tall, self.nms_iou)
+
+    def _windows(
+        self,
+        image: np.ndarray,
+        left: int,
+        top: int,
+        *,
+        upscale: float | None = None,
+        step: float | None = None,
+        group: int = 2,
+    ) -> list[Detection]:
+        s = self.upscale if upscale is None else upscale
         if min(image.shape[0] * s, image.shape[1] * s * 2) < 128:
             return []  # smaller than HOG's window
         scaled = image if s == 1 else cv2.resize(image, None, fx=s, fy=s)
@@ -153,7 +187,8 @@ class HogDetector(Detector):
             hitThreshold=self.min_score,
             winStride=(self.stride, self.stride),
             padding=(8, 8),
-            scale=self.pyramid,
+            scale=step or self.pyramid,
+            groupThreshold=group,
         )
         found = []
         for (x, y, w, h), score in zip(rects, np.asarray(weights).reshape(-1), strict=True):
