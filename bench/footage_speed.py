@@ -280,42 +280,20 @@ def live_lag(video: Path, seconds: float) -> dict:
     their track's acknowledgement by the service (then searchable)."""
     import os
     import signal
-    import socket
     import statistics
     import subprocess
     from datetime import datetime as dt
 
     from _support import random_checkpoint, served
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from footage.replay import free_udp_port, replay
+
+    port = free_udp_port()
     sona = str(Path(sys.executable).parent / "sona")
     with tempfile.TemporaryDirectory() as tmp:
         model = random_checkpoint(Path(tmp) / "tiny.pt")
         with served(model, Path(tmp) / "data") as (url, _):
-            stream = subprocess.Popen(
-                [
-                    "ffmpeg",
-                    "-nostdin",
-                    "-loglevel",
-                    "error",
-                    "-re",
-                    "-stream_loop",
-                    "-1",
-                    "-i",
-                    str(video),
-                    "-c:v",
-                    "mpeg2video",
-                    "-q:v",
-                    "4",
-                    "-g",
-                    "10",
-                    "-f",
-                    "mpegts",
-                    f"udp://127.0.0.1:{port}?pkt_size=1316",
-                ]
-            )
+            stream = replay(video, port)
             state = Path(tmp) / "live.jsonl"
             run = subprocess.Popen(
                 [
