@@ -34,6 +34,8 @@ def people_finder(args: argparse.Namespace) -> DetectorChoice:
         raise UserError("--detect-every must be at least 1")
     if args.sweep_every < 0:
         raise UserError("--sweep-every must be >= 0")
+    if args.detector_batch is not None and args.detector_batch < 1:
+        raise UserError("--detector-batch must be at least 1")
     every, gate, sweep = args.detect_every, not args.no_motion_gate, args.sweep_every
     if args.exhaustive or args.detections:  # a det.txt holds every frame's people already
         every, gate, sweep = 1, False, 0
@@ -61,6 +63,8 @@ def _detector(args: argparse.Namespace, gate: bool) -> Any:
             name,
             min_score=0.3 if args.min_score is None else args.min_score,
             device=args.device,
+            runtime=args.detector_runtime,
+            batch=args.detector_batch,
         )
     if kind != "hog" or name:
         raise UserError(f"--detector {args.detector!r}: hog or torchvision:NAME")
@@ -106,6 +110,20 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
         "--device",
         default="auto",
         help="torchvision detector device: auto, cpu, cuda:N (default auto: CUDA when present)",
+    )
+    parser.add_argument(
+        "--detector-runtime",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="torchvision detectors: run in PyTorch or exported to ONNX Runtime (Faster R-CNN "
+        "only); auto: ONNX Runtime on a CPU for the models measured faster there (default auto)",
+    )
+    parser.add_argument(
+        "--detector-batch",
+        type=int,
+        metavar="N",
+        help="torchvision detectors in PyTorch: frames per forward pass (default 8 on a GPU, 1 "
+        "on a CPU, where batches were measured no faster)",
     )
     parser.add_argument(
         "--min-score",

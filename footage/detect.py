@@ -21,6 +21,7 @@ import numpy as np
 from .errors import FootageError
 
 __all__ = [
+    "ONNX_FASTER_ON_CPU",
     "TORCHVISION_MODELS",
     "Detection",
     "Detector",
@@ -38,6 +39,9 @@ TORCHVISION_MODELS = (
     "ssdlite320_mobilenet_v3_large",
 )
 _COCO_PERSON = 1
+#: Run in ONNX Runtime on a CPU by default: measured faster there than PyTorch (the others
+#: were slower, or not measured; see the footage section of bench/RESULTS.md).
+ONNX_FASTER_ON_CPU = frozenset({"fasterrcnn_mobilenet_v3_large_320_fpn"})
 _SWEEP = (144.0, 1.2)  # HOG's sweep: the shortest box it looks for, its scale step
 
 
@@ -73,6 +77,13 @@ class Detector(abc.ABC):
         """People in the ``regions`` (x, y, w, h) of the frame that moved. A detector that
         sees the whole frame at once (a CNN) looks at all of it when anything moved."""
         return self.detect(index, image) if regions else []
+
+    batch = 1  # frames per call of ``detect_many`` worth gathering
+
+    def detect_many(self, frames: list[tuple[int, np.ndarray]]) -> list[list[Detection]]:
+        """``detect`` of several frames (index, image); a detector that gains from batches
+        (a CNN on a GPU) takes them in one pass."""
+        return [self.detect(index, image) for index, image in frames]
 
     def sweep(self, index: int, image: np.ndarray, found: list[Detection]) -> list[Detection]:
         """``found`` (from ``detect_in``) and what a cheap look at the whole frame for tall
@@ -225,6 +236,8 @@ class TorchvisionDetector(Detector):
         high_score: float = 0.6,
         device: str = "auto",
         min_size: int | None = None,
+        runtime: str = "auto",
+        batch: int | None = None,
     ) -> None:
         import torch
         import torchvision
@@ -235,6 +248,11 @@ class TorchvisionDetector(Detector):
             raise FootageError(
                 f"unknown torchvision detector {model!r}: {', '.join(TORCHVISION_MODELS)}"
             )
+        if runtime not in ("auto", "torch", "onnx"):
+            raise FootageError(f"unknown detector runtime {runtime!r}: auto, torch or onnx")
+        if runtime == "onnx" and not model.startswith("fasterrcnn"):
+            # SSD's exported graph keeps the example's frame size: its boxes come out wrong
+            raise FootageError(f"{model} does not run in ONNX Runtime here: use the torch runtime")
         if weights is None:
             state, origin = _cached_weights(model)
         else:
@@ -265,25 +283,77 @@ class TorchvisionDetector(Detector):
         self.min_score = min_score
         self.high_score = high_score
         self._digest = origin
+        if runtime == "auto":
+            cpu = self.device.type == "cpu"
+            runtime = "onnx" if cpu and model in ONNX_FASTER_ON_CPU else "torch"
+        self.runtime = runtime
+        self._session = _onnx_session(self.net) if runtime == "onnx" else None
+        # a batch of frames per pass pays on a GPU; on a CPU it was measured no faster
+        self.batch = batch or (1 if self.device.type == "cpu" or self._session else 8)
 
     def describe(self) -> str:
         return f"torchvision {self.model} {self._digest} score>{self.min_score:g}"
 
     def detect(self, index: int, image: np.ndarray) -> list[Detection]:
+        return self.detect_many([(index, image)])[0]
+
+    def detect_many(self, frames: list[tuple[int, np.ndarray]]) -> list[list[Detection]]:
         import torch
 
-        rgb = np.ascontiguousarray(image[:, :, ::-1])
-        tensor = torch.from_numpy(rgb).permute(2, 0, 1).to(self.device, torch.float32) / 255
-        with torch.inference_mode():
-            out = self.net([tensor])[0]
-        boxes = out["boxes"].cpu().numpy()
-        labels = out["labels"].cpu().numpy()
-        scores = out["scores"].cpu().numpy()
+        rgb = [np.ascontiguousarray(image[:, :, ::-1]) for _, image in frames]
+        if self._session is not None:  # the exported graph takes one frame at a time
+            outs = []
+            for pixels in rgb:
+                chw = np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32) / 255
+                boxes, labels, scores = self._session.run(None, {"image": chw})
+                outs.append((boxes, labels, scores))
+        else:
+            tensors = [
+                torch.from_numpy(p).permute(2, 0, 1).to(self.device, torch.float32) / 255
+                for p in rgb
+            ]
+            with torch.inference_mode():
+                found = self.net(tensors)
+            outs = [
+                (o["boxes"].cpu().numpy(), o["labels"].cpu().numpy(), o["scores"].cpu().numpy())
+                for o in found
+            ]
+        return [self._people(*out) for out in outs]
+
+    def _people(self, boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> list[Detection]:
         return [
             Detection(float(x1), float(y1), float(x2 - x1), float(y2 - y1), float(s))
             for (x1, y1, x2, y2), label, s in zip(boxes, labels, scores, strict=True)
             if label == _COCO_PERSON and s >= self.min_score and x2 > x1 and y2 > y1
         ]
+
+
+def _onnx_session(net):
+    """``net`` exported to ONNX in memory (a second or two) and opened in ONNX Runtime, with
+    the frame's height and width left free."""
+    import io
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    buffer = io.BytesIO()
+    example = [torch.zeros(3, 320, 320)]
+    with warnings.catch_warnings():  # the tracer's notes on torchvision's size arithmetic
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net.cpu(),
+            (example,),
+            buffer,
+            opset_version=17,
+            dynamo=False,
+            input_names=["image"],
+            output_names=["boxes", "labels", "scores"],
+            dynamic_axes={"image": {1: "height", 2: "width"}, "boxes": {0: "n"}},
+        )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
 
 def _cached_weights(model: str) -> tuple[dict, str]:

@@ -36,3 +36,16 @@ class Finder:
             found = self.detector.sweep(index, image, found)
         self.searched += 1
         return found
+
+    def find_many(self, frames: list[tuple[int, np.ndarray]]) -> list[list[Detection]]:
+        """``find`` of consecutive frames (index, image), in one pass of a detector that
+        takes batches (which then looks at every frame that moved, whole)."""
+        if self.detector.batch <= 1:
+            return [self.find(index, image) for index, image in frames]
+        if self.gate is None:
+            return self.detector.detect_many(frames)
+        moved = [bool(self.gate.regions(image)) for _, image in frames]
+        found = iter(
+            self.detector.detect_many([f for f, m in zip(frames, moved, strict=True) if m])
+        )
+        return [next(found) if m else [] for m in moved]

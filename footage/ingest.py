@@ -9,7 +9,7 @@ started again skips what it sent. A failure part way says what was indexed befor
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -17,7 +17,7 @@ import cv2
 
 from .choose import Candidate, CropChooser
 from .decode import Frame, Source, prefetch
-from .detect import Detector
+from .detect import Detection, Detector
 from .errors import FootageError
 from .finder import Finder
 from .state import RunState
@@ -132,11 +132,13 @@ class Pipeline:
         self.choosers = {}
         self.last_seen = {}
 
-    def step(self, frame: Frame) -> list[Track]:
-        """Detect, track and collect crop candidates in one frame; the tracks that ended."""
+    def step(self, frame: Frame, detections: list[Detection] | None = None) -> list[Track]:
+        """Detect (unless ``detections`` are given), track and collect crop candidates in one
+        frame; the tracks that ended."""
         assert self.tracker is not None
         assert self.finder is not None
-        detections = self.finder.find(frame.index, frame.image)
+        if detections is None:
+            detections = self.finder.find(frame.index, frame.image)
         pairs, ended = self.tracker.update(frame.index, detections)
         for track, det in pairs:
             chooser = self.choosers.get(track.key)
@@ -223,16 +225,30 @@ class Pipeline:
     def clip(self, source: Source, clip_start: datetime, bar) -> None:
         self.restart(source.fps)
         every = self.s.detect_every
-        for frame in prefetch(source.sample(every)):
-            for track in self.step(frame):
-                self.flush(track, self.choosers.pop(track.key, None), clip_start, source)
-                self.last_seen.pop(track.key, None)
-            step = min(every, source.frames - frame.index)  # the frames skipped count as read
-            self.report.frames += step
-            bar.update(step)
+        for frames in _batches(prefetch(source.sample(every)), self.detector.batch):
+            assert self.finder is not None
+            found = self.finder.find_many([(f.index, f.image) for f in frames])
+            for frame, detections in zip(frames, found, strict=True):
+                for track in self.step(frame, detections):
+                    self.flush(track, self.choosers.pop(track.key, None), clip_start, source)
+                    self.last_seen.pop(track.key, None)
+                step = min(every, source.frames - frame.index)  # skipped frames count as read
+                self.report.frames += step
+                bar.update(step)
             bar.set_postfix(tracks=self.report.tracks, refresh=False)
         for track in self.finish():
             self.flush(track, self.choosers.pop(track.key, None), clip_start, source)
+
+
+def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+    batch: list[Frame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def ingest(
