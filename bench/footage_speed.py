@@ -31,8 +31,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from footage.recall import Box, people_only, recall
+from footage.recall import reference_tracks as exhaustive_tracks
+
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
-Box = tuple[float, float, float, float]
 
 
 def cpu_now() -> float:
@@ -40,90 +42,24 @@ def cpu_now() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def clip_box(box: Box, width: int, height: int) -> Box:
-    x1, y1 = max(0.0, box[0]), max(0.0, box[1])
-    x2, y2 = min(float(width), box[0] + box[2]), min(float(height), box[1] + box[3])
-    return x1, y1, max(0.0, x2 - x1), max(0.0, y2 - y1)
-
-
-def iou(a: Box, b: Box) -> float:
-    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
-def track_found(reference: dict[int, Box], crops: list[tuple[int, Box]]) -> bool:
-    """Whether one crop (frame, box) overlaps the reference track (IoU >= 0.5) within its
-    frames, at its frame or the nearest one the reference holds."""
-    frames = sorted(reference)
-    for frame, box in crops:
-        if frames[0] <= frame <= frames[-1]:
-            nearest = min(frames, key=lambda f: abs(f - frame))
-            if iou(box, reference[nearest]) >= 0.5:
-                return True
-    return False
-
-
-def recall(reference: list[dict[int, Box]], crops: list[tuple[int, Box]]) -> tuple[int, int]:
-    """(reference tracks found, reference tracks)."""
-    return sum(track_found(r, crops) for r in reference), len(reference)
-
-
-def people_only(reference: list[dict[int, Box]]) -> list[dict[int, Box]]:
-    """The reference tracks of person height: those whose median box is at most 1.5 times the
-    median over all tracks. On vtest.avi the taller ones (172 to 346 pixels, people being 80
-    to 135) are HOG's windows round groups of people and round structures, not people."""
-    import statistics
-
-    heights = [statistics.median(b[3] for b in r.values()) for r in reference]
-    bound = 1.5 * statistics.median(heights)
-    return [r for r, h in zip(reference, heights, strict=True) if h <= bound]
-
-
 def reference_tracks(video: Path, cache: Path) -> list[dict[int, Box]]:
     """The tracks the exhaustive run indexes, with all their boxes (computed once, cached)."""
-    from footage.choose import CropChooser
     from footage.decode import VideoFile
     from footage.detect import HogDetector
-    from footage.track import Tracker
 
     detector = HogDetector()
     stat = video.stat()
-    tag = f"{video.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{detector.describe()}:v1"
+    # what the exhaustive run's boxes depend on: the fine search's settings (no sweep)
+    search = (
+        f"hog x{detector.upscale:g} score>{detector.min_score:g} nms{detector.nms_iou:g} "
+        f"step{detector.pyramid:g}"
+    )
+    tag = f"{video.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{search}:v1"
     path = cache / f"footage-reference-{hashlib.sha256(tag.encode()).hexdigest()[:12]}.json"
     if path.is_file():
         return [{int(f): tuple(b) for f, b in t.items()} for t in json.loads(path.read_text())]
-    source = VideoFile(video)
-    tracker = Tracker(max_age=round(source.fps), high_score=detector.high_score)
-    choosers: dict[int, CropChooser] = {}
-    boxes: dict[int, dict[int, Box]] = {}
-    out: list[dict[int, Box]] = []
-
-    def finish(track) -> None:
-        chooser, held = choosers.pop(track.key, None), boxes.pop(track.key, {})
-        if chooser is None or track.still(0.5, source.fps) or not chooser.choose(4):
-            return
-        out.append(held)
-
     print(f"computing the exhaustive reference on {video.name} (once; minutes)", flush=True)
-    for frame in source:
-        pairs, ended = tracker.update(frame.index, detector.detect(frame.index, frame.image))
-        for track, det in pairs:
-            choosers.setdefault(track.key, CropChooser()).add(
-                frame.index, frame.seconds, frame.image, det
-            )
-            box = clip_box((det.x, det.y, det.w, det.h), source.width, source.height)
-            boxes.setdefault(track.key, {})[frame.index] = box
-        for track in ended:
-            finish(track)
-        live = {t.key for t in tracker.live}
-        for key in [k for k in choosers if k not in live]:
-            del choosers[key]
-            boxes.pop(key, None)
-    for track in tracker.finish():
-        finish(track)
+    out = exhaustive_tracks(VideoFile(video), detector)
     cache.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out))
     return out
@@ -162,6 +98,7 @@ class Config:
     gate: bool
     hog: dict
     min_hits: int | None = None
+    sweep: int | None = None  # Settings.sweep_every (None: the default)
 
 
 def random_torchvision(name: str):
@@ -184,6 +121,26 @@ def random_torchvision(name: str):
 CONFIGS = {
     "exhaustive": Config("HOG 1.5x, every frame, whole frame", "hog", 1, False, {}),
     "default": Config("default: motion-gated HOG, every 2nd frame", "hog", 2, True, {}),
+    "sweep": Config(
+        "motion-gated HOG, every 2nd frame, whole-frame sweep on each", "hog", 2, True, {}, sweep=1
+    ),
+    "sweep2": Config(
+        "motion-gated HOG, every 2nd frame, whole-frame sweep on every 2nd of them",
+        "hog",
+        2,
+        True,
+        {},
+        sweep=2,
+    ),
+    "sweep-hits2": Config(
+        "motion-gated HOG, every 2nd frame, sweep on each, tracks confirmed after 2 hits",
+        "hog",
+        2,
+        True,
+        {},
+        min_hits=2,
+        sweep=1,
+    ),
     "every3": Config("motion-gated HOG, every 3rd frame", "hog", 3, True, {}),
     "ssdlite": Config(
         "SSDlite320-MobileNetV3 (random weights: speed only), every 2nd frame, motion-gated",
@@ -217,6 +174,7 @@ def run_config(video: Path, config: Config, reference: list[dict[int, Box]]) -> 
         detect_every=config.every,
         motion_gate=config.gate,
         min_hits=config.min_hits or defaults.min_hits,
+        sweep_every=defaults.sweep_every if config.sweep is None else config.sweep,
     )
     if config.detector == "hog":
         hog = {"pyramid": 1.2 if config.gate else 1.05} | config.hog
@@ -322,42 +280,20 @@ def live_lag(video: Path, seconds: float) -> dict:
     their track's acknowledgement by the service (then searchable)."""
     import os
     import signal
-    import socket
     import statistics
     import subprocess
     from datetime import datetime as dt
 
     from _support import random_checkpoint, served
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from footage.replay import free_udp_port, replay
+
+    port = free_udp_port()
     sona = str(Path(sys.executable).parent / "sona")
     with tempfile.TemporaryDirectory() as tmp:
         model = random_checkpoint(Path(tmp) / "tiny.pt")
         with served(model, Path(tmp) / "data") as (url, _):
-            stream = subprocess.Popen(
-                [
-                    "ffmpeg",
-                    "-nostdin",
-                    "-loglevel",
-                    "error",
-                    "-re",
-                    "-stream_loop",
-                    "-1",
-                    "-i",
-                    str(video),
-                    "-c:v",
-                    "mpeg2video",
-                    "-q:v",
-                    "4",
-                    "-g",
-                    "10",
-                    "-f",
-                    "mpegts",
-                    f"udp://127.0.0.1:{port}?pkt_size=1316",
-                ]
-            )
+            stream = replay(video, port)
             state = Path(tmp) / "live.jsonl"
             run = subprocess.Popen(
                 [

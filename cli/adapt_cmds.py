@@ -8,40 +8,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .detector_options import add_detector_options, people_finder
 from .errors import UserError
 
 __all__ = [
     "add_export_parser",
     "add_parsers",
     "add_track_eval_options",
-    "detector_from_args",
     "eval_tracks",
     "export_footage",
     "split_tracks",
 ]
-
-
-def detector_from_args(args: argparse.Namespace) -> Any:
-    """The person detector the options name: det.txt, torchvision weights, or HOG."""
-    from footage.detect import HogDetector, TorchvisionDetector
-    from footage.motchallenge import FileDetector
-
-    if args.detections:
-        return FileDetector(Path(args.detections), min_score=args.min_score)
-    if args.detector == "torchvision":
-        if not args.weights:
-            raise UserError("--detector torchvision needs --weights FILE (nothing is downloaded)")
-        return TorchvisionDetector(
-            Path(args.weights),
-            args.torchvision_model,
-            min_score=0.3 if args.min_score is None else args.min_score,
-            device=args.device,
-        )
-    if args.weights:
-        raise UserError("--weights is for --detector torchvision")
-    return HogDetector(
-        upscale=args.hog_upscale, min_score=0.0 if args.min_score is None else args.min_score
-    )
 
 
 def export_footage(
@@ -53,7 +30,7 @@ def export_footage(
 
     if not camera or "," in camera or "/" in camera:
         raise UserError(f"camera name {camera!r} must be non-empty, without ',' or '/'")
-    detector = detector_from_args(args)
+    choice = people_finder(args)
     sources = open_sources(video, args.fps, args.duration)
     if args.detections and len(sources) > 1:
         raise UserError("--detections holds one video's detections: give one video, not a folder")
@@ -63,8 +40,11 @@ def export_footage(
         crops_per_track=args.crops_per_track,
         min_height=args.min_height,
         min_motion=args.min_motion,
+        detect_every=choice.detect_every,
+        motion_gate=choice.motion_gate,
+        sweep_every=choice.sweep_every,
     )
-    return export_training_set(sources, detector, settings, output, progress=not args.quiet)
+    return export_training_set(sources, choice.detector, settings, output, progress=not args.quiet)
 
 
 def check_footage_options(args: argparse.Namespace) -> datetime | None:
@@ -100,31 +80,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def add_footage_options(parser: argparse.ArgumentParser, *, crops: int = 16) -> None:
     """Detector, tracking and crop options shared by export-training and adapt."""
-    parser.add_argument(
-        "--detector",
-        choices=["hog", "torchvision"],
-        default="hog",
-        help="hog: OpenCV's built-in pedestrian detector, no weights; torchvision: a COCO "
-        "detector from --weights (default hog)",
-    )
-    parser.add_argument(
-        "--detections", metavar="DET_TXT", help="MOTChallenge det.txt detections of the video"
-    )
-    parser.add_argument("--weights", metavar="FILE", help="COCO weights for --detector torchvision")
-    parser.add_argument(
-        "--torchvision-model",
-        default="fasterrcnn_resnet50_fpn",
-        help="torchvision architecture of --weights",
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
-    parser.add_argument(
-        "--min-score",
-        type=float,
-        help="drop detections scoring less (default: hog 0, torchvision 0.3, det.txt none)",
-    )
-    parser.add_argument(
-        "--hog-upscale", type=float, default=1.5, help="enlarge frames this much for HOG"
-    )
+    add_detector_options(parser)
     parser.add_argument(
         "--crops-per-track",
         type=int,

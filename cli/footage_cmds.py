@@ -9,45 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .detector_options import DetectorChoice, add_detector_options, people_finder
 from .errors import UserError
 
 __all__ = ["add_parsers"]
-
-
-def _detector(args: argparse.Namespace, gate: bool) -> Any:
-    from footage.detect import TORCHVISION_MODELS, HogDetector, TorchvisionDetector
-    from footage.motchallenge import FileDetector
-
-    if args.detections:
-        if args.weights:
-            raise UserError("--weights is for --detector torchvision, not --detections")
-        return FileDetector(Path(args.detections), min_score=args.min_score)
-    kind, _, name = args.detector.partition(":")
-    if kind == "torchvision":
-        name = name or args.torchvision_model
-        if name not in TORCHVISION_MODELS:
-            raise UserError(
-                f"--detector torchvision:{name}: torchvision has no such COCO detector here "
-                f"(one of {', '.join(TORCHVISION_MODELS)})"
-            )
-        return TorchvisionDetector(
-            Path(args.weights) if args.weights else None,
-            name,
-            min_score=0.3 if args.min_score is None else args.min_score,
-            device=args.device,
-        )
-    if kind != "hog" or name:
-        raise UserError(f"--detector {args.detector!r}: hog or torchvision:NAME")
-    if args.weights:
-        raise UserError("--weights is for --detector torchvision:NAME")
-    pyramid = args.hog_pyramid or (1.2 if gate else 1.05)
-    if pyramid <= 1:
-        raise UserError("--hog-pyramid must be > 1")
-    return HogDetector(
-        upscale=args.hog_upscale,
-        min_score=0.0 if args.min_score is None else args.min_score,
-        pyramid=pyramid,
-    )
 
 
 def _cmd_footage_add(args: argparse.Namespace) -> int:
@@ -100,14 +65,10 @@ def _one_camera(args: argparse.Namespace) -> int:
         raise UserError("--duration must be > 0")
     if not args.camera or "," in args.camera:
         raise UserError("--camera must be a non-empty name without commas")
-    if args.detect_every < 1:
-        raise UserError("--detect-every must be at least 1")
-    every, gate = args.detect_every, not args.no_motion_gate
-    if args.exhaustive or args.detections:  # a det.txt holds every frame's people already
-        every, gate = 1, False
-    detector = _detector(args, gate)
+    choice = people_finder(args)
+    detector = choice.detector
     if stream:
-        return _watch(args, detector, every, gate)
+        return _watch(args, choice)
     sources = open_sources(Path(args.video), args.fps, args.duration)
     if args.detections and len(sources) > 1:
         raise UserError("--detections holds one video's detections: give one video, not a folder")
@@ -117,8 +78,9 @@ def _one_camera(args: argparse.Namespace) -> int:
         crops_per_track=args.crops_per_track,
         min_height=args.min_height,
         min_motion=args.min_motion,
-        detect_every=every,
-        motion_gate=gate,
+        detect_every=choice.detect_every,
+        motion_gate=choice.motion_gate,
+        sweep_every=choice.sweep_every,
     )
     key = run_key(
         *(str(Path(getattr(s, "path", args.video)).resolve()) for s in sources),
@@ -157,7 +119,7 @@ def _one_camera(args: argparse.Namespace) -> int:
     return 0
 
 
-def _watch(args: argparse.Namespace, detector: Any, every: int, gate: bool) -> int:
+def _watch(args: argparse.Namespace, choice: DetectorChoice) -> int:
     """A live stream until SIGINT or SIGTERM: the open tracks are sent, then exit 0."""
     import signal
     import threading
@@ -173,9 +135,11 @@ def _watch(args: argparse.Namespace, detector: Any, every: int, gate: bool) -> i
         crops_per_track=args.crops_per_track,
         min_height=args.min_height,
         min_motion=args.min_motion,
-        detect_every=every,
-        motion_gate=gate,
+        detect_every=choice.detect_every,
+        motion_gate=choice.motion_gate,
+        sweep_every=choice.sweep_every,
     )
+    detector = choice.detector
     key = run_key(
         public_url(args.video),
         args.camera,
@@ -277,74 +241,7 @@ def add_parsers(sub: Any) -> None:
     add.add_argument(
         "--api-key", default=os.environ.get("SONA_API_KEY"), help="API key (default: SONA_API_KEY)"
     )
-    add.add_argument(
-        "--detector",
-        default="hog",
-        metavar="hog|torchvision:NAME",
-        help="hog: OpenCV's built-in pedestrian detector, no weights; torchvision:NAME: a "
-        "torchvision COCO detector (ssdlite320_mobilenet_v3_large, "
-        "fasterrcnn_mobilenet_v3_large_320_fpn, fasterrcnn_resnet50_fpn_v2, ...) with its "
-        "weights from --weights FILE or downloaded once into the torch cache (default hog)",
-    )
-    add.add_argument(
-        "--hog-pyramid",
-        type=float,
-        help="HOG's step between scales (default 1.2 with the motion gate, 1.05 without: "
-        "finer finds a few more people, slower)",
-    )
-    add.add_argument(
-        "--detections",
-        metavar="DET_TXT",
-        help="use these MOTChallenge det.txt detections instead of a detector",
-    )
-    add.add_argument(
-        "--weights",
-        metavar="FILE",
-        help="COCO weights (a state-dict file) for --detector torchvision:NAME, for machines "
-        "without internet (default: torchvision's, downloaded once)",
-    )
-    add.add_argument(
-        "--torchvision-model",
-        default="fasterrcnn_resnet50_fpn",
-        help="with --detector torchvision (no :NAME): the architecture (default "
-        "fasterrcnn_resnet50_fpn)",
-    )
-    add.add_argument(
-        "--device",
-        default="auto",
-        help="torchvision detector device: auto, cpu, cuda:N (default auto: CUDA when present)",
-    )
-    add.add_argument(
-        "--min-score",
-        type=float,
-        help="drop detections scoring less (default: hog 0, torchvision 0.3, det.txt none)",
-    )
-    add.add_argument(
-        "--hog-upscale",
-        type=float,
-        default=1.5,
-        help="enlarge frames this much for HOG, which misses people under about 100 pixels "
-        "otherwise (default 1.5)",
-    )
-    add.add_argument(
-        "--detect-every",
-        type=int,
-        default=2,
-        metavar="K",
-        help="run the detector on every K-th frame; the tracker carries people across the "
-        "frames between (default 2: 10 fps footage is searched 5 times a second)",
-    )
-    add.add_argument(
-        "--no-motion-gate",
-        action="store_true",
-        help="search the whole frame; by default only the regions that moved (background "
-        "subtraction: for fixed cameras) are searched",
-    )
-    add.add_argument(
-        "--exhaustive",
-        action="store_true",
-        help="every frame, whole frame: the slow reference (--detect-every 1 --no-motion-gate)",
-    )
+    add_detector_options(add)
     add.add_argument(
         "--crops-per-track",
         type=int,

@@ -21,6 +21,7 @@ import numpy as np
 from .errors import FootageError
 
 __all__ = [
+    "ONNX_FASTER_ON_CPU",
     "TORCHVISION_MODELS",
     "Detection",
     "Detector",
@@ -38,6 +39,10 @@ TORCHVISION_MODELS = (
     "ssdlite320_mobilenet_v3_large",
 )
 _COCO_PERSON = 1
+#: Run in ONNX Runtime on a CPU by default: measured faster there than PyTorch (the others
+#: were slower, or not measured; see the footage section of bench/RESULTS.md).
+ONNX_FASTER_ON_CPU = frozenset({"fasterrcnn_mobilenet_v3_large_320_fpn"})
+_SWEEP = (144.0, 1.2)  # HOG's sweep: the shortest box it looks for, its scale step
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,18 @@ class Detector(abc.ABC):
         """People in the ``regions`` (x, y, w, h) of the frame that moved. A detector that
         sees the whole frame at once (a CNN) looks at all of it when anything moved."""
         return self.detect(index, image) if regions else []
+
+    batch = 1  # frames per call of ``detect_many`` worth gathering
+
+    def detect_many(self, frames: list[tuple[int, np.ndarray]]) -> list[list[Detection]]:
+        """``detect`` of several frames (index, image); a detector that gains from batches
+        (a CNN on a GPU) takes them in one pass."""
+        return [self.detect(index, image) for index, image in frames]
+
+    def sweep(self, index: int, image: np.ndarray, found: list[Detection]) -> list[Detection]:
+        """``found`` (from ``detect_in``) and what a cheap look at the whole frame for tall
+        boxes adds. Only a detector whose moving regions can miss those (HOG) looks."""
+        return found
 
     def check(self, frames: int, width: int, height: int, name: str) -> None:  # noqa: B027
         """Refuse a clip these detections cannot belong to (only ``FileDetector`` can tell)."""
@@ -111,6 +128,8 @@ class HogDetector(Detector):
         nms_iou: float = 0.4,
         stride: int = 8,
         pyramid: float = 1.05,
+        sweep_height: float = _SWEEP[0],
+        sweep_step: float = _SWEEP[1],
     ) -> None:
         if upscale <= 0:
             raise FootageError("the HOG upscale factor must be > 0")
@@ -121,13 +140,17 @@ class HogDetector(Detector):
         self.min_score = min_score
         self.nms_iou = nms_iou
         self.stride = stride
+        self.sweep_height = sweep_height
+        self.sweep_step = sweep_step
         self._hog = cv2.HOGDescriptor()
         self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
     def describe(self) -> str:
+        sweep = (self.sweep_height, self.sweep_step)
         return (
             f"hog x{self.upscale:g} score>{self.min_score:g} nms{self.nms_iou:g} "
             f"step{self.pyramid:g}"
+            + ("" if sweep == _SWEEP else f" sweep{sweep[0]:g}/{sweep[1]:g}")
         )
 
     def detect(self, index: int, image: np.ndarray) -> list[Detection]:
@@ -143,8 +166,30 @@ class HogDetector(Detector):
             found.extend(self._windows(image[y : y + h, x : x + w], x, y))
         return nms(found, self.nms_iou)
 
-    def _windows(self, image: np.ndarray, left: int, top: int) -> list[Detection]:
-        s = self.upscale
+    def sweep(self, index: int, image: np.ndarray, found: list[Detection]) -> list[Detection]:
+        """The whole frame reduced so that HOG's window is a box ``sweep_height`` pixels tall,
+        and the coarse scales above it: the tall boxes (groups walking together, people near
+        the camera) that the moving regions' windows are too small for. Reduced, the frame
+        costs a fraction of the fine search; without OpenCV's grouping (which needs the
+        fine scale steps' many overlapping windows) the windows go to non-maximum
+        suppression with the rest."""
+        s = 128 * 0.9 / self.sweep_height  # the box is 0.9 of the window's height
+        small = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        tall = self._windows(small, 0, 0, upscale=1.0, step=self.sweep_step, group=0)
+        tall = [Detection(d.x / s, d.y / s, d.w / s, d.h / s, d.score) for d in tall]
+        return nms(found + tall, self.nms_iou)
+
+    def _windows(
+        self,
+        image: np.ndarray,
+        left: int,
+        top: int,
+        *,
+        upscale: float | None = None,
+        step: float | None = None,
+        group: int = 2,
+    ) -> list[Detection]:
+        s = self.upscale if upscale is None else upscale
         if min(image.shape[0] * s, image.shape[1] * s * 2) < 128:
             return []  # smaller than HOG's window
         scaled = image if s == 1 else cv2.resize(image, None, fx=s, fy=s)
@@ -153,7 +198,8 @@ class HogDetector(Detector):
             hitThreshold=self.min_score,
             winStride=(self.stride, self.stride),
             padding=(8, 8),
-            scale=self.pyramid,
+            scale=step or self.pyramid,
+            groupThreshold=group,
         )
         found = []
         for (x, y, w, h), score in zip(rects, np.asarray(weights).reshape(-1), strict=True):
@@ -190,6 +236,8 @@ class TorchvisionDetector(Detector):
         high_score: float = 0.6,
         device: str = "auto",
         min_size: int | None = None,
+        runtime: str = "auto",
+        batch: int | None = None,
     ) -> None:
         import torch
         import torchvision
@@ -200,6 +248,11 @@ class TorchvisionDetector(Detector):
             raise FootageError(
                 f"unknown torchvision detector {model!r}: {', '.join(TORCHVISION_MODELS)}"
             )
+        if runtime not in ("auto", "torch", "onnx"):
+            raise FootageError(f"unknown detector runtime {runtime!r}: auto, torch or onnx")
+        if runtime == "onnx" and not model.startswith("fasterrcnn"):
+            # SSD's exported graph keeps the example's frame size: its boxes come out wrong
+            raise FootageError(f"{model} does not run in ONNX Runtime here: use the torch runtime")
         if weights is None:
             state, origin = _cached_weights(model)
         else:
@@ -230,25 +283,77 @@ class TorchvisionDetector(Detector):
         self.min_score = min_score
         self.high_score = high_score
         self._digest = origin
+        if runtime == "auto":
+            cpu = self.device.type == "cpu"
+            runtime = "onnx" if cpu and model in ONNX_FASTER_ON_CPU else "torch"
+        self.runtime = runtime
+        self._session = _onnx_session(self.net) if runtime == "onnx" else None
+        # a batch of frames per pass pays on a GPU; on a CPU it was measured no faster
+        self.batch = batch or (1 if self.device.type == "cpu" or self._session else 8)
 
     def describe(self) -> str:
         return f"torchvision {self.model} {self._digest} score>{self.min_score:g}"
 
     def detect(self, index: int, image: np.ndarray) -> list[Detection]:
+        return self.detect_many([(index, image)])[0]
+
+    def detect_many(self, frames: list[tuple[int, np.ndarray]]) -> list[list[Detection]]:
         import torch
 
-        rgb = np.ascontiguousarray(image[:, :, ::-1])
-        tensor = torch.from_numpy(rgb).permute(2, 0, 1).to(self.device, torch.float32) / 255
-        with torch.inference_mode():
-            out = self.net([tensor])[0]
-        boxes = out["boxes"].cpu().numpy()
-        labels = out["labels"].cpu().numpy()
-        scores = out["scores"].cpu().numpy()
+        rgb = [np.ascontiguousarray(image[:, :, ::-1]) for _, image in frames]
+        if self._session is not None:  # the exported graph takes one frame at a time
+            outs = []
+            for pixels in rgb:
+                chw = np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32) / 255
+                boxes, labels, scores = self._session.run(None, {"image": chw})
+                outs.append((boxes, labels, scores))
+        else:
+            tensors = [
+                torch.from_numpy(p).permute(2, 0, 1).to(self.device, torch.float32) / 255
+                for p in rgb
+            ]
+            with torch.inference_mode():
+                found = self.net(tensors)
+            outs = [
+                (o["boxes"].cpu().numpy(), o["labels"].cpu().numpy(), o["scores"].cpu().numpy())
+                for o in found
+            ]
+        return [self._people(*out) for out in outs]
+
+    def _people(self, boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> list[Detection]:
         return [
             Detection(float(x1), float(y1), float(x2 - x1), float(y2 - y1), float(s))
             for (x1, y1, x2, y2), label, s in zip(boxes, labels, scores, strict=True)
             if label == _COCO_PERSON and s >= self.min_score and x2 > x1 and y2 > y1
         ]
+
+
+def _onnx_session(net):
+    """``net`` exported to ONNX in memory (a second or two) and opened in ONNX Runtime, with
+    the frame's height and width left free."""
+    import io
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    buffer = io.BytesIO()
+    example = [torch.zeros(3, 320, 320)]
+    with warnings.catch_warnings():  # the tracer's notes on torchvision's size arithmetic
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net.cpu(),
+            (example,),
+            buffer,
+            opset_version=17,
+            dynamo=False,
+            input_names=["image"],
+            output_names=["boxes", "labels", "scores"],
+            dynamic_axes={"image": {1: "height", 2: "width"}, "boxes": {0: "n"}},
+        )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
 
 def _cached_weights(model: str) -> tuple[dict, str]:

@@ -9,7 +9,7 @@ started again skips what it sent. A failure part way says what was indexed befor
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -17,9 +17,9 @@ import cv2
 
 from .choose import Candidate, CropChooser
 from .decode import Frame, Source, prefetch
-from .detect import Detector
+from .detect import Detection, Detector
 from .errors import FootageError
-from .motion import MotionGate
+from .finder import Finder
 from .state import RunState
 from .track import Track, Tracker
 from .upload import TrackUploader
@@ -40,12 +40,13 @@ class Settings:
     min_motion: float = 0.5  # heights a track must move (pro rata under 2 s; 0: keep all)
     detect_every: int = 2  # frames; the tracker carries people across the others
     motion_gate: bool = True  # detect only where the picture moved (fixed cameras)
+    sweep_every: int = 0  # with the gate: every n-th search also sweeps the frame (0: never)
 
     def describe(self) -> str:
         return (
             f"{self.crops_per_track}/{self.min_height}/{self.min_hits}/{self.max_gap_seconds}/"
             f"{self.iou}/{self.jpeg_quality}/{self.min_motion}/{self.detect_every}/"
-            f"{int(self.motion_gate)}"
+            f"{int(self.motion_gate)}" + (f"/sweep{self.sweep_every}" if self.sweep_every else "")
         )
 
 
@@ -111,7 +112,7 @@ class Pipeline:
         self.number = 0
         self.tracks_before = 0  # confirmed in earlier clips
         self.tracker: Tracker | None = None
-        self.gate: MotionGate | None = None
+        self.finder: Finder | None = None
         self.choosers: dict[int, CropChooser] = {}
         self.last_seen: dict[int, float] = {}  # track key -> seconds of its latest frame
 
@@ -125,18 +126,19 @@ class Pipeline:
             min_hits=self.s.min_hits,
             high_score=self.detector.high_score,
         )
-        self.gate = MotionGate() if self.s.motion_gate else None
+        self.finder = Finder(
+            self.detector, motion_gate=self.s.motion_gate, sweep_every=self.s.sweep_every
+        )
         self.choosers = {}
         self.last_seen = {}
 
-    def step(self, frame: Frame) -> list[Track]:
-        """Detect, track and collect crop candidates in one frame; the tracks that ended."""
+    def step(self, frame: Frame, detections: list[Detection] | None = None) -> list[Track]:
+        """Detect (unless ``detections`` are given), track and collect crop candidates in one
+        frame; the tracks that ended."""
         assert self.tracker is not None
-        if self.gate is None:
-            detections = self.detector.detect(frame.index, frame.image)
-        else:
-            regions = self.gate.regions(frame.image)
-            detections = self.detector.detect_in(frame.index, frame.image, regions)
+        assert self.finder is not None
+        if detections is None:
+            detections = self.finder.find(frame.index, frame.image)
         pairs, ended = self.tracker.update(frame.index, detections)
         for track, det in pairs:
             chooser = self.choosers.get(track.key)
@@ -223,16 +225,30 @@ class Pipeline:
     def clip(self, source: Source, clip_start: datetime, bar) -> None:
         self.restart(source.fps)
         every = self.s.detect_every
-        for frame in prefetch(source.sample(every)):
-            for track in self.step(frame):
-                self.flush(track, self.choosers.pop(track.key, None), clip_start, source)
-                self.last_seen.pop(track.key, None)
-            step = min(every, source.frames - frame.index)  # the frames skipped count as read
-            self.report.frames += step
-            bar.update(step)
+        for frames in _batches(prefetch(source.sample(every)), self.detector.batch):
+            assert self.finder is not None
+            found = self.finder.find_many([(f.index, f.image) for f in frames])
+            for frame, detections in zip(frames, found, strict=True):
+                for track in self.step(frame, detections):
+                    self.flush(track, self.choosers.pop(track.key, None), clip_start, source)
+                    self.last_seen.pop(track.key, None)
+                step = min(every, source.frames - frame.index)  # skipped frames count as read
+                self.report.frames += step
+                bar.update(step)
             bar.set_postfix(tracks=self.report.tracks, refresh=False)
         for track in self.finish():
             self.flush(track, self.choosers.pop(track.key, None), clip_start, source)
+
+
+def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+    batch: list[Frame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def ingest(

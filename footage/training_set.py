@@ -32,6 +32,7 @@ from .choose import Candidate, CropChooser
 from .decode import Source
 from .detect import Detector
 from .errors import FootageError
+from .finder import Finder
 from .track import Track, Tracker
 
 __all__ = [
@@ -58,6 +59,9 @@ class ExportSettings:
     iou: float = 0.3
     min_motion: float = 0.5
     jpeg_quality: int = 95
+    detect_every: int = 1  # frames; the tracker carries people across the others
+    motion_gate: bool = False  # detect only where the picture moved (``Finder``)
+    sweep_every: int = 0
 
 
 @dataclass
@@ -165,8 +169,10 @@ class _Writer:
             high_score=detector.high_score,
         )
         choosers: dict[int, CropChooser] = {}
-        for frame in source:
-            pairs, ended = tracker.update(frame.index, detector.detect(frame.index, frame.image))
+        finder = Finder(detector, motion_gate=self.s.motion_gate, sweep_every=self.s.sweep_every)
+        every = self.s.detect_every
+        for frame in source.sample(every):
+            pairs, ended = tracker.update(frame.index, finder.find(frame.index, frame.image))
             for track, det in pairs:
                 chooser = choosers.get(track.key)
                 if chooser is None:
@@ -177,8 +183,9 @@ class _Writer:
             live = {t.key for t in tracker.live}
             for k in [k for k in choosers if k not in live]:  # died unconfirmed
                 del choosers[k]
-            self.report.frames += 1
-            bar.update(1)
+            step = min(every, source.frames - frame.index)  # the frames skipped count as read
+            self.report.frames += step
+            bar.update(step)
         for track in tracker.finish():
             self.flush(track, choosers.pop(track.key, None), offset, source.fps)
         self.report.tracks += tracker.confirmed

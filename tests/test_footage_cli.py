@@ -218,9 +218,8 @@ def test_torchvision_detector_wiring_through_the_cli_with_randomly_initialised_w
         f"--start={START}",
         "--gallery=random-init",
         f"--url={server.url}",
-        "--detector=torchvision",
+        f"--detector=torchvision:{name}",
         f"--weights={weights}",
-        f"--torchvision-model={name}",
         "--device=cpu",
         "--duration=0.5",
         "--exhaustive",  # five frames: each one searched whole, so that tracks form

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from footage.replay import free_udp_port, replay
 from tests.footage_support import VTEST, needs_vtest
 from tests.service_support import SONA, Server, make_checkpoint
 
@@ -26,41 +27,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg absent: apt-get install"),
 ]
-
-
-def udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def send_stream(port: int) -> subprocess.Popen:
-    """vtest.avi looped at its own rate (-re); MPEG-2 with a key frame every second, so that
-    a receiver can start anywhere."""
-    return subprocess.Popen(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-            str(VTEST),
-            "-c:v",
-            "mpeg2video",
-            "-q:v",
-            "4",
-            "-g",
-            "10",
-            "-f",
-            "mpegts",
-            f"udp://127.0.0.1:{port}?pkt_size=1316",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 def records(state: Path) -> list[dict]:
@@ -104,7 +70,7 @@ def count(server: Server, gallery: str) -> int:
 def test_a_live_stream_dropped_and_back_is_indexed_once_and_stops_cleanly(
     server: Server, tmp_path: Path
 ) -> None:
-    port = udp_port()
+    port = free_udp_port()
     state = tmp_path / "live.jsonl"
     url = f"udp://127.0.0.1:{port}"
     command = [
@@ -119,14 +85,14 @@ def test_a_live_stream_dropped_and_back_is_indexed_once_and_stops_cleanly(
         "--flush-every=5",
         "--quiet",
     ]
-    stream = send_stream(port)
+    stream = replay(VTEST, port)
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: len(records(state)) >= 2, 420, run)  # generous: a busy machine
         stream.terminate()  # the camera drops...
         stream.wait(10)
         time.sleep(15)  # longer than the command's 10 s read timeout: a drop, not a hiccup
-        stream = send_stream(port)  # ...and comes back: the command reconnects by itself
+        stream = replay(VTEST, port)  # ...and comes back: the command reconnects by itself
         first = sessions(records(state))
         wait_for(lambda: sessions(records(state)) - first, 420, run)
         run.send_signal(signal.SIGTERM)
@@ -147,7 +113,7 @@ def test_a_live_stream_dropped_and_back_is_indexed_once_and_stops_cleanly(
     assert body["camera_id"] == "door" and body["count"] >= 1
 
     # started again with the same state: new tracks only, never one sent before
-    stream = send_stream(port)
+    stream = replay(VTEST, port)
     again = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: len(records(state)) > len(done), 420, again)

@@ -13,7 +13,8 @@ import pytest
 from footage import FootageError
 from footage.choose import CropChooser
 from footage.decode import ImageSequence, VideoFile, open_sources
-from footage.detect import Detection, HogDetector, TorchvisionDetector, nms
+from footage.detect import Detection, Detector, HogDetector, TorchvisionDetector, nms
+from footage.finder import Finder
 from footage.motchallenge import FileDetector, read_det
 from footage.track import Tracker, iou_matrix
 from tests.footage_support import (
@@ -186,6 +187,77 @@ def test_torchvision_detector_wiring_with_randomly_initialised_weights(tmp_path:
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(FootageError, match="not a PyTorch weights file"):
         TorchvisionDetector(tmp_path / "junk.pth", name)
+
+
+def test_onnx_runtime_and_batches_match_pytorch_with_randomly_initialised_weights(
+    tmp_path: Path,
+) -> None:
+    """The same randomly initialised Faster R-CNN (class head nudged towards 'person') run in
+    PyTorch one frame at a time, in PyTorch in one batch, and exported to ONNX Runtime finds
+    the same boxes, on frames of two sizes (the exported graph leaves the size free)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(1)
+    name = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    net = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=91)
+    with torch.no_grad():
+        net.roi_heads.box_predictor.cls_score.bias[1] = 3.0
+    torch.save(net.state_dict(), tmp_path / "random-init.pth")
+    frames = [(0, scene(0)), (1, cv2.resize(scene(5), (480, 360)))]
+    common = {"min_score": 0.0, "device": "cpu"}
+    eager = TorchvisionDetector(tmp_path / "random-init.pth", name, runtime="torch", **common)
+    onnx = TorchvisionDetector(tmp_path / "random-init.pth", name, runtime="onnx", **common)
+    batched = TorchvisionDetector(
+        tmp_path / "random-init.pth", name, runtime="torch", batch=2, **common
+    )
+    assert eager.batch == 1 and batched.batch == 2 and onnx.runtime == "onnx"
+    one_by_one = [eager.detect(i, image) for i, image in frames]
+    assert all(one_by_one)
+    for other in (onnx.detect_many(frames), batched.detect_many(frames)):
+        for mine, theirs in zip(one_by_one, other, strict=True):
+            # the best half, most of it the same: near-equal scores of untrained weights let
+            # the two runtimes' non-maximum suppression keep a few different boxes
+            best = sorted(mine, key=lambda d: -d.score)[: len(mine) // 2]
+            a = np.array([d.corners for d in best])
+            b = np.array([d.corners for d in theirs]).reshape(-1, 4)
+            matched = (iou_matrix(a, b).max(axis=1, initial=0.0) > 0.9).mean()
+            assert matched >= 0.8, matched
+    with pytest.raises(FootageError, match="does not run in ONNX Runtime"):
+        TorchvisionDetector(
+            tmp_path / "random-init.pth", "ssdlite320_mobilenet_v3_large", runtime="onnx"
+        )
+
+
+class BatchedTruth(Detector):
+    """The made-up scene's true boxes, taken a batch at a time (as a CNN on a GPU would)."""
+
+    name = "batched truth"
+    batch = 3
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+
+    def detect(self, index: int, image) -> list[Detection]:
+        return [Detection(x, y, w, h, 1.0) for x, y, w, h in people_boxes(index)]
+
+    def detect_many(self, frames):
+        self.calls.append([index for index, _ in frames])
+        return super().detect_many(frames)
+
+
+def test_a_batching_detector_gets_the_frames_that_moved_in_one_call() -> None:
+    walk = [(i, scene(i)) for i in range(20)]
+    still = [(20 + i, scene(0)) for i in range(25)]  # then nothing moves (learnt as background)
+    detector = BatchedTruth()
+    finder = Finder(detector, motion_gate=True)
+    found = [d for n in range(0, 45, 3) for d in finder.find_many((walk + still)[n : n + 3])]
+    assert detector.calls[0][0] == 0 and max(len(c) for c in detector.calls) == 3  # one call
+    assert found[19] == detector.detect(19, walk[19][1]) and found[-1] == []
+    assert 44 not in [i for call in detector.calls for i in call]  # a still frame: no call
+    every = Finder(BatchedTruth(), motion_gate=False)
+    frames = walk[:5]
+    assert every.find_many(frames) == [every.detector.detect(i, im) for i, im in frames]
 
 
 # ------------------------------------------------------------------------------ tracking

@@ -60,3 +60,21 @@ def test_footage_without_a_usable_crop_writes_nothing(tmp_path: Path) -> None:
     )  # fmt: skip
     refused(result, "nothing written")
     assert not (tmp_path / "set" / "tracks.json").exists()
+
+
+def test_export_takes_footage_adds_detector_options(tmp_path: Path) -> None:
+    """The detector options are those of ``sona footage add``: same syntax, same refusals."""
+    video = write_video(tmp_path / "v.avi", frames=10)
+    out = tmp_path / "set"
+    for option, text in (
+        ("--detector=torchvision:no_such_net", "torchvision has no such COCO detector"),
+        ("--detector=yolo", "hog or torchvision:NAME"),
+        ("--detect-every=0", "--detect-every must be at least 1"),
+        ("--sweep-every=-1", "--sweep-every must be >= 0"),
+    ):
+        result = sona(
+            "footage", "export-training", str(video), "--output", str(out), "--camera", "c",
+            option, "--quiet",
+        )  # fmt: skip
+        refused(result, text)
+        assert not out.exists()
