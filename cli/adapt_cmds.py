@@ -396,6 +396,8 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source else None
     if source is not None and (source / "tracks.json").is_file():
         folder = source  # a training set already
+    elif source is not None and source.is_dir() and not any(source.iterdir()):
+        raise UserError(f"{source}: an empty folder (no tracks.json, no footage)")
     else:
         folder = output / "tracks"
         _training_set(args, folder)
