@@ -2,7 +2,7 @@
 folder (the synthetic demo model trained, the video's tracks exported, the model adapted to
 them, the video indexed), then started again on what the first start kept.
 
-Prints, for each start, when the port answered, when `/readyz` said ready and when the
+Prints, for each start, when each stage of the demo began, when the port answered, when `/readyz` said ready and when the
 video's gallery was indexed (the demo's "ready" line), with the wall time and the CPU time
 (user + system) of the whole `sona demo` process, and the machine's load average.
 
@@ -52,8 +52,12 @@ def start(footage: Path, data: Path, seconds: float | None, log: Path) -> dict[s
             stderr=subprocess.STDOUT,
         )
     marks: dict[str, float] = {}
+    stages: dict[str, float] = {}  # each "demo: ..." line, when it first showed
     try:
-        while READY not in log.read_text(errors="replace"):
+        while READY not in (text := log.read_text(errors="replace")):
+            for line in text.splitlines():
+                if line.startswith("demo: ") and line not in stages:
+                    stages[line] = time.perf_counter() - began
             if process.poll() is not None:
                 raise SystemExit(f"sona demo exited: {log.read_text()[-2000:]}")
             try:
@@ -76,6 +80,8 @@ def start(footage: Path, data: Path, seconds: float | None, log: Path) -> dict[s
         process.terminate()
         _, _, usage = os.wait4(process.pid, 0)
     marks["cpu"] = usage.ru_utime + usage.ru_stime
+    for line, seconds in stages.items():
+        print(f"  {seconds:6.1f} s  {line[:110]}")
     return marks
 
 
