@@ -2,9 +2,10 @@
 folder (the synthetic demo model trained, the video's tracks exported, the model adapted to
 them, the video indexed), then started again on what the first start kept.
 
-Prints, for each start, when each stage of the demo began, when the port answered, when `/readyz` said ready and when the
-video's gallery was indexed (the demo's "ready" line), with the wall time and the CPU time
-(user + system) of the whole `sona demo` process, and the machine's load average.
+Prints, for each start, when each stage of the demo began, when the port answered, when
+`/readyz` said ready and when the video's gallery was indexed (the demo's "ready" line), with
+the wall time and the CPU time (user + system) of the whole `sona demo` process, and the
+machine's load average.
 
     python bench/demo_footage.py                          # all of vtest.avi, the defaults
     python bench/demo_footage.py --seconds 20             # its first 20 s
