@@ -12,6 +12,7 @@ from .detector_options import add_detector_options, people_finder
 from .errors import UserError
 
 __all__ = [
+    "adapt_config",
     "add_export_parser",
     "add_parsers",
     "add_track_eval_options",
@@ -310,13 +311,28 @@ def _training_set(args: argparse.Namespace, folder: Path) -> None:
         print(f"{camera}: {report.summary()}")
 
 
-def _cmd_adapt(args: argparse.Namespace) -> int:
+def adapt_config(
+    init: str | Path, epochs: int, seed: int, batch: tuple[int, int] | None = None
+) -> Any:
+    """The ``adapt`` preset on ``init``'s architecture (cutout scaled to its input size), cut
+    to ``epochs``: what ``sona adapt`` and the footage demo train with."""
     import dataclasses
 
-    from model.checkpoint import checkpoint_config, read_checkpoint
-    from training.adapt import adapt
     from training.config import TRAIN_PRESETS
     from training.finetune import init_config
+
+    model = init_config(init)
+    preset = TRAIN_PRESETS["adapt"]
+    cutout = round(preset.cutout * model.input_size[0] / preset.model.input_size[0])
+    overrides: dict[str, Any] = {"epochs": epochs, "seed": seed, "cutout": cutout}
+    if batch:
+        overrides["ids_per_batch"], overrides["images_per_id"] = batch
+    return dataclasses.replace(preset, model=model, **overrides)
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from model.checkpoint import checkpoint_config, read_checkpoint
+    from training.adapt import adapt
     from training.track_eval import Row
 
     if bool(args.source) == bool(args.sites):
@@ -336,17 +352,13 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source else None
     if source is not None and (source / "tracks.json").is_file():
         folder = source  # a training set already
+    elif source is not None and source.is_dir() and not any(source.iterdir()):
+        raise UserError(f"{source}: an empty folder (no tracks.json, no footage)")
     else:
         folder = output / "tracks"
         _training_set(args, folder)
     _, scored, others, line = split_tracks(args, folder)
-    model = init_config(args.init)
-    preset = TRAIN_PRESETS["adapt"]
-    cutout = round(preset.cutout * model.input_size[0] / preset.model.input_size[0])
-    overrides = {"epochs": args.epochs, "seed": args.seed, "cutout": cutout}
-    if args.batch:
-        overrides["ids_per_batch"], overrides["images_per_id"] = args.batch
-    config = dataclasses.replace(preset, model=model, **overrides)
+    config = adapt_config(args.init, args.epochs, args.seed, args.batch)
     print(f"adapting {args.init} on {len(others)} tracks ({args.mode}); {line}")
     result = adapt(
         args.init,

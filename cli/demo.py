@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from service.store import GalleryStore
     from training.demo import Demo
 
+    from .demo_footage import FootageDemo
+
 __all__ = ["build", "index_in_background", "preparation"]
 
 EPOCH = re.compile(r"epoch (\d+)/(\d+)\b")
@@ -44,32 +46,52 @@ def build(settings: Settings, args: argparse.Namespace, progress: Progress | Non
     )
 
 
-def preparation(settings: Settings, args: argparse.Namespace, store: GalleryStore) -> Preparation:
+def preparation(
+    settings: Settings,
+    args: argparse.Namespace,
+    store: GalleryStore,
+    footage: FootageDemo | None = None,
+) -> Preparation:
     """The demo built while the port is already open (``store`` opened before), then its
-    model, and its gallery indexed through the API once the service is ready."""
+    model, and its gallery indexed through the API once the service is ready. With
+    ``footage``, the model is the demo's adapted to that clip, and the gallery is the clip's."""
     from service.runtime import load_model
     from service.startup import Preparation
 
     def work(progress: Progress) -> tuple[Settings, LoadedModel, GalleryStore]:
         demo = build(settings, args, progress)
-        ready = settings.model_copy(update={"checkpoint": demo.checkpoint})
+        checkpoint = demo.checkpoint
+        if footage is not None:
+            from .demo_footage import adapt_demo
+
+            checkpoint = adapt_demo(footage, demo, _print, progress.set)
+        ready = settings.model_copy(update={"checkpoint": checkpoint})
         progress.set("loading the model and the gallery")
         model = load_model(ready)
         if model.encoder.dim != store.dim:  # the store opened for the tiny preset's vectors
             raise RuntimeError(f"the demo model embeds {model.encoder.dim}-d, not {store.dim}")
-        index_in_background(demo, args, ready)
+        index_in_background(demo, args, ready, footage)
         return ready, model, store
 
     return Preparation(work)
 
 
-def index_in_background(demo: Demo, args: argparse.Namespace, settings: Settings) -> None:
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def index_in_background(
+    demo: Demo, args: argparse.Namespace, settings: Settings, footage: FootageDemo | None = None
+) -> None:
     """Index the demo gallery once the server answers, without holding up its start."""
-    threading.Thread(target=_index, args=(demo, args, settings), daemon=True).start()
+    threading.Thread(target=_index, args=(demo, args, settings, footage), daemon=True).start()
 
 
-def _index(demo: Demo, args: argparse.Namespace, settings: Settings) -> None:
-    """Once the server is ready, index the synthetic gallery through POST /gallery (once)."""
+def _index(
+    demo: Demo, args: argparse.Namespace, settings: Settings, footage: FootageDemo | None
+) -> None:
+    """Once the server is ready, index the synthetic gallery through POST /gallery (once), or
+    the footage's tracks (resumed where a previous start left them)."""
     from datetime import UTC, datetime
 
     from client import SonaClient, SonaError, crops_from_folder, upload
@@ -84,6 +106,9 @@ def _index(demo: Demo, args: argparse.Namespace, settings: Settings) -> None:
             counts = client.counts()
         except SonaError:
             return
+    if footage is not None:
+        _index_footage(footage, url, key)
+        return
     if "default" not in counts:
         crops = crops_from_folder(
             demo.gallery_folder, start=datetime(2024, 1, 1, tzinfo=UTC), with_identity=True
@@ -97,5 +122,26 @@ def _index(demo: Demo, args: argparse.Namespace, settings: Settings) -> None:
         f"\nSONA DEMO ready at {url}  (tiny model trained on synthetic data: a demo, not a "
         f"real re-ID model)\n  API docs: {url}/docs\n  try:     curl -F "
         f"image=@{demo.example_query()} '{url}/search?k=5&group_by=identity'\n",
+        flush=True,
+    )
+
+
+def _index_footage(footage: FootageDemo, url: str, key: str | None) -> None:
+    from .demo_footage import index_footage
+    from .errors import is_user_error
+
+    try:
+        index_footage(footage, url, key)
+    except Exception as exc:  # the service goes on serving what was indexed
+        if not is_user_error(exc):
+            raise
+        print(f"demo: indexing {footage.footage} failed: {exc}", flush=True)
+        return
+    print(
+        f"\nSONA DEMO ready at {url}  (tiny model trained on synthetic data, adapted to "
+        f"{footage.footage.name} without labels: a demo, not a real re-ID model)\n"
+        f"  gallery 'default': the tracks of {footage.footage.name}, with their provenance\n"
+        f"  API docs: {url}/docs\n  try:     curl -F image=@{footage.example_query()} "
+        f"'{url}/search?k=5&group_by=track'\n",
         flush=True,
     )

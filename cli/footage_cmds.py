@@ -19,6 +19,9 @@ def _cmd_footage_add(args: argparse.Namespace) -> int:
     if args.sites or args.video is None:
         from .footage_site import run_site
 
+        if args.training_set:  # cameras in parallel would write one tracks.json at once
+            raise UserError("--training-set is for one camera: export a site's cameras one by one")
+
         return run_site(args, _one_camera)
     if args.workers is not None:
         raise UserError("--workers is for --sites or several --camera CAMERA=SOURCE")
@@ -36,6 +39,8 @@ def _one_camera(args: argparse.Namespace) -> int:
 
     stream = is_stream(args.video)
     if stream:
+        if args.training_set:
+            raise UserError("--training-set is for files, not live streams")
         if args.start is not None:
             raise UserError("--start is for files: a live stream's crops take the wall clock")
         if args.detections or args.duration is not None or args.fps is not None:
@@ -93,6 +98,7 @@ def _one_camera(args: argparse.Namespace) -> int:
         settings.describe(),
     )
     state = RunState(Path(args.state) if args.state else default_state_path(key))
+    training = _training_writer(args, start, state.complete)
     uploader = TrackUploader(args.url, args.gallery, api_key=args.api_key, retries=args.retries)
     try:
         report = ingest(
@@ -104,10 +110,17 @@ def _one_camera(args: argparse.Namespace) -> int:
             key=key,
             progress=not args.quiet,
             position=getattr(args, "position", None),
+            on_indexed=training.add if training else None,
         )
     finally:
         uploader.close()
         state.close()
+    if training:
+        done = training.close(sources, detector)
+        print(
+            f"training set: {done.written} tracks with {done.crops} crops (camera "
+            f"c{done.camera_number}) -> {training.out}"
+        )
     where = f"gallery '{args.gallery}' at {args.url}"
     if report.already_complete:
         print(f"already indexed into {where} ({report.skipped} tracks; state {state.path})")
@@ -117,6 +130,45 @@ def _one_camera(args: argparse.Namespace) -> int:
         ids = sorted(report.items)
         print(f"track ids {ids[0]} to {ids[-1]}" if len(ids) > 1 else f"track id {ids[0]}")
     return 0
+
+
+def _training_writer(args: argparse.Namespace, start: datetime, complete: bool) -> Any:
+    """``--training-set DIR``: the writer of ``sona footage export-training``, handed each
+    track this run indexes (None without the option)."""
+    if not args.training_set:
+        return None
+    from footage.training_set import ExportSettings, TrainingSetWriter
+
+    if complete:
+        raise UserError(
+            "this footage is already indexed (nothing to write to --training-set): use sona "
+            "footage export-training, or --state with a new file"
+        )
+    if not 1 <= args.training_crops <= 256:
+        raise UserError("--training-crops must be from 1 to 256")
+    settings = ExportSettings(
+        camera=args.camera,
+        start=start,
+        crops_per_track=args.training_crops,
+        min_height=args.min_height,
+        min_motion=args.min_motion,
+    )
+    return TrainingSetWriter(Path(args.training_set), settings)
+
+
+def _add_training_options(add: argparse.ArgumentParser) -> None:
+    add.add_argument(
+        "--training-set",
+        metavar="DIR",
+        help="also write each indexed track's crops as a training set, as sona footage "
+        "export-training does (files only)",
+    )
+    add.add_argument(
+        "--training-crops",
+        type=int,
+        default=16,
+        help="with --training-set: crops written per track, spread over its time",
+    )
 
 
 def _watch(args: argparse.Namespace, choice: DetectorChoice) -> int:
@@ -287,6 +339,7 @@ def add_parsers(sub: Any) -> None:
         help="retries of a busy or unreachable service, with back-off (default 8)",
     )
     add.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_training_options(add)
     add.set_defaults(handler=_cmd_footage_add)
     from .adapt_cmds import add_export_parser
 

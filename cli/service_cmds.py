@@ -28,18 +28,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         {"checkpoint": args.checkpoint, "data_dir": args.data_dir, "device": args.device}
     )
     _check_tls(args.ssl_certfile, args.ssl_keyfile)
+    if getattr(args, "demo_only", False):  # sona demo: whatever SONA_CHECKPOINT says
+        settings = settings.model_copy(update={"checkpoint": None})
     if settings.checkpoint is None:
         # the demo: the port opens at once, /readyz and the page show how far along it is;
         # its store opens first, so a data directory another service holds is still one line
         from model import PRESETS
 
         from .demo import preparation
+        from .demo_footage import plan
 
+        footage = plan(args, settings.data_dir)  # on a clip: its own gallery, kept with it
+        where = (
+            settings if footage is None else settings.model_copy(update={"data_dir": footage.store})
+        )
         try:
-            store = open_store(settings, PRESETS["tiny"].embedding_dim)
+            store = open_store(where, PRESETS["tiny"].embedding_dim)
         except StartupError as exc:
             raise UserError(str(exc)) from None
-        app = create_app(settings, prepare=preparation(settings, args, store))
+        app = create_app(settings, prepare=preparation(settings, args, store, footage))
     else:
         # the model and the store open before listening: a bad checkpoint or export, or a
         # data directory another service holds, is one line
@@ -231,49 +238,21 @@ def add_parsers(sub: Any) -> None:
         "SONA_MAX_BATCH_SIZE, SONA_MAX_WAIT_MS, SONA_API_KEYS, SONA_MAX_UPLOAD_BYTES, ...); "
         "the options below override them.",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--checkpoint", help="checkpoint to serve (SONA_CHECKPOINT)")
-    serve.add_argument("--data-dir", help="gallery data folder (SONA_DATA_DIR, default ./data)")
-    serve.add_argument("--device", help="auto, cpu, cuda, cuda:N (SONA_DEVICE)")
-    serve.add_argument(
-        "--log-level",
-        default="info",
-        choices=["critical", "error", "warning", "info", "debug"],
-        help="log lines at this level and above (SONA_LOG_FORMAT=json: JSON lines)",
-    )
-    serve.add_argument(
-        "--graceful-timeout",
-        type=float,
-        default=30.0,
-        metavar="S",
-        help="on SIGTERM, seconds to finish in-flight requests (default 30)",
-    )
-    serve.add_argument(
-        "--ssl-certfile",
-        metavar="PEM",
-        default=os.environ.get("SONA_SSL_CERTFILE") or None,
-        help="serve HTTPS with this certificate (chain) file (default: SONA_SSL_CERTFILE)",
-    )
-    serve.add_argument(
-        "--ssl-keyfile",
-        metavar="PEM",
-        default=os.environ.get("SONA_SSL_KEYFILE") or None,
-        help="the certificate's private key (default: SONA_SSL_KEYFILE)",
-    )
-    serve.add_argument(
-        "--demo-identities",
-        type=int,
-        default=int(os.environ.get("SONA_DEMO_IDENTITIES", "100")),
-        help="demo only (no checkpoint): synthetic identities (default 100)",
-    )
-    serve.add_argument(
-        "--demo-epochs",
-        type=int,
-        default=int(os.environ.get("SONA_DEMO_EPOCHS", DEMO_EPOCHS)),
-        help="demo only: training epochs; the tiny preset's full schedule is 40 (default 8)",
-    )
+    _add_serve_options(serve, "--demo-footage", DEMO_EPOCHS)
     serve.set_defaults(handler=_cmd_serve)
+    demo = sub.add_parser(
+        "demo",
+        help="serve the demo: synthetic people, or a video's real ones with --footage",
+        description="Serve the demo that `sona serve` runs without a checkpoint (SONA_CHECKPOINT "
+        "is ignored): a tiny model trained on synthetic people and their gallery. With "
+        "--footage VIDEO, the model is adapted to the video's own tracks without labels (as "
+        "`sona adapt` does) and the gallery is the video's tracks, with their provenance; "
+        "what is built is kept under DATA_DIR/demo, so a second start with the same video "
+        "and settings is quick.",
+    )
+    _add_serve_options(demo, "--footage", DEMO_EPOCHS)
+    demo.set_defaults(handler=_cmd_serve, demo_only=True, checkpoint=None)
 
     gallery = sub.add_parser("gallery", help="manage a running service's galleries")
     gallery_sub = gallery.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
@@ -336,3 +315,70 @@ def add_parsers(sub: Any) -> None:
     gimport.add_argument("--input", required=True, metavar="PATH", help="archive to read")
     gimport.add_argument("--gallery", help="target gallery (default: the exported gallery's name)")
     gimport.set_defaults(handler=_cmd_gallery_import)
+
+
+def _add_serve_options(serve: argparse.ArgumentParser, footage: str, demo_epochs: int) -> None:
+    """The options ``sona serve`` and ``sona demo`` share (``footage``: the clip's option)."""
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--data-dir", help="gallery data folder (SONA_DATA_DIR, default ./data)")
+    serve.add_argument("--device", help="auto, cpu, cuda, cuda:N (SONA_DEVICE)")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log lines at this level and above (SONA_LOG_FORMAT=json: JSON lines)",
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM, seconds to finish in-flight requests (default 30)",
+    )
+    serve.add_argument(
+        "--ssl-certfile",
+        metavar="PEM",
+        default=os.environ.get("SONA_SSL_CERTFILE") or None,
+        help="serve HTTPS with this certificate (chain) file (default: SONA_SSL_CERTFILE)",
+    )
+    serve.add_argument(
+        "--ssl-keyfile",
+        metavar="PEM",
+        default=os.environ.get("SONA_SSL_KEYFILE") or None,
+        help="the certificate's private key (default: SONA_SSL_KEYFILE)",
+    )
+    serve.add_argument(
+        "--demo-identities",
+        type=int,
+        default=int(os.environ.get("SONA_DEMO_IDENTITIES", "100")),
+        help="demo only (no checkpoint): synthetic identities (default 100)",
+    )
+    serve.add_argument(
+        "--demo-epochs",
+        type=int,
+        default=int(os.environ.get("SONA_DEMO_EPOCHS", demo_epochs)),
+        help="demo only: training epochs; the tiny preset's full schedule is 40 (default 8)",
+    )
+    serve.add_argument(
+        footage,
+        dest="demo_footage",
+        metavar="VIDEO",
+        default=os.environ.get("SONA_DEMO_FOOTAGE") or None,
+        help="demo only: a video of people walking; the demo model is adapted to its tracks "
+        "and the gallery is its tracks (default: SONA_DEMO_FOOTAGE; none: synthetic people)",
+    )
+    serve.add_argument(
+        "--demo-footage-seconds",
+        type=float,
+        metavar="S",
+        default=os.environ.get("SONA_DEMO_FOOTAGE_SECONDS") or None,
+        help="demo footage only: its first S seconds (default: SONA_DEMO_FOOTAGE_SECONDS; "
+        "none: all of it)",
+    )
+    serve.add_argument(
+        "--demo-adapt-epochs",
+        type=int,
+        default=os.environ.get("SONA_DEMO_ADAPT_EPOCHS") or "4",
+        help="demo footage only: epochs of adaptation (default: SONA_DEMO_ADAPT_EPOCHS, else 4)",
+    )

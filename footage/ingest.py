@@ -9,7 +9,7 @@ started again skips what it sent. A failure part way says what was indexed befor
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -115,6 +115,9 @@ class Pipeline:
         self.finder: Finder | None = None
         self.choosers: dict[int, CropChooser] = {}
         self.last_seen: dict[int, float] = {}  # track key -> seconds of its latest frame
+        # each track indexed, now or by the run this one resumes: (track, its crops'
+        # chooser, seconds from the first clip's start to its clip's, frame rate)
+        self.on_indexed: Callable[[Track, CropChooser, float, float], None] | None = None
 
     def restart(self, fps: float) -> None:
         """A new clip or a new connection: nobody is carried over from before."""
@@ -196,6 +199,8 @@ class Pipeline:
         if not chosen:
             self.report.unusable += 1
             return False
+        if self.on_indexed is not None and chooser is not None:
+            self.on_indexed(track, chooser, (clip_start - self.s.start).total_seconds(), fps)
         if entry in self.state.done:
             self.report.skipped += 1
             return False
@@ -261,10 +266,12 @@ def ingest(
     key: str,
     progress: bool = True,
     position: int | None = None,
+    on_indexed: Callable[[Track, CropChooser, float, float], None] | None = None,
 ) -> Report:
     """Index the clips (consecutive: each starts where the previous ended) into the
-    uploader's gallery. Raises ``FootageError`` for bad input, and for a failure part way,
-    saying what was indexed before it."""
+    uploader's gallery; ``on_indexed`` sees each track indexed (``Pipeline.on_indexed``).
+    Raises ``FootageError`` for bad input, and for a failure part way, saying what was
+    indexed before it."""
     from tqdm import tqdm
 
     for source in sources:
@@ -275,6 +282,7 @@ def ingest(
         return report
     uploader.check()
     run = Pipeline(detector, uploader, settings, state, key)
+    run.on_indexed = on_indexed
     run.report.clips = len(sources)
 
     started = time.perf_counter()

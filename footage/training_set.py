@@ -39,6 +39,7 @@ __all__ = [
     "TRACKS_FILE",
     "ExportReport",
     "ExportSettings",
+    "TrainingSetWriter",
     "export_training_set",
     "read_tracks_file",
 ]
@@ -112,8 +113,20 @@ def _atomic_json(data: dict[str, Any], path: Path) -> None:
         raise
 
 
-class _Writer:
-    def __init__(self, out: Path, settings: ExportSettings, data: dict[str, Any]) -> None:
+class TrainingSetWriter:
+    """Tracks into a training-set folder as they end (``add``); ``close`` adds the camera to
+    its ``tracks.json``. ``export_training_set`` drives one over a camera's clips, and ``sona
+    footage add --training-set`` hands it each track it indexed."""
+
+    def __init__(self, out: Path, settings: ExportSettings) -> None:
+        if out.exists() and not out.is_dir():
+            raise FootageError(f"{out}: not a folder")
+        data = read_tracks_file(out)
+        if any(c["name"] == settings.camera for c in data["cameras"].values()):
+            raise FootageError(
+                f"camera {settings.camera!r} is already in {out / TRACKS_FILE}: export it into "
+                "another folder, or give this footage another --camera"
+            )
         self.out = out
         self.s = settings
         self.data = data
@@ -121,7 +134,9 @@ class _Writer:
         self.next_track = 1 + max((int(t) for t in data["tracks"]), default=0)
         self.report = ExportReport(camera_number=self.cam)
 
-    def flush(self, track: Track, chooser: CropChooser | None, offset: float, fps: float) -> None:
+    def add(self, track: Track, chooser: CropChooser | None, offset: float, fps: float) -> None:
+        """Write ``track``'s crops (``offset``: seconds from the camera's first frame to its
+        clip's), unless it never moved or has no usable crop."""
         if track.still(self.s.min_motion, fps):
             self.report.static += 1
             return
@@ -179,7 +194,7 @@ class _Writer:
                     chooser = choosers[track.key] = CropChooser(min_height=self.s.min_height)
                 chooser.add(frame.index, frame.seconds, frame.image, det)
             for track in ended:
-                self.flush(track, choosers.pop(track.key, None), offset, source.fps)
+                self.add(track, choosers.pop(track.key, None), offset, source.fps)
             live = {t.key for t in tracker.live}
             for k in [k for k in choosers if k not in live]:  # died unconfirmed
                 del choosers[k]
@@ -187,8 +202,32 @@ class _Writer:
             self.report.frames += step
             bar.update(step)
         for track in tracker.finish():
-            self.flush(track, choosers.pop(track.key, None), offset, source.fps)
+            self.add(track, choosers.pop(track.key, None), offset, source.fps)
         self.report.tracks += tracker.confirmed
+
+    def close(self, sources: Sequence[Source], detector: Detector) -> ExportReport:
+        """Add the camera of ``sources`` to ``tracks.json`` (atomically: it alone says which
+        crops belong to the set); a camera without a track written is refused."""
+        report, s = self.report, self.s
+        if report.written == 0:
+            raise FootageError(
+                f"{report.tracks} people tracked in {report.frames} frames but none had a crop "
+                f"at least {s.min_height} pixels tall and clear of the frame border "
+                f"({report.static} never moved): nothing written"
+            )
+        seconds = sum(source.duration for source in sources)
+        self.data["cameras"][str(self.cam)] = {
+            "name": s.camera,
+            "sources": [source.name for source in sources],
+            "fps": sources[0].fps,
+            "seconds": round(seconds, 3),
+            "start": s.start.isoformat() if s.start else None,
+            "end": (s.start + timedelta(seconds=seconds)).isoformat() if s.start else None,
+            "detector": detector.describe(),
+            "crops_per_track": s.crops_per_track,
+        }
+        _atomic_json(self.data, self.out / TRACKS_FILE)
+        return report
 
 
 def export_training_set(
@@ -205,41 +244,13 @@ def export_training_set(
     was."""
     from tqdm import tqdm
 
-    if out.exists() and not out.is_dir():
-        raise FootageError(f"{out}: not a folder")
-    data = read_tracks_file(out)
-    if any(c["name"] == settings.camera for c in data["cameras"].values()):
-        raise FootageError(
-            f"camera {settings.camera!r} is already in {out / TRACKS_FILE}: export it into "
-            "another folder, or give this footage another --camera"
-        )
+    writer = TrainingSetWriter(out, settings)
     for source in sources:
         detector.check(source.frames, source.width, source.height, source.name)
-    out.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(out, settings, data)
-    offset = 0.0
     total = sum(s.frames for s in sources)
+    offset = 0.0
     with tqdm(total=total, unit="frame", disable=not progress, desc=settings.camera) as bar:
         for source in sources:
             writer.clip(source, detector, offset, bar)
             offset += source.duration
-    report = writer.report
-    if report.written == 0:
-        raise FootageError(
-            f"{report.tracks} people tracked in {report.frames} frames but none had a crop at "
-            f"least {settings.min_height} pixels tall and clear of the frame border "
-            f"({report.static} never moved): nothing written"
-        )
-    start = settings.start
-    data["cameras"][str(writer.cam)] = {
-        "name": settings.camera,
-        "sources": [s.name for s in sources],
-        "fps": sources[0].fps,
-        "seconds": round(offset, 3),
-        "start": start.isoformat() if start else None,
-        "end": (start + timedelta(seconds=offset)).isoformat() if start else None,
-        "detector": detector.describe(),
-        "crops_per_track": settings.crops_per_track,
-    }
-    _atomic_json(data, out / TRACKS_FILE)
-    return report
+    return writer.close(sources, detector)

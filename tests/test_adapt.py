@@ -48,6 +48,7 @@ def test_adapt_refuses_what_it_cannot_use(site, tmp_path: Path) -> None:
     refused(sona("adapt", *common), "give VIDEO")
     refused(sona("adapt", str(tracks), *common, "--score", "all"), "nothing to adapt on")
     refused(sona("adapt", str(tracks), *common, "--split-at", "5"), "at least 2")
+    refused(sona("adapt", str(tracks), *common, "--split-at", "100000"), "0 track(s) end after")
     empty = tmp_path / "nothing.csv"
     empty.write_text("camera\n")
     refused(sona("adapt", "--sites", str(empty), *common), "camera,path")
@@ -56,4 +57,13 @@ def test_adapt_refuses_what_it_cannot_use(site, tmp_path: Path) -> None:
     refused(
         sona("adapt", str(tracks), "--init", str(bad), "--output", str(tmp_path / "p")), "bad.pt"
     )
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    refused(sona("adapt", str(nothing), *common), "empty folder")
+    (nothing / "tracks.json").write_text(
+        json.dumps({"format": "sona-tracks", "version": 1, "cameras": {}, "tracks": {}})
+    )  # a training set without tracks
+    refused(sona("adapt", str(nothing), *common), "lists no tracks")
+    trained = ["--init", str(checkpoint), "--dataset", "custom", "--data", str(nothing)]
+    refused(sona("train", *trained, "--output", str(tmp_path / "o")), "no identity folders")
     assert not (tmp_path / "o").exists() and not (tmp_path / "p").exists()
