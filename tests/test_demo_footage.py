@@ -141,6 +141,7 @@ def test_what_is_kept_is_named_for_the_clip_and_the_settings(tmp_path: Path) -> 
     import argparse
 
     from cli.demo_footage import plan
+    from cli.errors import UserError
 
     clip = tmp_path / "hall 1.avi"
     clip.write_bytes(b"x" * 10)
@@ -157,3 +158,6 @@ def test_what_is_kept_is_named_for_the_clip_and_the_settings(tmp_path: Path) -> 
     os.utime(clip, ns=(0, 0))
     assert plan(args, tmp_path / "data").root != first.root
     assert plan(argparse.Namespace(**{**vars(args), "demo_footage": None}), tmp_path) is None
+    for bad, says in (({"demo_footage_seconds": 0.0}, "> 0"), ({"demo_adapt_epochs": 0}, "1")):
+        with pytest.raises(UserError, match=says):
+            plan(argparse.Namespace(**{**vars(args), **bad}), tmp_path)
