@@ -134,3 +134,30 @@ def test_the_footage_demo_serves_the_clip_and_starts_again_from_what_it_kept(
     assert "serving the model adapted to" in second
     assert "finding and tracking" not in second
     assert "already indexed" in second
+
+
+def test_what_is_kept_is_named_for_the_clip_and_the_settings(tmp_path: Path) -> None:
+    """A changed clip (its size or time) or a changed setting builds anew, in its own folder."""
+    import argparse
+
+    from cli.demo_footage import plan
+    from cli.errors import UserError
+
+    clip = tmp_path / "hall 1.avi"
+    clip.write_bytes(b"x" * 10)
+    settings = {"demo_identities": 16, "demo_epochs": 1, "demo_adapt_epochs": 1}
+    args = argparse.Namespace(demo_footage=str(clip), demo_footage_seconds=None, **settings)
+    first = plan(args, tmp_path / "data")
+    assert first is not None and first.camera == "hall-1"
+    assert first.root.parent == tmp_path / "data" / "demo"
+    assert plan(args, tmp_path / "data") == first
+    shorter = argparse.Namespace(**{**vars(args), "demo_footage_seconds": 5.0})
+    more = argparse.Namespace(**{**vars(args), "demo_adapt_epochs": 2})
+    names = {first.root.name, plan(shorter, tmp_path).root.name, plan(more, tmp_path).root.name}
+    assert len(names) == 3
+    os.utime(clip, ns=(0, 0))
+    assert plan(args, tmp_path / "data").root != first.root
+    assert plan(argparse.Namespace(**{**vars(args), "demo_footage": None}), tmp_path) is None
+    for bad, says in (({"demo_footage_seconds": 0.0}, "> 0"), ({"demo_adapt_epochs": 0}, "1")):
+        with pytest.raises(UserError, match=says):
+            plan(argparse.Namespace(**{**vars(args), **bad}), tmp_path)
