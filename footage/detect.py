@@ -292,7 +292,8 @@ class TorchvisionDetector(Detector):
         self.batch = batch or (1 if self.device.type == "cpu" or self._session else 8)
 
     def describe(self) -> str:
-        return f"torchvision {self.model} {self._digest} score>{self.min_score:g}"
+        runtime = " onnx" if self._session is not None else ""  # its boxes differ a little
+        return f"torchvision {self.model} {self._digest} score>{self.min_score:g}{runtime}"
 
     def detect(self, index: int, image: np.ndarray) -> list[Detection]:
         return self.detect_many([(index, image)])[0]
