@@ -133,6 +133,9 @@ CONFIGS = {
         {},
         sweep=2,
     ),
+    "sweep-every-frame": Config(
+        "motion-gated HOG, every frame, whole-frame sweep on each", "hog", 1, True, {}, sweep=1
+    ),
     "sweep-hits2": Config(
         "motion-gated HOG, every 2nd frame, sweep on each, tracks confirmed after 2 hits",
         "hog",
