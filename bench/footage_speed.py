@@ -225,7 +225,9 @@ def run_config(video: Path, config: Config, reference: list[dict[int, Box]]) -> 
     }
 
 
-def end_to_end(video: Path, checkpoint: str | None, reference: list[dict[int, Box]]) -> dict:
+def end_to_end(
+    video: Path, checkpoint: str | None, reference: list[dict[int, Box]], extra: list[str]
+) -> dict:
     """``sona footage add`` with its defaults into a real ``sona serve``: wall, CPU seconds
     of the command and of the service, and recall from the provenance the service returns."""
     import os
@@ -253,6 +255,7 @@ def end_to_end(video: Path, checkpoint: str | None, reference: list[dict[int, Bo
                     f"--url={url}",
                     f"--state={state}",
                     "--quiet",
+                    *extra,
                 ]
             )
             _, status, usage = os.wait4(proc.pid, 0)
@@ -425,6 +428,13 @@ def main() -> None:
     )
     parser.add_argument("--checkpoint", help="the service's model (default: random tiny)")
     parser.add_argument(
+        "--footage-args",
+        default="",
+        metavar="OPTIONS",
+        help="options added to sona footage add in --end-to-end, e.g. '--sweep-every=1' "
+        "(default: none, its defaults)",
+    )
+    parser.add_argument(
         "--live", type=float, metavar="SECONDS", help="also a live stream for SECONDS (ffmpeg)"
     )
     parser.add_argument(
@@ -459,9 +469,10 @@ def main() -> None:
             flush=True,
         )
     if args.end_to_end:
-        r = end_to_end(video, args.checkpoint, reference)
+        r = end_to_end(video, args.checkpoint, reference, args.footage_args.split())
         print(
-            f"\nend to end, sona footage add with its defaults into sona serve ({r['model']}):"
+            f"\nend to end, sona footage add {args.footage_args or 'with its defaults'} into sona "
+            f"serve ({r['model']}):"
             f" {r['wall']:.1f} s wall for {video.name}; CPU s: command {r['cpu']:.1f}, "
             f"service {r['service_cpu']:.1f}; {r['tracks']} tracks, {r['crops']} crops; "
             f"recall from the service's provenance: person-height tracks {r['people']}/"
