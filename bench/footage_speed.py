@@ -99,9 +99,10 @@ class Config:
     hog: dict
     min_hits: int | None = None
     sweep: int | None = None  # Settings.sweep_every (None: the default)
+    runtime: str = "auto"  # torchvision detectors: auto, torch or onnx
 
 
-def random_torchvision(name: str):
+def random_torchvision(name: str, runtime: str = "auto", batch: int | None = None):
     """A torchvision detector with randomly initialised weights: the network's speed only
     (the COCO weights are a download; it finds nobody, so the rest of the pipeline is idle and
     its recall means nothing)."""
@@ -115,7 +116,7 @@ def random_torchvision(name: str):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "random.pth"
         torch.save(net.state_dict(), path)
-        return TorchvisionDetector(path, name, device="cpu")
+        return TorchvisionDetector(path, name, device="cpu", runtime=runtime, batch=batch)
 
 
 CONFIGS = {
@@ -131,6 +132,9 @@ CONFIGS = {
         True,
         {},
         sweep=2,
+    ),
+    "sweep-every-frame": Config(
+        "motion-gated HOG, every frame, whole-frame sweep on each", "hog", 1, True, {}, sweep=1
     ),
     "sweep-hits2": Config(
         "motion-gated HOG, every 2nd frame, sweep on each, tracks confirmed after 2 hits",
@@ -150,12 +154,21 @@ CONFIGS = {
         {},
     ),
     "frcnn-mobilenet": Config(
-        "Faster R-CNN MobileNetV3-320-FPN (random weights: speed only), every 2nd frame, "
-        "motion-gated",
+        "Faster R-CNN MobileNetV3-320-FPN in ONNX Runtime (random weights: speed only), every "
+        "2nd frame, motion-gated",
         "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn",
         2,
         True,
         {},
+    ),
+    "frcnn-mobilenet-torch": Config(
+        "Faster R-CNN MobileNetV3-320-FPN in PyTorch (random weights: speed only), every 2nd "
+        "frame, motion-gated",
+        "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn",
+        2,
+        True,
+        {},
+        runtime="torch",
     ),
 }
 
@@ -180,7 +193,7 @@ def run_config(video: Path, config: Config, reference: list[dict[int, Box]]) -> 
         hog = {"pyramid": 1.2 if config.gate else 1.05} | config.hog
         detector = HogDetector(**hog)
     else:
-        detector = random_torchvision(config.detector.partition(":")[2])
+        detector = random_torchvision(config.detector.partition(":")[2], config.runtime)
     recorder = Recorder()
     cpu, wall = cpu_now(), time.perf_counter()
     source = VideoFile(video)
@@ -212,7 +225,9 @@ def run_config(video: Path, config: Config, reference: list[dict[int, Box]]) -> 
     }
 
 
-def end_to_end(video: Path, checkpoint: str | None, reference: list[dict[int, Box]]) -> dict:
+def end_to_end(
+    video: Path, checkpoint: str | None, reference: list[dict[int, Box]], extra: list[str]
+) -> dict:
     """``sona footage add`` with its defaults into a real ``sona serve``: wall, CPU seconds
     of the command and of the service, and recall from the provenance the service returns."""
     import os
@@ -240,6 +255,7 @@ def end_to_end(video: Path, checkpoint: str | None, reference: list[dict[int, Bo
                     f"--url={url}",
                     f"--state={state}",
                     "--quiet",
+                    *extra,
                 ]
             )
             _, status, usage = os.wait4(proc.pid, 0)
@@ -331,6 +347,77 @@ def live_lag(video: Path, seconds: float) -> dict:
     }
 
 
+def stages(video: Path, count: int) -> list[tuple[str, float, float]]:
+    """Each stage alone on the first ``count`` frames: (stage, frames per wall second, frames
+    per CPU second). The CNNs have random weights (their speed only)."""
+    from footage.decode import VideoFile
+    from footage.detect import HogDetector
+    from footage.motion import MotionGate
+
+    frames = []
+    for frame in VideoFile(video).sample(1):
+        frames.append(frame)
+        if len(frames) >= count:
+            break
+    out = []
+
+    def timed(name: str, work) -> None:
+        cpu, wall = cpu_now(), time.perf_counter()
+        work()
+        wall, cpu = time.perf_counter() - wall, cpu_now() - cpu
+        out.append((name, len(frames) / wall, len(frames) / max(cpu, 1e-9)))
+        print(f"| {name} | {out[-1][1]:.1f} | {out[-1][2]:.1f} |", flush=True)
+
+    print("\n| stage (frames of vtest.avi) | frames/s (wall) | frames per CPU s |\n|---|---|---|")
+
+    def decode() -> None:
+        for n, _ in enumerate(VideoFile(video).sample(1)):
+            if n + 1 >= count:
+                break
+
+    timed("decode (OpenCV's FFmpeg, BGR)", decode)
+    gate = MotionGate()
+    regions = {}
+
+    def motion() -> None:
+        for f in frames:
+            regions[f.index] = gate.regions(f.image)
+
+    timed("motion gate (MOG2 on a half-size copy, regions)", motion)
+    fine = HogDetector(pyramid=1.2)
+    timed(
+        "HOG 1.5x, step 1.2, moving regions only",
+        lambda: [fine.detect_in(f.index, f.image, regions[f.index]) for f in frames],
+    )
+    timed(
+        "HOG sweep (whole frame at 0.8x, coarse scales)",
+        lambda: [fine.sweep(f.index, f.image, []) for f in frames],
+    )
+    full = HogDetector()
+    timed(
+        "HOG 1.5x, step 1.05, whole frame (the exhaustive reference)",
+        lambda: [full.detect(f.index, f.image) for f in frames],
+    )
+    for name, runtime, batch in (
+        ("ssdlite320_mobilenet_v3_large", "torch", 1),
+        ("ssdlite320_mobilenet_v3_large", "torch", 4),
+        ("fasterrcnn_mobilenet_v3_large_320_fpn", "torch", 1),
+        ("fasterrcnn_mobilenet_v3_large_320_fpn", "torch", 4),
+        ("fasterrcnn_mobilenet_v3_large_320_fpn", "onnx", 1),
+    ):
+        net = random_torchvision(name, runtime, batch)
+        net.detect(0, frames[0].image)  # warm
+        items = [(f.index, f.image) for f in frames]
+        timed(
+            f"{name} random weights, {'ONNX Runtime' if runtime == 'onnx' else 'PyTorch'}, "
+            f"{batch} frame{'s' if batch > 1 else ''} a pass",
+            lambda net=net, items=items, batch=batch: [
+                net.detect_many(items[i : i + batch]) for i in range(0, len(items), batch)
+            ],
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("video", nargs="?", default=str(VTEST), help="video (default vtest.avi)")
@@ -341,10 +428,25 @@ def main() -> None:
     )
     parser.add_argument("--checkpoint", help="the service's model (default: random tiny)")
     parser.add_argument(
+        "--footage-args",
+        default="",
+        metavar="OPTIONS",
+        help="options added to sona footage add in --end-to-end, e.g. '--sweep-every=1' "
+        "(default: none, its defaults)",
+    )
+    parser.add_argument(
         "--live", type=float, metavar="SECONDS", help="also a live stream for SECONDS (ffmpeg)"
+    )
+    parser.add_argument(
+        "--stages",
+        type=int,
+        metavar="FRAMES",
+        help="first, each stage alone on this many frames (decode, gate, HOG, CNNs)",
     )
     args = parser.parse_args()
     video = Path(args.video)
+    if args.stages:
+        stages(video, args.stages)
     reference = reference_tracks(video, Path(args.cache))
     people = people_only(reference)
     print(
@@ -367,9 +469,10 @@ def main() -> None:
             flush=True,
         )
     if args.end_to_end:
-        r = end_to_end(video, args.checkpoint, reference)
+        r = end_to_end(video, args.checkpoint, reference, args.footage_args.split())
         print(
-            f"\nend to end, sona footage add with its defaults into sona serve ({r['model']}):"
+            f"\nend to end, sona footage add {args.footage_args or 'with its defaults'} into sona "
+            f"serve ({r['model']}):"
             f" {r['wall']:.1f} s wall for {video.name}; CPU s: command {r['cpu']:.1f}, "
             f"service {r['service_cpu']:.1f}; {r['tracks']} tracks, {r['crops']} crops; "
             f"recall from the service's provenance: person-height tracks {r['people']}/"

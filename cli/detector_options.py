@@ -122,8 +122,8 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
         "--detector-batch",
         type=int,
         metavar="N",
-        help="torchvision detectors in PyTorch: frames per forward pass (default 8 on a GPU, 1 "
-        "on a CPU, where batches were measured no faster)",
+        help="torchvision detectors in PyTorch: frames per forward pass (default 8 on a GPU; on "
+        "a CPU 4 for SSDlite, 1 for the others, which batches did not speed up)",
     )
     parser.add_argument(
         "--min-score",

@@ -42,6 +42,9 @@ _COCO_PERSON = 1
 #: Run in ONNX Runtime on a CPU by default: measured faster there than PyTorch (the others
 #: were slower, or not measured; see the footage section of bench/RESULTS.md).
 ONNX_FASTER_ON_CPU = frozenset({"fasterrcnn_mobilenet_v3_large_320_fpn"})
+#: Frames per forward pass on a CPU where a batch was measured faster than one frame (Faster
+#: R-CNN was not); on a GPU, 8.
+_BATCH_ON_CPU = {"ssdlite320_mobilenet_v3_large": 4}
 _SWEEP = (144.0, 1.2)  # HOG's sweep: the shortest box it looks for, its scale step
 
 
@@ -288,11 +291,16 @@ class TorchvisionDetector(Detector):
             runtime = "onnx" if cpu and model in ONNX_FASTER_ON_CPU else "torch"
         self.runtime = runtime
         self._session = _onnx_session(self.net) if runtime == "onnx" else None
-        # a batch of frames per pass pays on a GPU; on a CPU it was measured no faster
-        self.batch = batch or (1 if self.device.type == "cpu" or self._session else 8)
+        if self._session is not None:  # the exported graph takes one frame at a time
+            self.batch = 1
+        elif self.device.type == "cpu":
+            self.batch = batch or _BATCH_ON_CPU.get(model, 1)
+        else:
+            self.batch = batch or 8
 
     def describe(self) -> str:
-        return f"torchvision {self.model} {self._digest} score>{self.min_score:g}"
+        runtime = " onnx" if self._session is not None else ""  # its boxes differ a little
+        return f"torchvision {self.model} {self._digest} score>{self.min_score:g}{runtime}"
 
     def detect(self, index: int, image: np.ndarray) -> list[Detection]:
         return self.detect_many([(index, image)])[0]
