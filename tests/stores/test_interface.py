@@ -36,7 +36,7 @@ from service.store import (
     StoreLockedError,
     UnknownGalleryError,
 )
-from service.store.crops import LocalCropStore
+from service.store.crops import LocalCropStore, crop_key, day_crop_key
 
 from .support import (
     BACKENDS,
@@ -108,7 +108,9 @@ def test_round_trip_default_dim(backend: Backend) -> None:
         assert store.count("other") == 0
         files = backend.crop_files()
         a0 = added[0].item_id
-        assert f"crops/site-A_1/{a0[:2]}/{a0}.png" in files
+        day = added[0].timestamp.astimezone(UTC).date()  # Milvus keeps crops by UTC day
+        key = day_crop_key("site-A_1", day, a0, "image/png") if backend.milvus else None
+        assert f"crops/{key or crop_key('site-A_1', a0, 'image/png')}" in files
         assert len(files) == 3
         hits = store.search("site-A_1", x[1], 1)
         assert hits[0].item == added[1]
