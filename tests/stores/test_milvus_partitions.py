@@ -244,23 +244,12 @@ def test_partition_limit_is_refused_clearly_mocked_server_error(
 @pytest.mark.parametrize("backend", MILVUS, indirect=True)
 def test_a_collection_with_gallery_as_partition_key_keeps_working(backend: Backend) -> None:
     """A collection made before day partitions: opened as it is, deletes item by item."""
-    from pymilvus import DataType, MilvusClient
+    from service.store.milvus.collection import schema
 
     helper = Backend(backend.name, backend.root, backend.db)
     with helper.open() as h:  # a client on the same Milvus, to make the old collection with
-        client: MilvusClient = h.conn.client
-        old = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        old.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=64)
-        old.add_field("gallery", DataType.VARCHAR, max_length=64, is_partition_key=True)
-        old.add_field("embedding", DataType.FLOAT_VECTOR, dim=DIM)
-        for name in ("camera_id", "timestamp", "identity", "track_id", "image_type", "box"):
-            old.add_field(name, DataType.VARCHAR, max_length=1024)
-        old.add_field("source", DataType.VARCHAR, max_length=2048)
-        old.add_field("ts", DataType.DOUBLE)
-        old.add_field("crop_key", DataType.VARCHAR, max_length=512)
-        old.add_field("created_at", DataType.VARCHAR, max_length=64)
-        old.add_field("seq", DataType.INT64)
-        old.add_field("frame", DataType.INT64)
+        client = h.conn.client
+        old = schema(DIM, gallery_partition_key=True)
         client.create_collection(f"{backend.prefix}items", schema=old)
         client.drop_collection(f"{helper.prefix}items")
     with backend.open() as s:

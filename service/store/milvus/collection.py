@@ -32,6 +32,7 @@ __all__ = [
     "Opened",
     "open_collection",
     "refused",
+    "schema",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,14 @@ META_FIELDS = [
 PROVENANCE_FIELDS = ["source", "frame", "box"]
 
 
-def _schema(dim: int) -> Any:
+def schema(dim: int, gallery_partition_key: bool = False) -> Any:
+    """The collection's fields; ``gallery_partition_key``: the layout from before day
+    partitions (for tests and benchmarks of collections made then)."""
     s = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     s.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=_ID_MAX)
-    s.add_field("gallery", DataType.VARCHAR, max_length=64)  # routed to day partitions
+    s.add_field(
+        "gallery", DataType.VARCHAR, max_length=64, is_partition_key=gallery_partition_key
+    )
     s.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
     s.add_field("camera_id", DataType.VARCHAR, max_length=TEXT_MAX)
     s.add_field("ts", DataType.DOUBLE)
@@ -132,7 +137,7 @@ def open_collection(
     An existing collection keeps its own vector index kind."""
     if not c.has_collection(name, timeout=t):
         try:
-            c.create_collection(name, schema=_schema(dim), consistency_level=consistency, timeout=t)
+            c.create_collection(name, schema=schema(dim), consistency_level=consistency, timeout=t)
         except MilvusException:
             if not c.has_collection(name, timeout=t):
                 raise  # not a race with another replica creating it
