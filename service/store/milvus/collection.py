@@ -65,9 +65,7 @@ def schema(dim: int, gallery_partition_key: bool = False) -> Any:
     partitions (for tests and benchmarks of collections made then)."""
     s = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     s.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=_ID_MAX)
-    s.add_field(
-        "gallery", DataType.VARCHAR, max_length=64, is_partition_key=gallery_partition_key
-    )
+    s.add_field("gallery", DataType.VARCHAR, max_length=64, is_partition_key=gallery_partition_key)
     s.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
     s.add_field("camera_id", DataType.VARCHAR, max_length=TEXT_MAX)
     s.add_field("ts", DataType.DOUBLE)

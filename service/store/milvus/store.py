@@ -55,8 +55,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -83,7 +82,7 @@ from ..base import (
     StoreRefusedError,
     TrackSummary,
 )
-from ..crops import CropStore, LocalCropStore, crop_key, day_crop_key, day_crop_prefix
+from ..crops import CropStore, LocalCropStore, crop_key, day_crop_key
 from . import lite
 from .collection import (
     CONSISTENCY_LEVELS,
@@ -93,8 +92,9 @@ from .collection import (
     open_collection,
 )
 from .connection import MilvusConnection, MilvusUnavailableError
-from .expressions import literal, selection_expression, string_list
-from .partitions import Partitions, day_of, day_span, partition_name, stale
+from .expressions import literal, string_list
+from .partitions import Partitions, day_of, partition_name, stale
+from .removal import Remover
 from .rows import item_of, row_of
 from .search import MAX_TOPK, Searcher
 
@@ -203,6 +203,7 @@ class MilvusStore(GalleryStore):
             max(1, int(nprobe)),
             self.parts,
         )
+        self.remover = Remover(self.conn, self.crops, self.parts)
 
     @property
     def ef_search(self) -> int:
@@ -307,78 +308,16 @@ class MilvusStore(GalleryStore):
 
     def _remove_batch(self, sel: Selection, limit: int) -> int:
         if sel.gallery is None:
-            return self._remove_rows(sel, limit, None)
+            return self.remover.rows(sel, limit, None)
         return self._read(
-            sel.gallery, lambda parts: self._remove_rows(sel, limit, parts), sel.since, sel.before
+            sel.gallery, lambda parts: self.remover.rows(sel, limit, parts), sel.since, sel.before
         )
-
-    def _remove_rows(self, sel: Selection, limit: int, parts: list[str] | None) -> int:
-        """Rows first (one delete by id), then crops: a kill between leaves orphan crops for
-        ``remove_orphan_crops``, never a row without its crop."""
-        self.conn.check_open()
-        expr = selection_expression(sel)
-        rows = self.conn.query(
-            expr, ["item_id", "crop_key"], limit=min(limit, MAX_TOPK), partitions=parts
-        )
-        if not rows:
-            return 0
-        self.conn.delete([r["item_id"] for r in rows])
-        for r in rows:
-            self.crops.delete(r["crop_key"])
-        return len(rows)
 
     def _remove_all(self, sel: Selection, batch: int) -> int:
-        """On day partitions: every whole day the selection covers is a partition drop; the
-        days it covers in part (the boundary day, a camera, a track) lose items by id."""
+        """On day partitions, whole days are partition drops (``removal.py``)."""
         if self.parts is None or sel.track_id is not None:
             return super()._remove_all(sel, batch)
-        self.conn.check_open()
-        listing = self.parts.listing(fresh=True)
-        removed = 0
-        for gallery in [sel.gallery] if sel.gallery is not None else sorted(listing):
-            for day in sorted(listing.get(gallery, ())):
-                start, end = day_span(day)
-                if (sel.before is not None and start >= sel.before) or (
-                    sel.since is not None and end <= sel.since
-                ):
-                    continue
-                whole = (
-                    sel.camera_id is None
-                    and (sel.before is None or end <= sel.before)
-                    and (sel.since is None or start >= sel.since)
-                )
-                if whole:
-                    removed += self._drop_day(gallery, day)
-                    continue
-                part = replace(sel, gallery=gallery)
-                try:
-                    while True:
-                        n = self._remove_rows(part, batch, [partition_name(gallery, day)])
-                        removed += n
-                        if n < batch:
-                            break
-                except (MilvusUnavailableError, StoreRefusedError) as e:
-                    if not stale(e):
-                        raise  # else another replica dropped the day meanwhile
-        return removed
-
-    def _drop_day(self, gallery: str, day: date) -> int:
-        """Drop a day's partition, then its crops written before the drop began: a kill
-        between leaves orphan crops (``remove_orphan_crops``), never an item without its crop,
-        and an add racing the drop either fails whole (its partition gone) or, made after it,
-        keeps its younger crops. Returns how many items the day held."""
-        try:
-            # the gallery's expression as well: Milvus Lite counts every partition without one
-            expr = f"gallery == {literal(gallery)}"
-            held = self.conn.count(expr, partitions=[partition_name(gallery, day)])
-        except (MilvusUnavailableError, StoreRefusedError) as e:
-            if not stale(e):
-                raise
-            held = 0  # released by a drop a crash interrupted: dropped now
-        began = time.time()
-        self.parts.drop(gallery, day)  # type: ignore[union-attr] - only on day partitions
-        self.crops.delete_tree(day_crop_prefix(gallery, day), began)
-        return held
+        return self.remover.days(self.parts, sel, batch)
 
     def remove_orphan_crops(self, min_age_s: float = 3600.0) -> int:
         """Delete crops older than ``min_age_s`` that no row references; returns how many.
