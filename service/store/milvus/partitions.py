@@ -110,10 +110,14 @@ class Partitions:
 
     def listing(self, fresh: bool = False) -> dict[str, set[date]]:
         """Each gallery's days (a copy); ``fresh``: ask Milvus, whatever the cache holds."""
+        return {g: set(d) for g, d in self._current(fresh).items()}
+
+    def _current(self, fresh: bool) -> dict[str, set[date]]:
+        """The cached listing, or a new one (replaced whole, never changed: safe to read)."""
         now = time.monotonic()
         with self._lock:
             if not fresh and now - self._listed_at < self.ttl:
-                return {g: set(d) for g, d in self._days.items()}
+                return self._days
         with self.conn.errors("list partitions"):
             names = self.conn.client.list_partitions(
                 self.conn.collection, timeout=self.conn.timeout
@@ -125,7 +129,7 @@ class Partitions:
                 days.setdefault(parsed[0], set()).add(parsed[1])
         with self._lock:
             self._days, self._listed_at = days, now
-        return {g: set(d) for g, d in days.items()}
+        return days
 
     def of(
         self,
@@ -137,7 +141,7 @@ class Partitions:
         """The partitions of ``gallery`` whose day meets ``[since, until]``, oldest first."""
         lo = None if since is None else day_of(since)
         hi = None if until is None else day_of(until)
-        days = self.listing(fresh).get(gallery, set())
+        days = self._current(fresh).get(gallery, ())
         return [
             partition_name(gallery, d)
             for d in sorted(days)
@@ -148,9 +152,9 @@ class Partitions:
         """Create the partitions of these days that are missing (another replica creating
         the same one at once is no error). ``PartitionLimitError`` past Milvus's cap."""
         wanted = set(days)
-        if wanted <= self.listing().get(gallery, set()):
+        if wanted <= self._current(False).get(gallery, set()):
             return
-        held = self.listing(fresh=True).get(gallery, set())
+        held = self._current(True).get(gallery, set())
         for day in sorted(wanted - held):
             name = partition_name(gallery, day)
             try:
@@ -165,7 +169,7 @@ class Partitions:
                         "allows (rootCoord.maxPartitionNum; each gallery keeps one per day of "
                         "items): shorten the retention, merge galleries or raise the limit"
                     ) from e
-                if day not in self.listing(fresh=True).get(gallery, set()):
+                if day not in self._current(True).get(gallery, set()):
                     raise  # not a race with another replica creating it
         self.invalidate()
 
@@ -184,7 +188,7 @@ class Partitions:
                     c.release_partitions(coll, [name], timeout=t)
                     c.drop_partition(coll, name, timeout=t)
         except Exception:
-            if day in self.listing(fresh=True).get(gallery, set()):
+            if day in self._current(True).get(gallery, set()):
                 raise  # not one another replica dropped first
         finally:
             self.invalidate()
