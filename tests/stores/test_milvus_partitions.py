@@ -5,6 +5,11 @@ before day partitions (``gallery`` its partition key) keeps working item by item
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 from datetime import UTC, date, datetime, timedelta
 
@@ -21,6 +26,7 @@ from service.store.milvus.partitions import (
 
 from .support import (
     DIM,
+    REPO,
     Backend,
     assert_ranking,
     needs_milvus,
@@ -169,6 +175,53 @@ def test_a_drop_killed_before_its_crops_leaves_orphans_the_sweep_removes(
         monkeypatch.undo()
         assert all(s.get_image(i) is not None for i in d.kept(s))
         assert len(d.kept(s)) == 18 and f"{D0:%Y%m%d}" in day_folders(backend, "g")
+        assert s.remove_orphan_crops(min_age_s=0) == 6
+        backend.assert_consistent(s)
+
+
+DROPPER = textwrap.dedent(
+    """
+    import sys, time
+    from datetime import datetime
+    sys.path.insert(0, sys.argv[4])
+    from service.store.milvus import MilvusStore
+
+    store = MilvusStore(sys.argv[1], dim=64, crops=sys.argv[2], collection_prefix=sys.argv[3])
+
+    def dropped(prefix, older_than):  # the partition is gone; hold here to be killed
+        print("DROPPED", flush=True)
+        time.sleep(600)
+
+    store.crops.delete_tree = dropped
+    store.expire(datetime.fromisoformat(sys.argv[5]), "g")
+    """
+)
+
+
+@pytest.mark.parametrize("backend", MILVUS[1:], indirect=True)  # Lite: one process per file
+def test_kill_9_between_a_partition_drop_and_its_crops(backend: Backend, tmp_path) -> None:
+    """A real kill -9 of a sweep right after its partition drop: on reopen no item lacks its
+    crop, and remove_orphan_crops takes the day's leftover crops."""
+    with backend.open() as s:
+        d = Days(s)
+    script = tmp_path / "dropper.py"
+    script.write_text(DROPPER)
+    args = [str(backend.db), str(backend.root / "crops"), backend.prefix, str(REPO)]
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *args, (D0 + timedelta(days=1)).isoformat()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "DROPPED", proc.stderr.read()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    with backend.open() as s:
+        assert len(d.kept(s)) == 18 and D0.date() not in days_held(s, "g")
+        assert all(s.get_image(i) is not None for i in d.kept(s))
+        assert f"{D0:%Y%m%d}" in day_folders(backend, "g")
         assert s.remove_orphan_crops(min_age_s=0) == 6
         backend.assert_consistent(s)
 
