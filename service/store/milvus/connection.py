@@ -64,6 +64,9 @@ class MilvusConnection:
         self.timeout = timeout
         self.consistency = consistency
         self.closed = True
+        #: Whether this connection has inserted yet: pymilvus reads a Session before its
+        #: first write as Eventually, which may miss rows another process wrote just before.
+        self.wrote = False
         self._strong_until = 0.0  # monotonic time until which counts ask for Strong
         self._gone: dict[str, float] = {}  # ids this replica deleted -> when to forget them
         self._gone_lock = threading.Lock()
@@ -159,12 +162,17 @@ class MilvusConnection:
             return [r for r in rows if gone.get(key(r), 0.0) <= now]
 
     def query(
-        self, expr: str, fields: list[str], limit: int | None = None, strong: bool = True
+        self,
+        expr: str,
+        fields: list[str],
+        limit: int | None = None,
+        strong: bool = True,
+        level: str | None = None,
     ) -> list[dict]:
         """Rows matching ``expr``. ``strong=False``: the caller leaves out recent deletes
-        itself (``visible``), so the read never needs Strong."""
+        itself (``visible``), so the read never needs Strong. ``level`` overrides both."""
         kwargs: dict[str, Any] = {"limit": limit} if limit is not None else {}
-        level = self.read_level() if strong else self.consistency
+        level = level or (self.read_level() if strong else self.consistency)
         with self.errors("query"):
             return self.client.query(
                 self.collection,
@@ -230,6 +238,7 @@ class MilvusConnection:
         """Insert ``rows``; all of them acknowledged, or an error."""
         with self.errors("insert"), self.write_lock:
             result = self.client.insert(self.collection, rows, timeout=self.timeout)
+        self.wrote = True
         if int(result.get("insert_count", len(rows))) != len(rows):
             raise MilvusUnavailableError(
                 f"Milvus inserted {result.get('insert_count')} of {len(rows)} rows"
