@@ -4,7 +4,8 @@ start-up and then every ``SONA_RETENTION_SWEEP_S`` seconds.
 ``SONA_RETENTION_DAYS`` applies to every gallery; ``SONA_RETENTION_DAYS_BY_GALLERY``
 (``lobby=7,entrance=30``) overrides it per gallery, and sets a period for galleries when no
 default is set. The store removes items in bounded batches, each durable before the next, so
-a sweep killed midway leaves whole items and the next sweep continues where it stopped.
+a sweep killed midway leaves whole items and the next sweep continues where it stopped; on
+Milvus's day partitions every whole day before the cut-off goes as one partition drop.
 Each sweep is a line of the audit trail and counts on ``/metrics``.
 """
 

@@ -6,6 +6,9 @@ temporary name, is fsynced, renamed into place and its directory fsynced, so a r
 replica) sees the whole crop or none, and rewriting a key (an import run again) replaces it
 atomically. A batch goes through a small thread pool: concurrent fsyncs share journal commits,
 several times faster per file than one after another.
+
+Where a store removes whole days (Milvus's day partitions), it keys crops by day too
+(``day_crop_key``), so that a day's crops are one folder, removed with ``delete_tree``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from pathlib import Path
 
 from client.media import suffix_for
@@ -24,13 +28,24 @@ from client.media import suffix_for
 from .base import StoreError, StoreFullError
 from .durable import fsync_dir, is_full, mkdirs, write_new_file
 
-__all__ = ["CropStore", "LocalCropStore", "crop_key"]
+__all__ = ["CropStore", "LocalCropStore", "crop_key", "day_crop_key", "day_crop_prefix"]
 
 
 def crop_key(gallery: str, item_id: str, media_type: str) -> str:
     """The key of an item's crop: ``<gallery>/<xx>/<item_id>.<ext>`` (xx: the id's first two
     characters, so no folder grows past a few thousand entries)."""
     return f"{gallery}/{item_id[:2]}/{item_id}{suffix_for(media_type)}"
+
+
+def day_crop_prefix(gallery: str, day: date) -> str:
+    """The folder of a gallery's crops of one UTC day: ``<gallery>/<YYYYMMDD>`` (eight digits,
+    never a two-character folder of ``crop_key``)."""
+    return f"{gallery}/{day:%Y%m%d}"
+
+
+def day_crop_key(gallery: str, day: date, item_id: str, media_type: str) -> str:
+    """The key of a crop kept by day: ``<gallery>/<YYYYMMDD>/<xx>/<item_id>.<ext>``."""
+    return f"{day_crop_prefix(gallery, day)}/{item_id[:2]}/{item_id}{suffix_for(media_type)}"
 
 
 class CropStore(abc.ABC):
@@ -53,6 +68,16 @@ class CropStore(abc.ABC):
     @abc.abstractmethod
     def entries(self) -> Iterator[tuple[str, float]]:
         """Every stored key with its modification time (epoch seconds): for orphan sweeps."""
+
+    def delete_tree(self, prefix: str, older_than: float) -> int:
+        """Remove the crops under ``prefix/`` written before ``older_than`` (epoch seconds);
+        returns how many. Younger ones stay (a write racing the removal), for the orphan sweep."""
+        removed = 0
+        for key, mtime in list(self.entries()):
+            if key.startswith(f"{prefix}/") and mtime < older_than:
+                self.delete(key)
+                removed += 1
+        return removed
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (threads, connections)."""
@@ -130,6 +155,24 @@ class LocalCropStore(CropStore):
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
+
+    def delete_tree(self, prefix: str, older_than: float) -> int:
+        """One walk of the folder: files unlinked, then the folders left empty."""
+        top = self._path(prefix)
+        removed = 0
+        for dirpath, _dirs, files in os.walk(top, topdown=False):
+            for name in files:
+                path = Path(dirpath) / name
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < older_than:
+                        path.unlink()
+                        removed += 1
+            with contextlib.suppress(OSError):  # not empty: a younger crop stays
+                os.rmdir(dirpath)
+        if removed:
+            with contextlib.suppress(OSError):
+                fsync_dir(top.parent)
+        return removed
 
     def entries(self) -> Iterator[tuple[str, float]]:
         for dirpath, _dirs, files in os.walk(self.root):

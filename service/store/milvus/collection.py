@@ -1,7 +1,9 @@
 """The Milvus collection: its schema and indexes, created once and checked on every open.
 
-One collection, ``<prefix>items``, for every gallery, with ``gallery`` as its partition key
-(see the store's module doc for why). Several replicas may start at once: whoever loses the
+One collection, ``<prefix>items``, for every gallery, its items in a partition per gallery and
+UTC day (``partitions.py``; see the store's module doc for why). Collections made before day
+partitions have ``gallery`` as their partition key: they open as they are (``day_partitions``
+False). Several replicas may start at once: whoever loses the
 race to create the collection or its indexes uses the winner's; a collection left without
 indexes (its creator died in between) gets them here.
 
@@ -30,6 +32,7 @@ __all__ = [
     "Opened",
     "open_collection",
     "refused",
+    "schema",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,10 +60,14 @@ META_FIELDS = [
 PROVENANCE_FIELDS = ["source", "frame", "box"]
 
 
-def _schema(dim: int) -> Any:
+def schema(dim: int, gallery_partition_key: bool = False) -> Any:
+    """The collection's fields; ``gallery_partition_key``: the layout from before day
+    partitions (for tests and benchmarks of collections made then)."""
     s = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     s.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=_ID_MAX)
-    s.add_field("gallery", DataType.VARCHAR, max_length=64, is_partition_key=True)
+    s.add_field(
+        "gallery", DataType.VARCHAR, max_length=64, is_partition_key=gallery_partition_key
+    )
     s.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
     s.add_field("camera_id", DataType.VARCHAR, max_length=TEXT_MAX)
     s.add_field("ts", DataType.DOUBLE)
@@ -115,10 +122,12 @@ def refused(e: MilvusException) -> bool:
 
 @dataclass(frozen=True)
 class Opened:
-    """What an opened collection has: its vector index kind, and whether it stores provenance."""
+    """What an opened collection has: its vector index kind, whether it stores provenance,
+    and whether its items go to day partitions (False: ``gallery`` is its partition key)."""
 
     index_type: str
     provenance: bool
+    day_partitions: bool = True
 
 
 def open_collection(
@@ -128,7 +137,7 @@ def open_collection(
     An existing collection keeps its own vector index kind."""
     if not c.has_collection(name, timeout=t):
         try:
-            c.create_collection(name, schema=_schema(dim), consistency_level=consistency, timeout=t)
+            c.create_collection(name, schema=schema(dim), consistency_level=consistency, timeout=t)
         except MilvusException:
             if not c.has_collection(name, timeout=t):
                 raise  # not a race with another replica creating it
@@ -167,5 +176,12 @@ def open_collection(
             "refused; export the galleries and import them under a new collection prefix",
             name,
         )
-    c.load_collection(name, timeout=t)
-    return Opened(index_type, provenance)
+    day_partitions = not fields["gallery"].get("is_partition_key", False)
+    if not day_partitions:
+        log.info(
+            "collection %s has gallery as its partition key: items are removed one by one "
+            "(new collections drop a whole day's partition)",
+            name,
+        )
+    c.load_collection(name, timeout=t)  # also reloads a partition a crash left released
+    return Opened(index_type, provenance, day_partitions)

@@ -167,11 +167,15 @@ class MilvusConnection:
         fields: list[str],
         limit: int | None = None,
         strong: bool = True,
+        partitions: list[str] | None = None,
         level: str | None = None,
     ) -> list[dict]:
-        """Rows matching ``expr``. ``strong=False``: the caller leaves out recent deletes
-        itself (``visible``), so the read never needs Strong. ``level`` overrides both."""
+        """Rows matching ``expr`` (in ``partitions`` only, when given). ``strong=False``: the
+        caller leaves out recent deletes itself (``visible``), so the read never needs Strong.
+        ``level`` overrides both."""
         kwargs: dict[str, Any] = {"limit": limit} if limit is not None else {}
+        if partitions is not None:
+            kwargs["partition_names"] = partitions
         level = level or (self.read_level() if strong else self.consistency)
         with self.errors("query"):
             return self.client.query(
@@ -183,13 +187,20 @@ class MilvusConnection:
                 **kwargs,
             )
 
-    def count(self, expr: str, strong: bool = True) -> int:
+    def count(self, expr: str, strong: bool = True, partitions: list[str] | None = None) -> int:
         """Rows matching ``expr``; ``strong=False``: recent deletes may still be counted."""
-        rows = self.query(expr, ["count(*)"], strong=strong)
+        rows = self.query(expr, ["count(*)"], strong=strong, partitions=partitions)
         return int(rows[0]["count(*)"]) if rows else 0
 
-    def scan(self, expr: str, fields: list[str], batch: int = SCAN_BATCH) -> Iterator[list[dict]]:
+    def scan(
+        self,
+        expr: str,
+        fields: list[str],
+        batch: int = SCAN_BATCH,
+        partitions: list[str] | None = None,
+    ) -> Iterator[list[dict]]:
         """Every row matching ``expr``, a batch at a time (a query iterator, in key order)."""
+        kwargs: dict[str, Any] = {} if partitions is None else {"partition_names": partitions}
         with self.errors("scan"):
             it = self.client.query_iterator(
                 self.collection,
@@ -197,6 +208,7 @@ class MilvusConnection:
                 filter=expr,
                 output_fields=fields,
                 timeout=self.timeout,
+                **kwargs,
             )
         try:
             while True:
@@ -218,9 +230,18 @@ class MilvusConnection:
         rows = self.query(f"item_id == {literal(item_id)}", fields, limit=1, strong=False)
         return rows[0] if rows else None
 
-    def search(self, q: Any, limit: int, expr: str, fields: list[str], params: dict) -> list:
+    def search(
+        self,
+        q: Any,
+        limit: int,
+        expr: str,
+        fields: list[str],
+        params: dict,
+        partitions: list[str] | None = None,
+    ) -> list:
         """Milvus's hits, recent deletes included (the caller leaves them out with ``visible``
         after judging from their number whether more exist)."""
+        kwargs: dict[str, Any] = {} if partitions is None else {"partition_names": partitions}
         with self.errors("search"):
             result = self.client.search(
                 self.collection,
@@ -231,13 +252,15 @@ class MilvusConnection:
                 search_params=params,
                 consistency_level=self.consistency,
                 timeout=self.timeout,
+                **kwargs,
             )
         return list(result[0])
 
-    def insert(self, rows: list[dict]) -> None:
-        """Insert ``rows``; all of them acknowledged, or an error."""
+    def insert(self, rows: list[dict], partition: str | None = None) -> None:
+        """Insert ``rows`` (into ``partition``); all of them acknowledged, or an error."""
+        kwargs: dict[str, Any] = {} if partition is None else {"partition_name": partition}
         with self.errors("insert"), self.write_lock:
-            result = self.client.insert(self.collection, rows, timeout=self.timeout)
+            result = self.client.insert(self.collection, rows, timeout=self.timeout, **kwargs)
         self.wrote = True
         if int(result.get("insert_count", len(rows))) != len(rows):
             raise MilvusUnavailableError(

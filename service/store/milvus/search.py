@@ -17,6 +17,9 @@ the inverse of the share that passes (the gallery's size cached for a few second
 searches through an interim index whose parameters ``ef`` does not reach: there a narrow
 filter misses many of the passing items, until the segments are sealed and indexed (figures:
 bench/search.py, bench/RESULTS.md).
+
+On a collection of day partitions every read names the partitions of the gallery, of the days
+a time window meets (``Partitions.read``); the gallery's expression stays in the filter.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from ..base import GroupBy, Hit, SearchFilter, UnknownGalleryError
 from ..ranking import Candidate, top_k
 from .connection import MilvusConnection
 from .expressions import filter_expression, literal
+from .partitions import Partitions
 from .rows import item_of
 
 __all__ = ["EF_MAX", "EXACT_FILTERED_MAX", "MAX_TOPK", "NPROBE_MAX", "Searcher"]
@@ -87,8 +91,10 @@ class Searcher:
         index_type: str,
         ef_search: int,
         nprobe: int,
+        parts: Partitions | None = None,
     ) -> None:
         self.conn = conn
+        self.parts = parts  # None: gallery is the partition key (an older collection)
         self.fields = fields  # an item's metadata
         self.index_type = index_type
         self.ef_search = ef_search
@@ -121,7 +127,7 @@ class Searcher:
         return size
 
     def _filtered(
-        self, gallery: str, where: SearchFilter, expr: str, q: np.ndarray
+        self, gallery: str, where: SearchFilter, expr: str, q: np.ndarray, parts: list[str] | None
     ) -> tuple[float, list[_Row] | None]:
         """For a camera or time filter on an approximate index: 1 / the share of the gallery
         it passes, and when at most ``EXACT_FILTERED_MAX`` pass, those items scored exactly
@@ -134,30 +140,38 @@ class Searcher:
         )
         if self.index_type not in ("HNSW", "IVF_FLAT") or not filtered:
             return 1.0, None
-        passing = self.conn.count(expr, strong=False)  # recent deletes: a few too many
+        passing = self.conn.count(expr, strong=False, partitions=parts)  # deletes: a few too many
         if passing <= EXACT_FILTERED_MAX:
             fields = [*self.fields, "embedding"]
-            rows = self.conn.query(expr, fields, limit=EXACT_FILTERED_MAX, strong=False)
+            rows = self.conn.query(
+                expr, fields, limit=EXACT_FILTERED_MAX, strong=False, partitions=parts
+            )
             return 1.0, _scored(self.conn.visible(rows, lambda r: r["item_id"]), q)
         return max(1.0, self._size(gallery) / passing), None
 
     def _candidates(
-        self, expr: str, q: np.ndarray, limit: int, widen: float = 1.0
+        self,
+        expr: str,
+        q: np.ndarray,
+        limit: int,
+        widen: float = 1.0,
+        parts: list[str] | None = None,
     ) -> tuple[list[_Row], bool]:
         """The best ``limit`` rows passing ``expr``, sorted; True when no more exist."""
         if limit > MAX_TOPK:
-            return self._exact(expr, q), True
-        hits = self.conn.search(q, limit, expr, self.fields, self.params(limit, widen))
+            return self._exact(expr, q, parts), True
+        params = self.params(limit, widen)
+        hits = self.conn.search(q, limit, expr, self.fields, params, parts)
         exhausted = len(hits) < limit
         hits = self.conn.visible(hits, lambda h: h["entity"]["item_id"])
         rows = [_Row(float(h["distance"]), dict(h["entity"])) for h in hits]
         rows.sort(key=lambda r: r.key)
         return rows, exhausted
 
-    def _exact(self, expr: str, q: np.ndarray) -> list[_Row]:
+    def _exact(self, expr: str, q: np.ndarray, parts: list[str] | None = None) -> list[_Row]:
         """Every row passing ``expr``, scored exactly here: searches past Milvus's top-k limit."""
         out: list[_Row] = []
-        for rows in self.conn.scan(expr, [*self.fields, "embedding"]):
+        for rows in self.conn.scan(expr, [*self.fields, "embedding"], partitions=parts):
             out.extend(_scored(self.conn.visible(rows, lambda r: r["item_id"]), q))
         out.sort(key=lambda r: r.key)
         return out
@@ -171,18 +185,36 @@ class Searcher:
         group_by: GroupBy | None,
     ) -> list[Hit]:
         self.conn.check_open()
+        if self.parts is None:
+            return self._search(gallery, query, k, where, group_by, None)
+        return self.parts.read(
+            gallery,
+            lambda parts: self._search(gallery, query, k, where, group_by, parts),
+            where.since,
+            where.until,
+        )
+
+    def _search(
+        self,
+        gallery: str,
+        query: np.ndarray,
+        k: int,
+        where: SearchFilter,
+        group_by: GroupBy | None,
+        parts: list[str] | None,
+    ) -> list[Hit]:
         expr = filter_expression(gallery, where)
         if expr is None:
             self._check_exists(gallery)
             return []
         label = _LABEL_FIELDS[group_by] if group_by else None
-        widen, exact = self._filtered(gallery, where, expr, query)
+        widen, exact = self._filtered(gallery, where, expr, query, parts)
 
         def fetch(window: int) -> tuple[list[Candidate], bool]:
             if exact is not None:
                 rows, exhausted = exact[:window], window >= len(exact)
             else:
-                rows, exhausted = self._candidates(expr, query, window, widen)
+                rows, exhausted = self._candidates(expr, query, window, widen, parts)
             return [
                 Candidate(
                     r.score,

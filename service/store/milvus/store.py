@@ -3,16 +3,19 @@
 Several service replicas open a ``MilvusStore`` on the same Milvus and the same crop folder
 and behave as one gallery: what one acknowledges, the next search on any other one sees.
 
-Layout. One collection, ``<prefix>items``, for every gallery, with ``gallery`` as its
-partition key, rather than a collection per gallery: galleries are created implicitly by the
-first ``POST /gallery?gallery=NAME``, and a Milvus collection is heavy to create (shards,
-index, load, a cluster-wide cap on their number) and racy to create from several replicas at
-once; gallery names may hold '-', which collection names may not; and ``get``/``delete`` by
-item id need no gallery. The partition key keeps a gallery's search within its own
-partitions. Fields::
+Layout. One collection, ``<prefix>items``, for every gallery, rather than a collection per
+gallery: galleries are created implicitly by the first ``POST /gallery?gallery=NAME``, and a
+Milvus collection is heavy to create (shards, index, load, a cluster-wide cap on their number)
+and racy to create from several replicas at once; gallery names may hold '-', which collection
+names may not; and ``get``/``delete`` by item id need no gallery. Each gallery's items of one
+UTC day go to a partition of their own (``partitions.py``): a search names only its gallery's
+partitions (of the days its time window meets), and retention or erasure of whole days drops
+partitions instead of deleting item by item; their crops lie in a folder per gallery and day
+(``day_crop_key``), removed whole. A collection made before day partitions (``gallery`` its
+partition key) opens as it is and deletes item by item. Fields::
 
     item_id     VARCHAR(64), primary key   uuid4 hex, chosen by the store (or kept on import)
-    gallery     VARCHAR(64), partition key
+    gallery     VARCHAR(64)                (the partition key of older collections)
     embedding   FLOAT_VECTOR(dim)          L2-normalised; metric IP, so the score is the cosine
     camera_id   VARCHAR                    filtered with ``in`` / ``not in``
     ts          DOUBLE                     epoch seconds, for the time window
@@ -39,7 +42,9 @@ that WAL only on close, so a power cut can lose the last writes on Milvus Lite. 
 also breaks its WAL when two inserts run at once, so this store serialises its writes to a
 Milvus Lite database (see ``lite.acquire``); servers need no such lock. A crash between
 the crop and the insert leaves an orphan crop, which ``remove_orphan_crops`` removes later (not
-on open: another replica may be between those two steps right then).
+on open: another replica may be between those two steps right then). A day's removal drops
+its partition first, then its crop folder (the crops written before the drop began): a kill
+between leaves orphan crops, never an item without its crop.
 """
 
 from __future__ import annotations
@@ -49,9 +54,11 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import date, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -76,7 +83,7 @@ from ..base import (
     StoreRefusedError,
     TrackSummary,
 )
-from ..crops import CropStore, LocalCropStore, crop_key
+from ..crops import CropStore, LocalCropStore, crop_key, day_crop_key, day_crop_prefix
 from . import lite
 from .collection import (
     CONSISTENCY_LEVELS,
@@ -87,6 +94,7 @@ from .collection import (
 )
 from .connection import MilvusConnection, MilvusUnavailableError
 from .expressions import literal, selection_expression, string_list
+from .partitions import Partitions, day_of, day_span, partition_name, stale
 from .rows import item_of, row_of
 from .search import MAX_TOPK, Searcher
 
@@ -105,6 +113,7 @@ def _sealed(state: object) -> bool:
 
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: A bulk import into a server: rows per insert (2,000 x 1536-d is 12 MiB, well inside
 #: Milvus's 64 MiB message limit) and inserts in flight (bench/transfer.py measures them).
@@ -200,8 +209,15 @@ class MilvusStore(GalleryStore):
         #: The collection stores provenance (one made before it does not, and refuses it).
         self.provenance = opened.provenance
         self.fields = [*META_FIELDS, *(PROVENANCE_FIELDS if self.provenance else ())]
+        #: The day partitions; None on a collection with ``gallery`` as its partition key.
+        self.parts = Partitions(self.conn) if opened.day_partitions else None
         self.searcher = Searcher(
-            self.conn, self.fields, self.index_type, max(1, int(ef_search)), max(1, int(nprobe))
+            self.conn,
+            self.fields,
+            self.index_type,
+            max(1, int(ef_search)),
+            max(1, int(nprobe)),
+            self.parts,
         )
 
     @property
@@ -211,6 +227,23 @@ class MilvusStore(GalleryStore):
     @property
     def nprobe(self) -> int:
         return self.searcher.nprobe
+
+    @property
+    def day_partitions(self) -> bool:
+        """Whether a gallery's days are partitions (False: an older collection)."""
+        return self.parts is not None
+
+    def _read(
+        self,
+        gallery: str,
+        read: Callable[[list[str] | None], T],
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> T:
+        """``read(partitions)`` on the gallery's partitions (None on an older collection)."""
+        if self.parts is None:
+            return read(None)
+        return self.parts.read(gallery, read, since, until)
 
     def _next_seqs(self, n: int) -> list[int]:
         """Increasing acknowledgement numbers (ns clock, never repeating in this process)."""
@@ -290,15 +323,29 @@ class MilvusStore(GalleryStore):
                 "a new collection prefix, or add the items without provenance"
             )
         seqs = self._next_seqs(len(items))
-        keys = [crop_key(gallery, i, it.image_type) for i, it in zip(ids, items, strict=True)]
+        groups: dict[str | None, list[int]] = {}
+        if self.parts is None:
+            keys = [crop_key(gallery, i, it.image_type) for i, it in zip(ids, items, strict=True)]
+            groups[None] = list(range(len(items)))
+        else:
+            days = [day_of(it.timestamp) for it in items]
+            self.parts.ensure(gallery, days)  # before the crops: see _drop_day
+            keys = [
+                day_crop_key(gallery, days[n], ids[n], it.image_type) for n, it in enumerate(items)
+            ]
+            for n, day in enumerate(days):
+                groups.setdefault(partition_name(gallery, day), []).append(n)
         self.crops.put_many(keys, [bytes(it.image) for it in items])
         rows = [
             row_of(it, ids[n], gallery, x[n], keys[n], created[n], seqs[n], self.provenance)
             for n, it in enumerate(items)
         ]
         try:
-            self.conn.insert(rows)
-        except BaseException:
+            for partition, members in groups.items():
+                self.conn.insert([rows[n] for n in members], partition)
+        except BaseException as e:
+            if self.parts is not None and stale(e):
+                self.parts.invalidate()  # a day dropped meanwhile: the next add makes it anew
             # all or none: take back whatever part of the batch Milvus may have kept
             with contextlib.suppress(Exception):
                 self.conn.delete(ids)
@@ -317,17 +364,79 @@ class MilvusStore(GalleryStore):
         return True
 
     def _remove_batch(self, sel: Selection, limit: int) -> int:
+        if sel.gallery is None:
+            return self._remove_rows(sel, limit, None)
+        return self._read(
+            sel.gallery, lambda parts: self._remove_rows(sel, limit, parts), sel.since, sel.before
+        )
+
+    def _remove_rows(self, sel: Selection, limit: int, parts: list[str] | None) -> int:
         """Rows first (one delete by id), then crops: a kill between leaves orphan crops for
         ``remove_orphan_crops``, never a row without its crop."""
         self.conn.check_open()
         expr = selection_expression(sel)
-        rows = self.conn.query(expr, ["item_id", "crop_key"], limit=min(limit, MAX_TOPK))
+        rows = self.conn.query(
+            expr, ["item_id", "crop_key"], limit=min(limit, MAX_TOPK), partitions=parts
+        )
         if not rows:
             return 0
         self.conn.delete([r["item_id"] for r in rows])
         for r in rows:
             self.crops.delete(r["crop_key"])
         return len(rows)
+
+    def _remove_all(self, sel: Selection, batch: int) -> int:
+        """On day partitions: every whole day the selection covers is a partition drop; the
+        days it covers in part (the boundary day, a camera, a track) lose items by id."""
+        if self.parts is None or sel.track_id is not None:
+            return super()._remove_all(sel, batch)
+        self.conn.check_open()
+        listing = self.parts.listing(fresh=True)
+        removed = 0
+        for gallery in [sel.gallery] if sel.gallery is not None else sorted(listing):
+            for day in sorted(listing.get(gallery, ())):
+                start, end = day_span(day)
+                if (sel.before is not None and start >= sel.before) or (
+                    sel.since is not None and end <= sel.since
+                ):
+                    continue
+                whole = (
+                    sel.camera_id is None
+                    and (sel.before is None or end <= sel.before)
+                    and (sel.since is None or start >= sel.since)
+                )
+                if whole:
+                    removed += self._drop_day(gallery, day)
+                    continue
+                part = replace(sel, gallery=gallery)
+                try:
+                    while True:
+                        n = self._remove_rows(part, batch, [partition_name(gallery, day)])
+                        removed += n
+                        if n < batch:
+                            break
+                except (MilvusUnavailableError, StoreRefusedError) as e:
+                    if not stale(e):
+                        raise  # else another replica dropped the day meanwhile
+        return removed
+
+    def _drop_day(self, gallery: str, day: date) -> int:
+        """Drop a day's partition, then its crops written before the drop began: a kill
+        between leaves orphan crops (``remove_orphan_crops``), never an item without its crop,
+        and an add racing the drop either fails whole (its partition gone) or, made after it,
+        keeps its younger crops. Returns how many items the day held."""
+        try:
+            # the gallery's expression as well: Milvus Lite counts every partition without one
+            expr = f"gallery == {literal(gallery)}"
+            held = self.conn.count(expr, partitions=[partition_name(gallery, day)])
+        except (MilvusUnavailableError, StoreRefusedError) as e:
+            if not stale(e):
+                raise
+            held = 0  # released by a drop a crash interrupted: dropped now
+        began = time.time()
+        self.parts.drop(gallery, day)  # type: ignore[union-attr] - only on day partitions
+        self.crops.delete_tree(day_crop_prefix(gallery, day), began)
+        return held
 
     def remove_orphan_crops(self, min_age_s: float = 3600.0) -> int:
         """Delete crops older than ``min_age_s`` that no row references; returns how many.
@@ -402,8 +511,11 @@ class MilvusStore(GalleryStore):
         return {g: dict(sorted(c.items())) for g, c in sorted(out.items())}
 
     def _galleries(self) -> list[str]:
-        """A scan of one short field of every row: O(n), for sweeps rather than requests."""
+        """Day partitions: the listing, less galleries left empty (a count each). Otherwise a
+        scan of one short field of every row: O(n), for sweeps rather than requests."""
         self.conn.check_open()
+        if self.parts is not None:
+            return [g for g in sorted(self.parts.listing(fresh=True)) if self._count(g)]
         names: set[str] = set()
         for rows in self.conn.scan("", ["gallery"], batch=MAX_TOPK):
             names.update(r["gallery"] for r in rows)
@@ -412,11 +524,16 @@ class MilvusStore(GalleryStore):
     def _gallery_counts(self, gallery: str) -> dict[str, int]:
         """Items per camera of one gallery: a scan of its rows' camera field."""
         self.conn.check_open()
-        out: dict[str, int] = {}
-        for rows in self.conn.scan(f"gallery == {literal(gallery)}", ["camera_id"], MAX_TOPK):
-            for r in rows:
-                out[r["camera_id"]] = out.get(r["camera_id"], 0) + 1
-        return dict(sorted(out.items()))
+
+        def read(parts: list[str] | None) -> dict[str, int]:
+            out: dict[str, int] = {}
+            expr = f"gallery == {literal(gallery)}"
+            for rows in self.conn.scan(expr, ["camera_id"], MAX_TOPK, partitions=parts):
+                for r in rows:
+                    out[r["camera_id"]] = out.get(r["camera_id"], 0) + 1
+            return dict(sorted(out.items()))
+
+        return self._read(gallery, read)
 
     def _track_summaries(self, gallery: str, camera_id: str | None) -> list[TrackSummary]:
         """A scan of the gallery's tracked rows (four short fields), aggregated here."""
@@ -428,7 +545,9 @@ class MilvusStore(GalleryStore):
         first: dict[str, tuple[float, str]] = {}
         last: dict[str, tuple[float, str, str]] = {}
         count: dict[str, int] = {}
-        for rows in self.conn.scan(expr, fields, MAX_TOPK):
+        for rows in self._read(
+            gallery, lambda parts: list(self.conn.scan(expr, fields, MAX_TOPK, partitions=parts))
+        ):
             for r in rows:
                 t, ts = r["track_id"], float(r["ts"])
                 count[t] = count.get(t, 0) + 1
@@ -451,15 +570,23 @@ class MilvusStore(GalleryStore):
     def _count(self, gallery: str | None) -> int:
         """Items in ``gallery``, or in all galleries (Milvus counts; no scan)."""
         self.conn.check_open()
-        expr = "" if gallery is None else f"gallery == {literal(gallery)}"
-        return self.conn.count(expr)
+        if gallery is None:
+            return self.conn.count("")
+        expr = f"gallery == {literal(gallery)}"
+        return self._read(gallery, lambda parts: self.conn.count(expr, partitions=parts))
 
     def _track(self, gallery: str, track_id: str, limit: int) -> list[tuple[Item, np.ndarray]]:
         """The track's rows (a filtered query; a track holds a few crops), sorted here."""
         self.conn.check_open()
         expr = f"gallery == {literal(gallery)} and track_id == {literal(track_id)}"
+        fields = [*self.fields, "ts", "embedding"]
         rows = self.conn.visible(
-            (r for batch in self.conn.scan(expr, [*self.fields, "ts", "embedding"]) for r in batch),
+            self._read(
+                gallery,
+                lambda parts: [
+                    r for batch in self.conn.scan(expr, fields, partitions=parts) for r in batch
+                ],
+            ),
             _item_id,
         )
         rows.sort(key=lambda r: (float(r["ts"]), int(r["seq"]), str(r["item_id"])))
@@ -469,10 +596,16 @@ class MilvusStore(GalleryStore):
         """Lists (seq, id) of the whole gallery first (a scan of two small fields), then
         fetches the rows a batch at a time."""
         self.conn.check_open()
+        expr = f"gallery == {literal(gallery)}"
         order = sorted(
-            (int(r["seq"]), r["item_id"])
-            for rows in self.conn.scan(f"gallery == {literal(gallery)}", ["item_id", "seq"])
-            for r in rows
+            self._read(
+                gallery,
+                lambda parts: [
+                    (int(r["seq"]), r["item_id"])
+                    for rows in self.conn.scan(expr, ["item_id", "seq"], partitions=parts)
+                    for r in rows
+                ],
+            )
         )
         for start in range(0, len(order), batch):
             ids = [i for _, i in order[start : start + batch]]
