@@ -277,11 +277,13 @@ class MilvusStore(GalleryStore):
         self.conn.check_open()
         if self.lite:
             return True
+        # the rows to wait for: those written before the flush (other replicas' later inserts
+        # go to new growing segments, which this wait leaves to Milvus)
+        total = self.conn.count("", strong=False)
         with self.conn.errors("flush"):
             self.conn.client.flush(self.collection, timeout=max(self.timeout, timeout))
         deadline = time.monotonic() + timeout
         while True:
-            total = self.conn.count("", strong=False)
             with self.conn.errors("segment info"):
                 loaded = self.conn.client.list_loaded_segments(
                     self.collection, timeout=self.timeout
