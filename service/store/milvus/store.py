@@ -105,13 +105,6 @@ def _item_id(row: dict) -> str:
     return row["item_id"]
 
 
-def _sealed(state: object) -> bool:
-    """A loaded segment's state is sealed or flushed (not growing): pymilvus gives an enum
-    or its number (Growing 2, Sealed 3, Flushed 4)."""
-    name = getattr(state, "name", None)
-    return name in ("Sealed", "Flushed") if name else int(state) in (3, 4)  # type: ignore[call-overload]
-
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -119,8 +112,6 @@ T = TypeVar("T")
 #: Milvus's 64 MiB message limit) and inserts in flight (bench/transfer.py measures them).
 IMPORT_BATCH = 2000
 IMPORT_WORKERS = 4
-#: Milvus builds no index on a sealed segment smaller than this (searched exactly instead).
-UNINDEXED_ROWS = 1024
 
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}")
 _INDEXES = ("FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX")
@@ -284,15 +275,7 @@ class MilvusStore(GalleryStore):
             self.conn.client.flush(self.collection, timeout=max(self.timeout, timeout))
         deadline = time.monotonic() + timeout
         while True:
-            with self.conn.errors("segment info"):
-                loaded = self.conn.client.list_loaded_segments(
-                    self.collection, timeout=self.timeout
-                )
-            indexed = sum(
-                s.num_rows
-                for s in loaded
-                if _sealed(s.state) and (s.index_id or s.num_rows < UNINDEXED_ROWS)
-            )
+            indexed = self.conn.indexed_rows()
             if indexed >= total:
                 return True
             if time.monotonic() > deadline:
