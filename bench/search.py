@@ -448,19 +448,33 @@ def measure(args, store, position, data, queries, truth, filters) -> list:
     return row
 
 
-def seal(store, n: int, settle: float, wait: float = 600.0) -> None:
-    """Flush the collection (growing segments sealed), wait until its vector index covers
-    every row, then ``settle`` seconds more (the query node loads the indexed segments after
-    the index reports done): what a gallery looks like once inserts have settled."""
-    c, name = store.conn.client, store.collection
-    c.flush(name)
-    deadline = time.monotonic() + wait
-    index = c.list_indexes(name, field_name="embedding")[0]
-    while time.monotonic() < deadline:
-        info = c.describe_index(name, index)
-        if int(info.get("indexed_rows", 0)) >= n and not int(info.get("pending_index_rows", 0)):
-            break
-        time.sleep(1.0)
+def tree_rss_mib(pid: int | None) -> float:
+    """Resident memory of a process and its descendants (the embedded server's), MiB."""
+    if pid is None:
+        return float("nan")
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                children.setdefault(int(stat[1]), []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+    return total
+
+
+def seal(store, settle: float) -> None:
+    """The store's own seal (a flush, then a wait until the query nodes serve every row from
+    an indexed sealed segment, as a bulk import ends), then ``settle`` seconds more."""
+    began = time.perf_counter()
+    done = store.seal(timeout=3600.0)
+    print(f"  sealed: {done} after {time.perf_counter() - began:.0f} s", flush=True)
     time.sleep(settle)
 
 
@@ -492,15 +506,21 @@ def milvus_server_rows(args, n, data, queries, truth, base, filters) -> list[lis
         try:
             writer = open_store("Strong")
             ingest, position = fill(writer, n, data, base)
+            print(
+                f"  {index}: ingest {ingest:.0f} items/s, server memory "
+                f"{tree_rss_mib(args.milvus_pid):,.0f} MiB",
+                flush=True,
+            )
             for sealed in (False, True) if args.milvus_seal else (False,):
                 if sealed:
-                    seal(writer, n, args.milvus_settle)
+                    seal(writer, args.milvus_settle)
+                    print(f"  server memory {tree_rss_mib(args.milvus_pid):,.0f} MiB", flush=True)
                 for level in args.milvus_consistency.split(","):
                     store = writer if level == "Strong" else open_store(level)
                     label = f"Milvus server {args.milvus_version} ({index}), {level}"
                     label += ", sealed and indexed" if sealed else ""
                     row = measure(args, store, position, data, queries, truth, filters)
-                    rows.append([label, ingest, float("nan"), *row])
+                    rows.append([label, ingest, tree_rss_mib(args.milvus_pid), *row])
                     print(f"  {label}: p50 {row[0]:.2f} ms, recall@10 {row[2]:.3f}", flush=True)
                     if store is not writer:
                         store.close()
@@ -574,15 +594,16 @@ def main() -> None:
     parser.add_argument(
         "--milvus-settle",
         type=float,
-        default=30.0,
-        help="--milvus-seal: seconds to wait after the index covers every row",
+        default=0.0,
+        help="--milvus-seal: seconds to wait after the seal",
     )
     parser.add_argument("--tmp", default=None, help="where the stores' data go")
     args = parser.parse_args()
     args.milvus_version = ""
+    args.milvus_pid = None
     with contextlib.ExitStack() as stack:
         if args.milvus_server:
-            args.milvus_uri, _, args.milvus_version = stack.enter_context(
+            args.milvus_uri, args.milvus_pid, args.milvus_version = stack.enter_context(
                 milvus_server(Path(args.tmp) if args.tmp else None)
             )
         run(args)

@@ -224,6 +224,12 @@ def _cmd_gallery_import(args: argparse.Namespace) -> int:
         f"imported {result.added} items into gallery '{result.gallery}'"
         + (f" ({result.skipped} already there)" if result.skipped else "")
     )
+    if not result.sealed:
+        print(
+            "the store is still indexing them: searches find fewer true neighbours among them "
+            "until it is done",
+            file=sys.stderr,
+        )
     return 0
 
 

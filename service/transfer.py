@@ -17,7 +17,10 @@ this order, so that an import reads it once, front to back, holding only metadat
     crops/<item_id>.<ext>   one per item, in the order of items.jsonl
 
 Item ids and acknowledgement times are kept (``GalleryStore.restore``); an import run again
-skips the items already there.
+skips the items already there. A store may take several batches at once
+(``GalleryStore.import_workers``); exact ties between items of different batches may then
+come back in another order than the source's. The import ends with ``GalleryStore.seal``,
+so that searches right after it run at the index's full recall.
 
 Consistency: export reads each crop twice (its checksum goes into items.jsonl before the crops
 follow) and fails if an item changes or vanishes in between; for the FAISS store the service
@@ -35,6 +38,8 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,6 +81,7 @@ class ImportResult:
     gallery: str
     added: int
     skipped: int  # already in the target gallery (an import run again)
+    sealed: bool = True  # False: the store was still indexing when the import returned
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,42 +300,68 @@ def _load(
     records: list[dict[str, Any]],
     x: np.ndarray,
 ) -> ImportResult:
+    """Stream the crops into batches of ``store.import_batch`` items, ``store.import_workers``
+    of them written at once (a server takes several inserts in parallel, and crop fsyncs
+    overlap the next batch's reading). Each batch is all or none, so whatever a kill leaves
+    done is skipped when the import runs again. Then ``store.seal()``, once."""
     added = skipped = 0
+    size, workers = max(1, store.import_batch), max(1, store.import_workers)
     batch: list[tuple[dict[str, Any], NewItem]] = []
+    pending: deque[Future[tuple[int, int]]] = deque()
 
-    def flush() -> None:
-        nonlocal added, skipped
-        if not batch:
-            return
-        items = [new for _, new in batch]
-        old_ids = [rec["item_id"] for rec, _ in batch]
-        done = store.restore(gallery, items, old_ids, [rec["created_at"] for rec, _ in batch])
-        added += len(done)
-        skipped += len(batch) - len(done)
-        batch.clear()
-
-    for n, rec in enumerate(records):
-        member = _next(tar, rec["crop"])
-        image = _read(tar, member)
-        if hashlib.sha256(image).hexdigest() != rec.get("crop_sha256"):
-            raise StoreError(f"{rec['crop']} does not match its checksum")
-        new = NewItem(
-            embedding=np.array(x[n], dtype=np.float32),
-            camera_id=rec.get("camera_id"),
-            timestamp=rec["timestamp"],
-            image=image,
-            image_type=rec.get("image_type"),
-            identity=rec.get("identity"),
-            track_id=rec.get("track_id"),
-            source=rec.get("source"),
-            frame=rec.get("frame"),
-            box=tuple(rec["box"]) if isinstance(rec.get("box"), list) else rec.get("box"),
+    def write(part: list[tuple[dict[str, Any], NewItem]]) -> tuple[int, int]:
+        done = store.restore(
+            gallery,
+            [new for _, new in part],
+            [rec["item_id"] for rec, _ in part],
+            [rec["created_at"] for rec, _ in part],
         )
-        batch.append((rec, new))
-        if len(batch) >= _BATCH:
-            flush()
-    flush()
+        return len(done), len(part) - len(done)
+
+    def collect(future: Future[tuple[int, int]]) -> None:
+        nonlocal added, skipped
+        a, s = future.result()
+        added += a
+        skipped += s
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="import") as pool:
+        try:
+            for n, rec in enumerate(records):
+                image = _read(tar, _next(tar, rec["crop"]))
+                if hashlib.sha256(image).hexdigest() != rec.get("crop_sha256"):
+                    raise StoreError(f"{rec['crop']} does not match its checksum")
+                batch.append((rec, _new_item(rec, x[n], image)))
+                if len(batch) >= size:
+                    if len(pending) >= workers:  # bounded: at most workers + 1 batches held
+                        collect(pending.popleft())
+                    pending.append(pool.submit(write, batch))
+                    batch = []
+            if batch:
+                pending.append(pool.submit(write, batch))
+            while pending:
+                collect(pending.popleft())
+        finally:
+            for future in pending:  # a failure: let the batches in flight end, raise the first
+                future.cancel()
+            wait(pending)
     with contextlib.suppress(tarfile.TarError):
         if tar.next() is not None:
             raise StoreError("the archive holds more members than its items")
-    return ImportResult(gallery=gallery, added=added, skipped=skipped)
+    sealed = store.seal()
+    return ImportResult(gallery=gallery, added=added, skipped=skipped, sealed=sealed)
+
+
+def _new_item(rec: dict[str, Any], embedding: np.ndarray, image: bytes) -> NewItem:
+    box = rec.get("box")
+    return NewItem(
+        embedding=np.array(embedding, dtype=np.float32),
+        camera_id=rec.get("camera_id"),
+        timestamp=rec["timestamp"],
+        image=image,
+        image_type=rec.get("image_type"),
+        identity=rec.get("identity"),
+        track_id=rec.get("track_id"),
+        source=rec.get("source"),
+        frame=rec.get("frame"),
+        box=tuple(box) if isinstance(box, list) else box,
+    )

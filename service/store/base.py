@@ -81,6 +81,10 @@ class GalleryStore(abc.ABC):
     dim: int
     #: Longest camera id, identity or track label in UTF-8 bytes; None: no limit of its own.
     max_text_bytes: int | None = None
+    #: A bulk import (``service.transfer``): items per ``restore`` call, and how many calls
+    #: may run at once (1: this store serialises its writes anyway).
+    import_batch: int = 256
+    import_workers: int = 1
 
     # ------------------------------------------------------------------ validation, once
 
@@ -205,6 +209,12 @@ class GalleryStore(abc.ABC):
             [item_ids[n] for n in keep],
             [created_at[n] for n in keep],
         )
+
+    def seal(self, timeout: float = 600.0) -> bool:
+        """After a bulk write: make what was written searchable at the index's full recall
+        (a store whose index is complete after each write has nothing to do). Returns False
+        when ``timeout`` seconds were not enough (the items are stored all the same)."""
+        return True
 
     def get(self, item_id: str) -> Item | None:
         return self._get(item_id) if is_id(item_id) else None

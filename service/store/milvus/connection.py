@@ -43,6 +43,9 @@ __all__ = ["SCAN_BATCH", "STRONG_AFTER_DELETE_S", "MilvusConnection", "MilvusUna
 
 SCAN_BATCH = 4096
 
+#: Milvus builds no index on a sealed segment smaller than this (searched exactly instead).
+UNINDEXED_ROWS = 1024
+
 #: Seconds after a delete during which a Session replica reads at Strong: Milvus's time tick
 #: (200 ms by default) has carried the delete well before, even on a loaded server.
 STRONG_AFTER_DELETE_S = 5.0
@@ -64,6 +67,9 @@ class MilvusConnection:
         self.timeout = timeout
         self.consistency = consistency
         self.closed = True
+        #: Whether this connection has inserted yet: pymilvus reads a Session before its
+        #: first write as Eventually, which may miss rows another process wrote just before.
+        self.wrote = False
         self._strong_until = 0.0  # monotonic time until which counts ask for Strong
         self._gone: dict[str, float] = {}  # ids this replica deleted -> when to forget them
         self._gone_lock = threading.Lock()
@@ -165,13 +171,15 @@ class MilvusConnection:
         limit: int | None = None,
         strong: bool = True,
         partitions: list[str] | None = None,
+        level: str | None = None,
     ) -> list[dict]:
         """Rows matching ``expr`` (in ``partitions`` only, when given). ``strong=False``: the
-        caller leaves out recent deletes itself (``visible``), so the read never needs Strong."""
+        caller leaves out recent deletes itself (``visible``), so the read never needs Strong.
+        ``level`` overrides both."""
         kwargs: dict[str, Any] = {"limit": limit} if limit is not None else {}
         if partitions is not None:
             kwargs["partition_names"] = partitions
-        level = self.read_level() if strong else self.consistency
+        level = level or (self.read_level() if strong else self.consistency)
         with self.errors("query"):
             return self.client.query(
                 self.collection,
@@ -216,6 +224,18 @@ class MilvusConnection:
             with contextlib.suppress(Exception):
                 it.close()
 
+    def indexed_rows(self) -> int:
+        """Rows the query nodes serve from sealed segments with their index loaded (or too
+        small to need one): all of them once a flush's segments are indexed. Rows in growing
+        segments are searched through an interim index at lower recall (see ``search.py``)."""
+        with self.errors("segment info"):
+            loaded = self.client.list_loaded_segments(self.collection, timeout=self.timeout)
+        return sum(
+            s.num_rows
+            for s in loaded
+            if _sealed(s.state) and (s.index_id or s.num_rows < UNINDEXED_ROWS)
+        )
+
     def by_id(self, item_id: object, fields: list[str]) -> dict | None:
         if not isinstance(item_id, str) or not ITEM_ID.fullmatch(item_id):
             return None  # not an id this store gives out: no such item
@@ -256,6 +276,7 @@ class MilvusConnection:
         kwargs: dict[str, Any] = {} if partition is None else {"partition_name": partition}
         with self.errors("insert"), self.write_lock:
             result = self.client.insert(self.collection, rows, timeout=self.timeout, **kwargs)
+        self.wrote = True
         if int(result.get("insert_count", len(rows))) != len(rows):
             raise MilvusUnavailableError(
                 f"Milvus inserted {result.get('insert_count')} of {len(rows)} rows"
@@ -281,3 +302,10 @@ class MilvusConnection:
             self.client.close()
         if self.lite_path is not None:
             lite.release(self.lite_path)
+
+
+def _sealed(state: object) -> bool:
+    """A loaded segment's state is sealed or flushed (not growing): pymilvus gives an enum
+    or its number (Growing 2, Sealed 3, Flushed 4)."""
+    name = getattr(state, "name", None)
+    return name in ("Sealed", "Flushed") if name else int(state) in (3, 4)  # type: ignore[call-overload]

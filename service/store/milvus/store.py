@@ -108,6 +108,11 @@ def _item_id(row: dict) -> str:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: A bulk import into a server: rows per insert (2,000 x 1536-d is 12 MiB, well inside
+#: Milvus's 64 MiB message limit) and inserts in flight (bench/transfer.py measures them).
+IMPORT_BATCH = 2000
+IMPORT_WORKERS = 4
+
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}")
 _INDEXES = ("FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX")
 
@@ -190,6 +195,8 @@ class MilvusStore(GalleryStore):
             self.conn.close()
             raise
         self.index_type = opened.index_type
+        if not self.lite:  # a server takes several large inserts at once
+            self.import_batch, self.import_workers = IMPORT_BATCH, IMPORT_WORKERS
         #: The collection stores provenance (one made before it does not, and refuses it).
         self.provenance = opened.provenance
         self.fields = [*META_FIELDS, *(PROVENANCE_FIELDS if self.provenance else ())]
@@ -240,13 +247,49 @@ class MilvusStore(GalleryStore):
     # ---------------------------------------------------------------- writes
 
     def _galleries_of(self, item_ids: list[str]) -> dict[str, str]:
+        """Which ids are stored: what makes an import resumable, so it reads at Strong until
+        this replica's first insert (from then on Session waits for that insert, and every
+        write before it, another process's included)."""
         self.conn.check_open()
+        level = None if self.conn.wrote else "Strong"
         found: dict[str, str] = {}
         for start in range(0, len(item_ids), 1000):
             part = item_ids[start : start + 1000]
-            for row in self.conn.query(f"item_id in {string_list(part)}", ["item_id", "gallery"]):
+            expr = f"item_id in {string_list(part)}"
+            for row in self.conn.query(expr, ["item_id", "gallery"], level=level):
                 found[row["item_id"]] = row["gallery"]
         return found
+
+    def seal(self, timeout: float = 600.0) -> bool:
+        """Flush the collection (its growing segments sealed), then wait until the query
+        nodes serve every row from an indexed sealed segment. Growing segments are searched
+        through an interim index that the search's ``ef`` does not reach: right after a bulk
+        import, filtered searches there find about half the true neighbours
+        (bench/RESULTS.md). Milvus Lite has nothing to seal."""
+        self.conn.check_open()
+        if self.lite:
+            return True
+        # the rows to wait for: those written before the flush (other replicas' later inserts
+        # go to new growing segments, which this wait leaves to Milvus)
+        total = self.conn.count("", strong=False)
+        with self.conn.errors("flush"):
+            self.conn.client.flush(self.collection, timeout=max(self.timeout, timeout))
+        deadline = time.monotonic() + timeout
+        while True:
+            indexed = self.conn.indexed_rows()
+            if indexed >= total:
+                return True
+            if time.monotonic() > deadline:
+                log.warning(
+                    "collection %s: %d of %d rows indexed after %.0f s; searches on the rest "
+                    "run at lower recall until Milvus indexes them",
+                    self.collection,
+                    indexed,
+                    total,
+                    timeout,
+                )
+                return False
+            time.sleep(1.0)
 
     def _write(
         self,
