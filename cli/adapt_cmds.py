@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .detector_options import add_detector_options, people_finder
+from .detector_options import add_detector_options, check_footage_options, people_finder
 from .errors import UserError
 
 __all__ = [
@@ -48,32 +48,8 @@ def export_footage(
     return export_training_set(sources, choice.detector, settings, output, progress=not args.quiet)
 
 
-def check_footage_options(args: argparse.Namespace) -> datetime | None:
-    """The footage options' values checked; returns ``--start`` parsed (or None)."""
-    for name, low in (("crops_per_track", 1), ("min_height", 1)):
-        if getattr(args, name) < low:
-            raise UserError(f"--{name.replace('_', '-')} must be at least {low}")
-    if args.crops_per_track > 256:
-        raise UserError("--crops-per-track is at most 256")
-    if args.min_motion < 0:
-        raise UserError("--min-motion must be >= 0")
-    if args.fps is not None and args.fps <= 0:
-        raise UserError("--fps must be > 0")
-    if args.duration is not None and args.duration <= 0:
-        raise UserError("--duration must be > 0")
-    if not getattr(args, "start", None):
-        return None
-    try:
-        start = datetime.fromisoformat(args.start)
-    except ValueError:
-        raise UserError(f"--start {args.start!r} is not an ISO 8601 time") from None
-    if start.tzinfo is None:
-        raise UserError("--start needs the camera's UTC offset, e.g. 2024-05-01T08:00:00+02:00")
-    return start
-
-
 def _cmd_export(args: argparse.Namespace) -> int:
-    start = check_footage_options(args)
+    start = check_footage_options(args, max_crops=256)
     report = export_footage(Path(args.video), Path(args.output), args.camera, args, start)
     print(f"{report.summary()} -> {args.output}")
     return 0
@@ -300,7 +276,7 @@ def _training_set(args: argparse.Namespace, folder: Path) -> None:
     if (folder / TRACKS_FILE).is_file():
         print(f"training set: {folder} (already exported; remove it to export again)")
         return
-    start = check_footage_options(args)
+    start = check_footage_options(args, max_crops=256)
     if args.sites:
         footage = _sites(Path(args.sites))
     else:

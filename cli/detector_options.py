@@ -1,18 +1,20 @@
 """How footage commands find people: one set of options (``add_detector_options``) and one
 reading of them (``people_finder``), shared by ``sona footage add``, ``sona footage
 export-training`` and ``sona adapt``, so that a site's footage is searched the same way for
-its gallery and for its training set."""
+its gallery and for its training set. ``check_footage_options`` checks the other options the
+three share, so that a value is refused in the same words by each."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 
-__all__ = ["DetectorChoice", "add_detector_options", "people_finder"]
+__all__ = ["DetectorChoice", "add_detector_options", "check_footage_options", "people_finder"]
 
 _DEFAULT_TORCHVISION = "fasterrcnn_resnet50_fpn"
 
@@ -25,6 +27,33 @@ class DetectorChoice:
     detect_every: int
     motion_gate: bool
     sweep_every: int
+
+
+def check_footage_options(
+    args: argparse.Namespace, max_crops: int, why: str = ""
+) -> datetime | None:
+    """The options every footage command has (crops per track, at most ``max_crops``; sizes,
+    motion, --fps, --duration) checked; returns ``--start`` parsed, None when not given."""
+    for name in ("crops_per_track", "min_height"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.crops_per_track > max_crops:
+        raise UserError(f"--crops-per-track is at most {max_crops}{why}")
+    if args.min_motion < 0:
+        raise UserError("--min-motion must be >= 0")
+    if args.fps is not None and args.fps <= 0:
+        raise UserError("--fps must be > 0")
+    if args.duration is not None and args.duration <= 0:
+        raise UserError("--duration must be > 0")
+    if not getattr(args, "start", None):
+        return None
+    try:
+        start = datetime.fromisoformat(args.start)
+    except ValueError:
+        raise UserError(f"--start {args.start!r} is not an ISO 8601 time") from None
+    if start.tzinfo is None:
+        raise UserError("--start needs the camera's UTC offset, e.g. 2024-05-01T08:00:00+02:00")
+    return start
 
 
 def people_finder(args: argparse.Namespace) -> DetectorChoice:

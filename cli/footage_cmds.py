@@ -9,7 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .detector_options import DetectorChoice, add_detector_options, people_finder
+from .detector_options import (
+    DetectorChoice,
+    add_detector_options,
+    check_footage_options,
+    people_finder,
+)
 from .errors import UserError
 
 __all__ = ["add_parsers"]
@@ -45,29 +50,13 @@ def _one_camera(args: argparse.Namespace) -> int:
             raise UserError("--start is for files: a live stream's crops take the wall clock")
         if args.detections or args.duration is not None or args.fps is not None:
             raise UserError("--detections, --duration and --fps are for files, not live streams")
-        start = datetime.now(UTC).astimezone()
-    else:
-        if args.start is None:
-            raise UserError("--start is required for a file or folder (the first frame's time)")
-        try:
-            start = datetime.fromisoformat(args.start)
-        except ValueError:
-            raise UserError(f"--start {args.start!r} is not an ISO 8601 time") from None
-        if start.tzinfo is None:
-            raise UserError("--start needs the camera's UTC offset, e.g. 2024-05-01T08:00:00+02:00")
+    elif args.start is None:
+        raise UserError("--start is required for a file or folder (the first frame's time)")
     if args.flush_every <= 0:
         raise UserError("--flush-every must be > 0")
-    for name in ("crops_per_track", "min_height"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.crops_per_track > 64:
-        raise UserError("--crops-per-track is at most 64 (one request per track)")
-    if args.min_motion < 0:
-        raise UserError("--min-motion must be >= 0")
-    if args.fps is not None and args.fps <= 0:
-        raise UserError("--fps must be > 0")
-    if args.duration is not None and args.duration <= 0:
-        raise UserError("--duration must be > 0")
+    start = check_footage_options(args, max_crops=64, why=" (one request per track)")
+    if stream:  # a live stream's crops take the wall clock
+        start = datetime.now(UTC).astimezone()
     if not args.camera or "," in args.camera:
         raise UserError("--camera must be a non-empty name without commas")
     choice = people_finder(args)
