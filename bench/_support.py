@@ -22,6 +22,7 @@ import httpx
 __all__ = [
     "cpu_seconds",
     "crop_jpegs",
+    "free_port",
     "int8_model",
     "machine_cpu_seconds",
     "milvus_server",
@@ -49,7 +50,7 @@ def crop_jpegs(folder: Path, count: int) -> list[bytes]:
     return [data[i % len(data)] for i in range(count)]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -93,7 +94,7 @@ def served(
 ) -> Iterator[tuple[str, int]]:
     """``sona serve`` (or ``command``, which takes ``--port``) on 127.0.0.1 until the block
     ends: yields (url, pid)."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = {"SONA_CHECKPOINT": str(checkpoint), "SONA_DATA_DIR": str(data_dir), **env}
     log = data_dir.parent / f"sona-serve-{port}.log"
@@ -147,7 +148,7 @@ def milvus_server(base_dir: Path | None = None) -> Iterator[tuple[str, int, str]
     folder = tempfile.mkdtemp(prefix="sona-milvus-", dir=base_dir)
     server = MilvusServer()
     server.set_base_dir(folder)
-    server.listen_port = _free_port()
+    server.listen_port = free_port()
     server.start()
     try:
         yield f"http://127.0.0.1:{server.listen_port}", server.server_proc.pid, __version__
@@ -160,7 +161,7 @@ def milvus_server(base_dir: Path | None = None) -> Iterator[tuple[str, int, str]
 def nginx_proxy(upstreams: list[str], folder: Path) -> Iterator[tuple[str, int]]:
     """Debian's nginx in the foreground on 127.0.0.1, round robin over ``upstreams`` (urls)
     as docker/nginx.conf does, until the block ends: yields (url, pid of its master)."""
-    port = _free_port()
+    port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("client_body", "proxy"):  # its workers drop root: let them write there
         (folder / name).mkdir(exist_ok=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,17 +22,12 @@ import time
 from pathlib import Path
 
 import httpx
+from _support import free_port
 
 from model.cpu import cpu_info
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 READY = "SONA DEMO ready"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(footage: Path, data: Path, seconds: float | None, log: Path) -> dict[str, float]:
