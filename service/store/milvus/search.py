@@ -21,8 +21,9 @@ bulk import's seal, or once Milvus sealed a quiet gallery's segments) an HNSW co
 sends the narrow filters to the index too: measured there, it finds the exact top 10 (Milvus
 searches what passes by brute force at such filter ratios), without fetching any vector.
 
-On a collection of day partitions every read names the partitions of the gallery, of the days
-a time window meets (``Partitions.read``); the gallery's expression stays in the filter.
+On a collection of day partitions the store hands each search the partitions to name: the
+gallery's, of the days a time window meets (``Partitions.read``); the gallery's expression
+stays in the filter.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from ..base import GroupBy, Hit, SearchFilter, UnknownGalleryError
 from ..ranking import Candidate, top_k
 from .connection import MilvusConnection
 from .expressions import filter_expression, literal
-from .partitions import Partitions
 from .rows import item_of
 
 __all__ = ["EF_MAX", "EXACT_FILTERED_MAX", "MAX_TOPK", "NPROBE_MAX", "Searcher"]
@@ -97,10 +97,8 @@ class Searcher:
         index_type: str,
         ef_search: int,
         nprobe: int,
-        parts: Partitions | None = None,
     ) -> None:
         self.conn = conn
-        self.parts = parts  # None: gallery is the partition key (an older collection)
         self.fields = fields  # an item's metadata
         self.index_type = index_type
         self.ef_search = ef_search
@@ -209,26 +207,9 @@ class Searcher:
         k: int,
         where: SearchFilter,
         group_by: GroupBy | None,
-    ) -> list[Hit]:
-        self.conn.check_open()
-        if self.parts is None:
-            return self._search(gallery, query, k, where, group_by, None)
-        return self.parts.read(
-            gallery,
-            lambda parts: self._search(gallery, query, k, where, group_by, parts),
-            where.since,
-            where.until,
-        )
-
-    def _search(
-        self,
-        gallery: str,
-        query: np.ndarray,
-        k: int,
-        where: SearchFilter,
-        group_by: GroupBy | None,
         parts: list[str] | None,
     ) -> list[Hit]:
+        """The top ``k`` of ``gallery`` on the partitions ``parts`` (None: every loaded one)."""
         expr = filter_expression(gallery, where)
         if expr is None:
             self._check_exists(gallery)

@@ -208,7 +208,6 @@ class MilvusStore(GalleryStore):
             self.index_type,
             max(1, int(ef_search)),
             max(1, int(nprobe)),
-            self.parts,
         )
         self.remover = Remover(self.conn, self.crops, self.parts)
 
@@ -551,7 +550,13 @@ class MilvusStore(GalleryStore):
         where: SearchFilter,
         group_by: GroupBy | None,
     ) -> list[Hit]:
-        return self.searcher.search(gallery, query, k, where, group_by)
+        self.conn.check_open()
+        return self._read(
+            gallery,
+            lambda parts: self.searcher.search(gallery, query, k, where, group_by, parts),
+            where.since,
+            where.until,
+        )
 
     # ---------------------------------------------------------------- closing
 
