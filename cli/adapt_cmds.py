@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .detector_options import add_detector_options, check_footage_options, people_finder
+from .detector_options import add_clip_options, check_footage_options, people_finder
 from .errors import UserError
 
 __all__ = [
@@ -57,27 +57,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def add_footage_options(parser: argparse.ArgumentParser, *, crops: int = 16) -> None:
     """Detector, tracking and crop options shared by export-training and adapt."""
-    add_detector_options(parser)
-    parser.add_argument(
-        "--crops-per-track",
-        type=int,
-        default=crops,
-        help=f"crops written per track, spread over its time (default {crops})",
-    )
-    parser.add_argument(
-        "--min-height", type=int, default=80, help="shortest person, in pixels, kept as a crop"
-    )
-    parser.add_argument(
-        "--min-motion",
-        type=float,
-        default=0.5,
-        help="leave out tracks moving less than this many of the person's heights "
-        "(a detector's false alarms on still things); 0 keeps all",
-    )
-    parser.add_argument("--fps", type=float, help="frame rate (needed for a folder of images)")
-    parser.add_argument(
-        "--duration", type=float, metavar="SECONDS", help="only the first SECONDS of each clip"
-    )
+    add_clip_options(parser, crops=crops, verb="written")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -1,8 +1,10 @@
 """How footage commands find people: one set of options (``add_detector_options``) and one
 reading of them (``people_finder``), shared by ``sona footage add``, ``sona footage
 export-training`` and ``sona adapt``, so that a site's footage is searched the same way for
-its gallery and for its training set. ``check_footage_options`` checks the other options the
-three share, so that a value is refused in the same words by each."""
+its gallery and for its training set. The other options the three share, which crops of a
+track are kept and which part of a clip is read, are added by ``add_clip_options`` and checked
+by ``check_footage_options``, so that each command describes and refuses them in the same
+words."""
 
 from __future__ import annotations
 
@@ -14,7 +16,13 @@ from typing import Any
 
 from .errors import UserError
 
-__all__ = ["DetectorChoice", "add_detector_options", "check_footage_options", "people_finder"]
+__all__ = [
+    "DetectorChoice",
+    "add_clip_options",
+    "add_detector_options",
+    "check_footage_options",
+    "people_finder",
+]
 
 _DEFAULT_TORCHVISION = "fasterrcnn_resnet50_fpn"
 
@@ -200,4 +208,42 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
         "--exhaustive",
         action="store_true",
         help="every frame, whole frame: the slow reference (--detect-every 1 --no-motion-gate)",
+    )
+
+
+def add_clip_options(parser: argparse.ArgumentParser, *, crops: int, verb: str) -> None:
+    """The detector options, then which crops of a clip's tracks are kept (``verb``: what is
+    done with them, "indexed" or "written") and which part of the clip is read."""
+    add_detector_options(parser)
+    parser.add_argument(
+        "--crops-per-track",
+        type=int,
+        default=crops,
+        help=f"crops {verb} per track, spread over its time (default {crops})",
+    )
+    parser.add_argument(
+        "--min-height",
+        type=int,
+        default=80,
+        help=f"shortest person, in pixels, whose crop may be {verb} (default 80)",
+    )
+    parser.add_argument(
+        "--min-motion",
+        type=float,
+        default=0.5,
+        help="leave out tracks whose box centre moves less than this many of the person's "
+        "heights (pro rata for tracks under 2 s): detectors' false alarms on still things; 0 "
+        "keeps people standing still (default 0.5)",
+    )
+    parser.add_argument(
+        "--fps",
+        type=float,
+        help="frame rate: needed for a folder of images; for a video it overrides the stream's "
+        "(default: the stream's)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="only the first SECONDS of each clip (default: all of it)",
     )

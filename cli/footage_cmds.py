@@ -11,7 +11,7 @@ from typing import Any
 
 from .detector_options import (
     DetectorChoice,
-    add_detector_options,
+    add_clip_options,
     check_footage_options,
     people_finder,
 )
@@ -282,39 +282,7 @@ def add_parsers(sub: Any) -> None:
     add.add_argument(
         "--api-key", default=os.environ.get("SONA_API_KEY"), help="API key (default: SONA_API_KEY)"
     )
-    add_detector_options(add)
-    add.add_argument(
-        "--crops-per-track",
-        type=int,
-        default=4,
-        help="crops indexed per track, spread over its time (default 4)",
-    )
-    add.add_argument(
-        "--min-height",
-        type=int,
-        default=80,
-        help="shortest person, in pixels, whose crop may be indexed (default 80)",
-    )
-    add.add_argument(
-        "--min-motion",
-        type=float,
-        default=0.5,
-        help="leave out tracks whose box centre moves less than this many of the person's "
-        "heights (pro rata for tracks under 2 s): detectors' false alarms on still things; 0 "
-        "keeps people standing still (default 0.5)",
-    )
-    add.add_argument(
-        "--fps",
-        type=float,
-        help="frame rate: needed for a folder of images; for a video it overrides the stream's "
-        "(default: the stream's)",
-    )
-    add.add_argument(
-        "--duration",
-        type=float,
-        metavar="SECONDS",
-        help="only the first SECONDS of each clip (default: all of it)",
-    )
+    add_clip_options(add, crops=4, verb="indexed")
     add.add_argument(
         "--state",
         metavar="FILE",
