@@ -37,7 +37,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -399,21 +399,30 @@ def store_rows(args, n: int, data: np.ndarray, queries: np.ndarray, truth: np.nd
     return rows
 
 
-def fill(store, n: int, data: np.ndarray, base: datetime) -> tuple[float, dict[str, int]]:
-    """Ingest the n vectors in batches of 1,000: items/s and each item's row in ``data``."""
+def fill(
+    store,
+    n: int,
+    data: np.ndarray,
+    base: datetime,
+    *,
+    gallery: str = "bench",
+    crops: Sequence[bytes] = (b"\xff\xd8\xff",),
+) -> tuple[float, dict[str, int]]:
+    """Ingest the n vectors in batches of 1,000 into ``gallery``, each with one of ``crops``
+    in turn: items/s and each item's row in ``data``."""
     from service.store import NewItem
 
     position: dict[str, int] = {}
     start = time.perf_counter()
     for chunk in range(0, n, 1000):
         added = store.add(
-            "bench",
+            gallery,
             [
                 NewItem(
                     embedding=data[i],
                     camera_id=f"c{i % STORE_CAMERAS}",
                     timestamp=base + timedelta(seconds=i * DAY_S / n),
-                    image=b"\xff\xd8\xff",
+                    image=crops[i % len(crops)],
                     image_type="image/jpeg",
                 )
                 for i in range(chunk, min(n, chunk + 1000))

@@ -26,9 +26,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 from _support import cpu_seconds, milvus_server
-from search import DAY_S, STORE_CAMERAS, clustered, recall, stats, timed_queries, top_k
+from search import DAY_S, clustered, fill, recall, stats, timed_queries, top_k
 
-from service.store import FaissSqliteStore, NewItem, SearchFilter
+from service.store import FaissSqliteStore, SearchFilter
 from service.transfer import export_gallery, import_gallery
 
 DIM = 1536
@@ -47,30 +47,14 @@ def jpegs(count: int) -> list[bytes]:
     return out
 
 
-def make_archive(folder: Path, data: np.ndarray) -> tuple[Path, list[str]]:
-    """The source gallery in the embedded store, exported; returns the archive and ids."""
-    n = len(data)
-    crops = jpegs(500)
-    ids: list[str] = []
+def make_archive(folder: Path, data: np.ndarray) -> tuple[Path, dict[str, int]]:
+    """The source gallery in the embedded store, exported; returns the archive and each
+    item's row in ``data``."""
     with FaissSqliteStore(folder / "source", dim=DIM) as src:
-        for start in range(0, n, 1000):
-            added = src.add(
-                "site",
-                [
-                    NewItem(
-                        embedding=data[i],
-                        camera_id=f"c{i % STORE_CAMERAS}",
-                        timestamp=BASE + timedelta(seconds=i * DAY_S / n),
-                        image=crops[i % len(crops)],
-                        image_type="image/jpeg",
-                    )
-                    for i in range(start, min(n, start + 1000))
-                ],
-            )
-            ids += [a.item_id for a in added]
+        _, position = fill(src, len(data), data, BASE, gallery="site", crops=jpegs(500))
         archive = export_gallery(src, "site", folder / "site.tar").path
     shutil.rmtree(folder / "source")
-    return archive, ids
+    return archive, position
 
 
 def timed_import(store, archive: Path) -> tuple[float, float]:
@@ -81,10 +65,9 @@ def timed_import(store, archive: Path) -> tuple[float, float]:
     return (result.added + result.skipped) / wall, time.process_time() - cpu0
 
 
-def recalls(store, ids: list[str], data: np.ndarray, queries: np.ndarray, budget: float):
+def recalls(store, position: dict[str, int], data: np.ndarray, queries: np.ndarray, budget: float):
     """p50 ms and recall@10 of unfiltered, one-camera and one-hour searches."""
     n = len(data)
-    position = {item_id: i for i, item_id in enumerate(ids)}
     seconds = np.arange(n) * (DAY_S / n)
     hour = (10 * 3600.0, 11 * 3600.0)
     cases = [
@@ -137,7 +120,7 @@ def main() -> None:
         folder = Path(tempfile.mkdtemp(prefix="sona-bench-transfer-", dir=args.tmp))
         stack.callback(shutil.rmtree, folder, True)
         began = time.perf_counter()
-        archive, ids = make_archive(folder, data)
+        archive, position = make_archive(folder, data)
         size = os.path.getsize(archive) / 2**20
         print(
             f"{args.items:,} items, archive {size:,.0f} MiB (made in "
@@ -149,7 +132,7 @@ def main() -> None:
         with FaissSqliteStore(folder / "faiss", dim=DIM) as dst:
             rate, cpu = timed_import(dst, archive)
             print(f"| FAISS + SQLite | {rate:,.0f} | {cpu:.0f} | - | - |", flush=True)
-            embedded = recalls(dst, ids, data, queries, args.time)
+            embedded = recalls(dst, position, data, queries, args.time)
         shutil.rmtree(folder / "faiss")
         rows = [("FAISS + SQLite", "-", embedded)]
         if args.milvus_uri:
@@ -174,11 +157,11 @@ def main() -> None:
                 import_gallery(store, archive)
                 wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
                 server = (cpu_seconds(server_pid) if server_pid else float("nan")) - server0
-                before = recalls(store, ids, data, queries, args.time)
+                before = recalls(store, position, data, queries, args.time)
                 t1 = time.perf_counter()
                 real_seal()
                 sealing = time.perf_counter() - t1
-                after = recalls(store, ids, data, queries, args.time)
+                after = recalls(store, position, data, queries, args.time)
                 label = f"Milvus {args.milvus_index}, {workers} in flight x {args.milvus_batch}"
                 print(
                     f"| {label} | {args.items / wall:,.0f} (with the seal: "
