@@ -16,12 +16,12 @@ from datetime import datetime, timedelta
 import cv2
 
 from .choose import Candidate, CropChooser
+from .collect import TrackCollector
 from .decode import Frame, Source, prefetch
 from .detect import Detection, Detector
 from .errors import FootageError
-from .finder import Finder
 from .state import RunState
-from .track import Track, Tracker
+from .track import Track
 from .upload import TrackUploader
 
 __all__ = ["Pipeline", "Report", "Settings", "ingest", "track_id"]
@@ -111,9 +111,7 @@ class Pipeline:
         self.report = Report()
         self.number = 0
         self.tracks_before = 0  # confirmed in earlier clips
-        self.tracker: Tracker | None = None
-        self.finder: Finder | None = None
-        self.choosers: dict[int, CropChooser] = {}
+        self.collector: TrackCollector | None = None
         self.last_seen: dict[int, float] = {}  # track key -> seconds of its latest frame
         # each track indexed, now or by the run this one resumes: (track, its crops'
         # chooser, seconds from the first clip's start to its clip's, frame rate)
@@ -121,45 +119,34 @@ class Pipeline:
 
     def restart(self, fps: float) -> None:
         """A new clip or a new connection: nobody is carried over from before."""
-        if self.tracker is not None:
-            self.tracks_before += self.tracker.confirmed
-        self.tracker = Tracker(
-            iou_threshold=self.s.iou,
-            max_age=max(1, round(self.s.max_gap_seconds * fps)),
-            min_hits=self.s.min_hits,
-            high_score=self.detector.high_score,
-        )
-        self.finder = Finder(
-            self.detector, motion_gate=self.s.motion_gate, sweep_every=self.s.sweep_every
-        )
-        self.choosers = {}
+        if self.collector is not None:
+            self.tracks_before += self.collector.tracker.confirmed
+        self.collector = TrackCollector(self.detector, self.s, fps)
         self.last_seen = {}
+
+    @property
+    def choosers(self) -> dict[int, CropChooser]:
+        """The crop chooser of each track still open (or just ended, until it is sent)."""
+        return {} if self.collector is None else self.collector.choosers
 
     def step(self, frame: Frame, detections: list[Detection] | None = None) -> list[Track]:
         """Detect (unless ``detections`` are given), track and collect crop candidates in one
         frame; the tracks that ended."""
-        assert self.tracker is not None
-        assert self.finder is not None
+        assert self.collector is not None
         if detections is None:
-            detections = self.finder.find(frame.index, frame.image)
-        pairs, ended = self.tracker.update(frame.index, detections)
-        for track, det in pairs:
-            chooser = self.choosers.get(track.key)
-            if chooser is None:
-                chooser = self.choosers[track.key] = CropChooser(min_height=self.s.min_height)
-            chooser.add(frame.index, frame.seconds, frame.image, det)
+            detections = self.collector.finder.find(frame.index, frame.image)
+        pairs, ended, dropped = self.collector.step(frame, detections)
+        for track, _ in pairs:
             self.last_seen[track.key] = frame.seconds
-        live = {t.key for t in self.tracker.live} | {t.key for t in ended}
-        for k in [k for k in self.choosers if k not in live]:
-            del self.choosers[k]  # died unconfirmed
+        for k in dropped:  # died unconfirmed
             self.last_seen.pop(k, None)
         self.report.detections += len(detections)
-        self.report.tracks = self.tracks_before + self.tracker.confirmed
+        self.report.tracks = self.tracks_before + self.collector.tracker.confirmed
         return ended
 
     def finish(self) -> list[Track]:
         """The confirmed tracks still open (end of a clip, a dropped stream, a stop)."""
-        return [] if self.tracker is None else self.tracker.finish()
+        return [] if self.collector is None else self.collector.tracker.finish()
 
     def crops(
         self, chosen: list[Candidate], tid: str, clip_start: datetime, source: str
@@ -231,8 +218,8 @@ class Pipeline:
         self.restart(source.fps)
         every = self.s.detect_every
         for frames in _batches(prefetch(source.sample(every)), self.detector.batch):
-            assert self.finder is not None
-            found = self.finder.find_many([(f.index, f.image) for f in frames])
+            assert self.collector is not None
+            found = self.collector.finder.find_many([(f.index, f.image) for f in frames])
             for frame, detections in zip(frames, found, strict=True):
                 for track in self.step(frame, detections):
                     self.flush(track, self.choosers.pop(track.key, None), clip_start, source)

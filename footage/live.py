@@ -176,8 +176,8 @@ def _session(
     for frame in _frames(capture, every, stop, started):
         for track in run.step(frame):
             send(track, final=True)
-        assert run.tracker is not None
-        for track in run.tracker.live:
+        assert run.collector is not None
+        for track in run.collector.tracker.live:
             if track.number is None:
                 continue
             since = sent_at.setdefault(track.key, frame.seconds)

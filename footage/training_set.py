@@ -29,11 +29,11 @@ from typing import Any
 import cv2
 
 from .choose import Candidate, CropChooser
+from .collect import TrackCollector
 from .decode import Source
 from .detect import Detector
 from .errors import FootageError
-from .finder import Finder
-from .track import Track, Tracker
+from .track import Track
 
 __all__ = [
     "TRACKS_FILE",
@@ -177,33 +177,18 @@ class TrainingSetWriter:
         self.report.crops += len(crops)
 
     def clip(self, source: Source, detector: Detector, offset: float, bar) -> None:
-        tracker = Tracker(
-            iou_threshold=self.s.iou,
-            max_age=max(1, round(self.s.max_gap_seconds * source.fps)),
-            min_hits=self.s.min_hits,
-            high_score=detector.high_score,
-        )
-        choosers: dict[int, CropChooser] = {}
-        finder = Finder(detector, motion_gate=self.s.motion_gate, sweep_every=self.s.sweep_every)
+        collector = TrackCollector(detector, self.s, source.fps)
         every = self.s.detect_every
         for frame in source.sample(every):
-            pairs, ended = tracker.update(frame.index, finder.find(frame.index, frame.image))
-            for track, det in pairs:
-                chooser = choosers.get(track.key)
-                if chooser is None:
-                    chooser = choosers[track.key] = CropChooser(min_height=self.s.min_height)
-                chooser.add(frame.index, frame.seconds, frame.image, det)
+            _, ended, _ = collector.step(frame, collector.finder.find(frame.index, frame.image))
             for track in ended:
-                self.add(track, choosers.pop(track.key, None), offset, source.fps)
-            live = {t.key for t in tracker.live}
-            for k in [k for k in choosers if k not in live]:  # died unconfirmed
-                del choosers[k]
+                self.add(track, collector.choosers.pop(track.key, None), offset, source.fps)
             step = min(every, source.frames - frame.index)  # the frames skipped count as read
             self.report.frames += step
             bar.update(step)
-        for track in tracker.finish():
-            self.add(track, choosers.pop(track.key, None), offset, source.fps)
-        self.report.tracks += tracker.confirmed
+        for track in collector.tracker.finish():
+            self.add(track, collector.choosers.pop(track.key, None), offset, source.fps)
+        self.report.tracks += collector.tracker.confirmed
 
     def close(self, sources: Sequence[Source], detector: Detector) -> ExportReport:
         """Add the camera of ``sources`` to ``tracks.json`` (atomically: it alone says which
