@@ -146,6 +146,48 @@ CONFIGS = {
         sweep=1,
     ),
     "every3": Config("motion-gated HOG, every 3rd frame", "hog", 3, True, {}),
+    # the exhaustive search's own tall scales (HogDetector.aligned_sweep) instead of the
+    # coarse sweep: its boxes are the reference's, so what they leave is the tracking's
+    "aligned": Config(
+        "motion-gated HOG, every 2nd frame, the exhaustive search's tall scales on each",
+        "hog",
+        2,
+        True,
+        {"sweep_levels": "aligned"},
+        sweep=1,
+    ),
+    "aligned2": Config(
+        "motion-gated HOG, every 2nd frame, the exhaustive search's tall scales on every 2nd "
+        "of them",
+        "hog",
+        2,
+        True,
+        {"sweep_levels": "aligned"},
+        sweep=2,
+    ),
+    "aligned-hits2": Config(
+        "motion-gated HOG, every 2nd frame, the exhaustive search's tall scales on each, tracks "
+        "confirmed after 2 hits",
+        "hog",
+        2,
+        True,
+        {"sweep_levels": "aligned"},
+        min_hits=2,
+        sweep=1,
+    ),
+    "aligned-every-frame": Config(
+        "motion-gated HOG, every frame, the exhaustive search's tall scales on each",
+        "hog",
+        1,
+        True,
+        {"sweep_levels": "aligned"},
+        sweep=1,
+    ),
+    # the reference's own detector at the default's pace: what any detector searching every
+    # 2nd frame can hope for against tracks made from every frame
+    "exhaustive-every2": Config(
+        "HOG 1.5x, whole frame, every 2nd frame (the reference's detector)", "hog", 2, False, {}
+    ),
     "ssdlite": Config(
         "SSDlite320-MobileNetV3 (random weights: speed only), every 2nd frame, motion-gated",
         "torchvision:ssdlite320_mobilenet_v3_large",

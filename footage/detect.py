@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,8 @@ ONNX_FASTER_ON_CPU = frozenset({"fasterrcnn_mobilenet_v3_large_320_fpn"})
 #: R-CNN was not); on a GPU, 8.
 _BATCH_ON_CPU = {"ssdlite320_mobilenet_v3_large": 4}
 _SWEEP = (144.0, 1.2)  # HOG's sweep: the shortest box it looks for, its scale step
+_EXHAUSTIVE_STEP = 1.05  # the exhaustive search's scale step, which the aligned sweep repeats
+_SWEEP_LEVELS = ("coarse", "aligned")
 
 
 @dataclass(frozen=True)
@@ -133,11 +136,15 @@ class HogDetector(Detector):
         pyramid: float = 1.05,
         sweep_height: float = _SWEEP[0],
         sweep_step: float = _SWEEP[1],
+        sweep_levels: str = _SWEEP_LEVELS[0],
     ) -> None:
         if upscale <= 0:
             raise FootageError("the HOG upscale factor must be > 0")
         if pyramid <= 1:
             raise FootageError("the HOG pyramid step must be > 1")
+        if sweep_levels not in _SWEEP_LEVELS:
+            raise FootageError(f"unknown HOG sweep {sweep_levels!r}: {' or '.join(_SWEEP_LEVELS)}")
+        self.sweep_levels = sweep_levels
         self.pyramid = pyramid
         self.upscale = upscale
         self.min_score = min_score
@@ -154,6 +161,7 @@ class HogDetector(Detector):
             f"hog x{self.upscale:g} score>{self.min_score:g} nms{self.nms_iou:g} "
             f"step{self.pyramid:g}"
             + ("" if sweep == _SWEEP else f" sweep{sweep[0]:g}/{sweep[1]:g}")
+            + ("" if self.sweep_levels == _SWEEP_LEVELS[0] else f" sweep-{self.sweep_levels}")
         )
 
     def detect(self, index: int, image: np.ndarray) -> list[Detection]:
@@ -175,12 +183,31 @@ class HogDetector(Detector):
         the camera) that the moving regions' windows are too small for. Reduced, the frame
         costs a fraction of the fine search; without OpenCV's grouping (which needs the
         fine scale steps' many overlapping windows) the windows go to non-maximum
-        suppression with the rest."""
+        suppression with the rest. ``sweep_levels="aligned"``: the exhaustive search's own
+        tall scales instead (``aligned_sweep``)."""
+        if self.sweep_levels == "aligned":
+            return nms(found + self.aligned_sweep(image), self.nms_iou)
         s = 128 * 0.9 / self.sweep_height  # the box is 0.9 of the window's height
         small = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
         tall = self._windows(small, 0, 0, upscale=1.0, step=self.sweep_step, group=0)
         tall = [Detection(d.x / s, d.y / s, d.w / s, d.h / s, d.score) for d in tall]
         return nms(found + tall, self.nms_iou)
+
+    def aligned_sweep(self, image: np.ndarray) -> list[Detection]:
+        """The tall boxes the exhaustive search (the whole frame at ``upscale``, scale step
+        1.05, OpenCV's grouping) finds, for a third of its cost: its pyramid from the level
+        below the first whose box is ``sweep_height`` tall, the frame resized once to that
+        level and searched with the same step, stride and grouping, so that the levels, and
+        with them the boxes, are the exhaustive search's (one level below, as OpenCV groups
+        the windows of neighbouring levels)."""
+        first = math.log(self.upscale * self.sweep_height / (128 * 0.9), _EXHAUSTIVE_STEP)
+        level = max(0, math.ceil(first) - 1)
+        s = self.upscale / _EXHAUSTIVE_STEP**level
+        small = cv2.resize(image, None, fx=s, fy=s)
+        tall = self._windows(small, 0, 0, upscale=1.0, step=_EXHAUSTIVE_STEP, group=2)
+        return nms(
+            [Detection(d.x / s, d.y / s, d.w / s, d.h / s, d.score) for d in tall], self.nms_iou
+        )
 
     def _windows(
         self,
