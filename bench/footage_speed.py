@@ -463,7 +463,11 @@ def stages(video: Path, count: int) -> list[tuple[str, float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("video", nargs="?", default=str(VTEST), help="video (default vtest.avi)")
-    parser.add_argument("--configs", default="default,exhaustive", help="which, comma-separated")
+    parser.add_argument(
+        "--configs",
+        default="default,exhaustive",
+        help=f"which, comma-separated, of: {', '.join(CONFIGS)}",
+    )
     parser.add_argument("--cache", default="data/bench", help="where the reference is kept")
     parser.add_argument(
         "--end-to-end", action="store_true", help="also sona footage add into sona serve"
@@ -486,6 +490,9 @@ def main() -> None:
         help="first, each stage alone on this many frames (decode, gate, HOG, CNNs)",
     )
     args = parser.parse_args()
+    unknown = [name for name in args.configs.split(",") if name not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configuration {', '.join(unknown)}: one of {', '.join(CONFIGS)}")
     video = Path(args.video)
     if args.stages:
         stages(video, args.stages)

@@ -64,8 +64,8 @@ def test_the_default_search_indexes_most_people_the_exhaustive_one_does(tmp_path
 
 def test_the_aligned_sweep_finds_the_exhaustive_searchs_tall_boxes() -> None:
     """The aligned sweep repeats the exhaustive search's tall scales: on frames of vtest.avi
-    with groups and fixtures in them, its boxes are the reference's tall ones (IoU 0.84 to
-    0.99 measured on 16 such boxes; most of them must overlap by half)."""
+    with groups and fixtures in them, its boxes are the reference's tall ones (measured in the
+    footage section of bench/RESULTS.md; most of them must overlap by half here)."""
     wanted = {3, 240, 550, 675}
     exhaustive, aligned = HogDetector(), HogDetector(pyramid=1.2, sweep_levels="aligned")
     # a run resumed with the other sweep is told apart (its boxes differ)
