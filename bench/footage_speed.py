@@ -188,6 +188,15 @@ CONFIGS = {
     "exhaustive-every2": Config(
         "HOG 1.5x, whole frame, every 2nd frame (the reference's detector)", "hog", 2, False, {}
     ),
+    "exhaustive-every2-hits2": Config(
+        "HOG 1.5x, whole frame, every 2nd frame (the reference's detector), tracks confirmed "
+        "after 2 hits",
+        "hog",
+        2,
+        False,
+        {},
+        min_hits=2,
+    ),
     "ssdlite": Config(
         "SSDlite320-MobileNetV3 (random weights: speed only), every 2nd frame, motion-gated",
         "torchvision:ssdlite320_mobilenet_v3_large",
