@@ -195,11 +195,11 @@ class HogDetector(Detector):
 
     def aligned_sweep(self, image: np.ndarray) -> list[Detection]:
         """The tall boxes the exhaustive search (the whole frame at ``upscale``, scale step
-        1.05, OpenCV's grouping) finds, for about a quarter of its cost: its pyramid from the level
-        below the first whose box is ``sweep_height`` tall, the frame resized once to that
-        level and searched with the same step, stride and grouping, so that the levels, and
-        with them the boxes, are the exhaustive search's (one level below, as OpenCV groups
-        the windows of neighbouring levels)."""
+        1.05, OpenCV's grouping) finds, for about a quarter of its cost: its pyramid from
+        the level below the first whose box is ``sweep_height`` tall, the frame resized once
+        to that level and searched with the same step, stride and grouping, so that the
+        levels, and with them the boxes, are the exhaustive search's (one level below, as
+        OpenCV groups the windows of neighbouring levels)."""
         first = math.log(self.upscale * self.sweep_height / (128 * 0.9), _EXHAUSTIVE_STEP)
         level = max(0, math.ceil(first) - 1)
         s = self.upscale / _EXHAUSTIVE_STEP**level
