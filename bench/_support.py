@@ -139,14 +139,19 @@ def int8_model(checkpoint: Path, crops: Path, output: Path) -> Path:
 
 
 @contextlib.contextmanager
-def milvus_server(base_dir: Path | None = None) -> Iterator[tuple[str, int, str]]:
+def milvus_server(
+    base_dir: Path | None = None, config: dict[str, str] | None = None
+) -> Iterator[tuple[str, int, str]]:
     """The Milvus standalone server the ``milvus`` package embeds (2.3.x), on a free port
     under a temporary folder (in ``base_dir``) until the block ends: yields (uri, pid,
-    version). Only one can run on a machine at a time (its internal ports are fixed)."""
+    version). ``config``: settings of its milvus.yaml by dotted name. Only one can run on a
+    machine at a time (its internal ports are fixed)."""
     from milvus import MilvusServer, __version__
 
     folder = tempfile.mkdtemp(prefix="sona-milvus-", dir=base_dir)
     server = MilvusServer()
+    for key, value in (config or {}).items():
+        server.config.set(key, value)
     server.set_base_dir(folder)
     server.listen_port = free_port()
     server.start()

@@ -55,15 +55,26 @@ CAMERAS = 8
 STORE_CAMERAS = 20
 DAY_S = 86400.0
 K = 10
+#: Past this many vectors the data are mapped from a file (``clustered``).
+IN_MEMORY_MAX = 200_000
 
 
 # ------------------------------------------------------------------------------------ data
 
 
-def clustered(n: int, rng: np.random.Generator, rank: int = 0, per_identity: int = 8):
+def clustered(
+    n: int,
+    rng: np.random.Generator,
+    rank: int = 0,
+    per_identity: int = 8,
+    folder: str | None = None,
+):
     """Unit vectors around n / per_identity identity centres (views of the same person).
 
-    rank 0: isotropic centres; else centres in a random rank-dimensional subspace.
+    rank 0: isotropic centres; else centres in a random rank-dimensional subspace. Past
+    ``IN_MEMORY_MAX`` vectors they are written to a file in ``folder`` and mapped: at a million
+    the 6 GB would otherwise sit in this process beside the stores under test (the page
+    cache can give it back to them).
     """
     ids = max(1, n // per_identity)
     if rank:
@@ -72,12 +83,16 @@ def clustered(n: int, rng: np.random.Generator, rank: int = 0, per_identity: int
         centres *= np.float32(np.sqrt(DIM / rank))  # the same norm as isotropic centres
     else:
         centres = rng.standard_normal((ids, DIM), dtype=np.float32)
-    data = np.empty((n, DIM), dtype=np.float32)
+    if n > IN_MEMORY_MAX:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix="sona-bench-vectors-") as f:
+            data = np.memmap(f.name, dtype=np.float32, mode="w+", shape=(n, DIM))
+    else:
+        data = np.empty((n, DIM), dtype=np.float32)
     for start in range(0, n, 50_000):
         stop = min(n, start + 50_000)
         noise = rng.standard_normal((stop - start, DIM), dtype=np.float32)
-        data[start:stop] = centres[np.arange(start, stop) % len(centres)] + 0.9 * noise
-    data /= np.linalg.norm(data, axis=1, keepdims=True)
+        chunk = centres[np.arange(start, stop) % len(centres)] + 0.9 * noise
+        data[start:stop] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
     return data
 
 
@@ -92,7 +107,7 @@ def load_data(args: argparse.Namespace, n: int) -> tuple[np.ndarray, np.ndarray]
         if len(data) < n or len(queries) < args.queries:
             raise SystemExit(f"{args.vectors} holds {len(every)} vectors: too few")
         return data, queries
-    data = clustered(n, rng, rank=args.rank if args.data == "lowrank" else 0)
+    data = clustered(n, rng, rank=args.rank if args.data == "lowrank" else 0, folder=args.tmp)
     # a gallery vector plus fresh noise (cosine about 0.65 to it)
     noise = np.random.default_rng(n).standard_normal((args.queries, DIM), dtype=np.float32)
     queries = data[rng.choice(n, args.queries, replace=False)] + 0.03 * noise
@@ -526,11 +541,15 @@ def milvus_server_rows(args, n, data, queries, truth, base, filters) -> list[lis
                     print(f"  server memory {tree_rss_mib(args.milvus_pid):,.0f} MiB", flush=True)
                 for level in args.milvus_consistency.split(","):
                     store = writer if level == "Strong" else open_store(level)
-                    label = f"Milvus server {args.milvus_version} ({index}), {level}"
-                    label += ", sealed and indexed" if sealed else ""
-                    row = measure(args, store, position, data, queries, truth, filters)
-                    rows.append([label, ingest, tree_rss_mib(args.milvus_pid), *row])
-                    print(f"  {label}: p50 {row[0]:.2f} ms, recall@10 {row[2]:.3f}", flush=True)
+                    for ef in (args.milvus_efs or [store.ef_search]) if index == "HNSW" else [0]:
+                        label = f"Milvus server {args.milvus_version} ({index}), {level}"
+                        if ef:
+                            store.searcher.ef_search = ef
+                            label += f", ef {ef}"
+                        label += ", sealed and indexed" if sealed else ""
+                        row = measure(args, store, position, data, queries, truth, filters)
+                        rows.append([label, ingest, tree_rss_mib(args.milvus_pid), *row])
+                        print(f"  {label}: p50 {row[0]:.2f} ms, recall@10 {row[2]:.3f}", flush=True)
                     if store is not writer:
                         store.close()
             writer.close()
@@ -606,14 +625,30 @@ def main() -> None:
         default=0.0,
         help="--milvus-seal: seconds to wait after the seal",
     )
+    parser.add_argument(
+        "--milvus-ef",
+        default="",
+        help="server: HNSW ef values to search with, comma-separated (default: the store's)",
+    )
+    parser.add_argument(
+        "--milvus-config",
+        default="",
+        help="--milvus-server: its milvus.yaml settings, KEY=VALUE,... (e.g. "
+        "dataCoord.segment.maxSize=2048,dataCoord.segment.sealProportion=0.25)",
+    )
     parser.add_argument("--tmp", default=None, help="where the stores' data go")
     args = parser.parse_args()
+    try:
+        server_config = dict(kv.split("=", 1) for kv in args.milvus_config.split(",") if kv)
+        args.milvus_efs = [int(ef) for ef in args.milvus_ef.split(",") if ef]
+    except ValueError:
+        parser.error("--milvus-config takes KEY=VALUE,...; --milvus-ef integers")
     args.milvus_version = ""
     args.milvus_pid = None
     with contextlib.ExitStack() as stack:
         if args.milvus_server:
             args.milvus_uri, args.milvus_pid, args.milvus_version = stack.enter_context(
-                milvus_server(Path(args.tmp) if args.tmp else None)
+                milvus_server(Path(args.tmp) if args.tmp else None, server_config)
             )
         run(args)
 
