@@ -71,6 +71,7 @@ def open_store(settings: Settings, dim: int) -> GalleryStore:
                 crops=settings.crops_dir,  # None: beside a Milvus Lite .db; a server needs it
                 index=settings.milvus_index or None,
                 consistency=settings.milvus_consistency,
+                ef_search=settings.milvus_ef,
                 timeout=settings.milvus_timeout_s,
             )
         except (OSError, ValueError, RuntimeError) as exc:

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         "Milvus's time tick), Strong (every replica's acknowledged writes, at the cost of a "
         "wait for the time tick), Bounded, Eventually",
     )
+    milvus_ef: int = Field(
+        32,  # the Milvus store's EF_SEARCH
+        ge=1,
+        le=4096,
+        description="Milvus HNSW: ef of a search without a camera or time filter (raised to "
+        "the results asked for; a filter raises it by the inverse of the share it passes)",
+    )
     milvus_timeout_s: float = Field(
         30.0,
         gt=0,

@@ -337,3 +337,34 @@ def test_milvus_lite_kill_9_keeps_acknowledged_items(tmp_path: Path) -> None:
         assert s.search("g", x[0], 1)[0].item.item_id == acked[-1]["ids"][0]
         everything = {r["item_id"] for b in s.conn.scan("", ["item_id"]) for r in b}
         assert {i for rec in acked for i in rec["ids"]} <= everything
+
+
+@needs_milvus
+def test_milvus_ef_setting_reaches_the_searches(tmp_path: Path) -> None:
+    """SONA_MILVUS_EF is the ef of an unfiltered HNSW search; more results asked raise it, a
+    filter's share raises it further (up to EF_MAX); 0 is refused at start-up."""
+    from pydantic import ValidationError
+
+    from service.runtime import open_store
+    from service.settings import Settings
+    from service.store.milvus import search as milvus_search
+
+    settings = Settings(
+        store="milvus",
+        milvus_uri=str(tmp_path / "m.db"),
+        milvus_index="HNSW",
+        milvus_ef=48,
+        data_dir=tmp_path,
+    )
+    store = open_store(settings, dim=8)
+    try:
+        assert store.ef_search == 48
+        assert store.searcher.params(11)["params"]["ef"] == 48
+        assert store.searcher.params(100)["params"]["ef"] == 100
+        assert store.searcher.params(11, widen=20.0)["params"]["ef"] == 960
+        assert store.searcher.params(11, widen=1e4)["params"]["ef"] == milvus_search.EF_MAX
+    finally:
+        store.close()
+    assert Settings().milvus_ef == milvus_search.EF_SEARCH
+    with pytest.raises(ValidationError):
+        Settings(milvus_ef=0)

@@ -17,7 +17,7 @@ from .support import T0, Backend, needs_milvus_server, new_item
 pytestmark = needs_milvus_server
 
 N, DIM, K = 4000, 128, 10
-#: HNSW (M 32, ef 128) finds about all true neighbours at this size; the bar leaves room for
+#: HNSW (M 32, the store's ef) finds about all true neighbours at this size; the bar leaves room for
 #: the graph's randomness without letting a broken search path (0.5) through.
 MIN_RECALL = 0.9
 

@@ -96,7 +96,7 @@ from .expressions import literal, string_list
 from .partitions import Partitions, day_of, partition_name, stale
 from .removal import Remover
 from .rows import item_of, row_of
-from .search import MAX_TOPK, Searcher
+from .search import EF_SEARCH, MAX_TOPK, Searcher
 
 __all__ = ["MAX_TOPK", "TEXT_MAX", "MilvusStore", "MilvusUnavailableError"]
 
@@ -143,7 +143,7 @@ class MilvusStore(GalleryStore):
         collection_prefix: str = "sona_",
         crops: CropStore | Path | str | None = None,
         index: str | None = None,
-        ef_search: int = 128,
+        ef_search: int = EF_SEARCH,
         nprobe: int = 32,
         timeout: float = 30.0,
         consistency: str = "Session",
