@@ -53,10 +53,9 @@ MAX_TOPK = 16384
 #: proportion to their number; past this many the index answers.
 EXACT_FILTERED_MAX = 2_000
 #: HNSW's ``ef`` for a search without a camera or time filter (raised to the results asked
-#: for). Milvus searches every sealed segment with it and merges their best: measured on a
-#: server at 100,000 items, ef 32 found recall@10 0.996-0.997 where 128 found 0.998-1.000, in
-#: about half the time, and the time grows with the segments searched (bench/search.py
-#: ``--milvus-ef``, bench/RESULTS.md).
+#: for). Milvus searches every sealed segment with it and merges their best, so a search
+#: costs about ef x segments: at 100,000 and 1,000,000 sealed items, 32 kept recall@10 above
+#: 0.95 in about half the time of 128 (bench/search.py ``--milvus-ef``, bench/RESULTS.md).
 EF_SEARCH = 32
 #: The most a filter raises HNSW's ``ef`` to (Milvus accepts up to 32768; the cost grows with it).
 EF_MAX = 4096
